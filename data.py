@@ -1,0 +1,277 @@
+"""Datasets as uint8 tensors, the paper's validation split, and tensor-op batching.
+
+Every dataset is read once into memory as uint8 (N, C, H, W). ``ImageBatches``
+keeps it on the training device and builds each batch with a few tensor ops
+(gather, flip, scale), so no DataLoader workers or per-image PIL transforms are
+involved, on CPU or GPU.
+
+On-disk layout under the images folder (what torchvision's download produces):
+  cifar10       cifar-10-batches-py/data_batch_1..5, test_batch
+  cifar100      cifar-100-python/train, test
+  fashionmnist  FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
+"""
+import gzip
+import os
+import pickle
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from seeds import make_complex
+
+__all__ = ['DATASETS', 'TRAINABLE_DATASETS', 'PAPER_CIFAR10_MEAN', 'PAPER_CIFAR10_STD', 'DatasetError',
+           'ImageData', 'load_dataset', 'split_train_validation', 'channel_mean_std', 'ImageBatches']
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    channels: int
+    image_size: int
+    num_classes: int
+    small_images: bool  # gets the CIFAR-style 3x3 stem without max-pool
+
+
+DATASETS = {
+    'cifar10': DatasetInfo(3, 32, 10, True),
+    'cifar100': DatasetInfo(3, 32, 100, True),
+    'fashionmnist': DatasetInfo(1, 28, 10, True),
+    'fake': DatasetInfo(3, 32, 10, True),
+    'imagenet': DatasetInfo(3, 224, 1000, False),  # network construction only
+}
+TRAINABLE_DATASETS = ('cifar10', 'cifar100', 'fashionmnist', 'fake')
+# The per-channel statistics the paper uses for --input_norm dataset on CIFAR-10.
+PAPER_CIFAR10_MEAN = (0.4916, 0.4823, 0.4467)
+PAPER_CIFAR10_STD = (0.2472, 0.2437, 0.2618)
+VALIDATION_FRACTION = 0.1
+VALIDATION_SPLIT_SEED = 0
+FAKE_MIN_SIZE = 100  # the stratified 10% split needs at least one image per class
+FAKE_DATA_SEED = 'fake data'
+
+
+class DatasetError(Exception):
+    """A dataset is missing, cannot be downloaded, or its files are corrupt."""
+
+
+@dataclass
+class ImageData:
+    train_images: torch.Tensor  # uint8 (N, C, H, W), the full official training set
+    train_labels: torch.Tensor  # int64 (N,)
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+    is_fake: bool = False
+
+
+def _checked(name, images, labels, num_classes, where):
+    info = DATASETS[name]
+    expected = (info.channels, info.image_size, info.image_size)
+    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+        raise DatasetError(f'{where}: expected images of shape (N, {", ".join(map(str, expected))}), '
+                           f'got {tuple(images.shape)}')
+    if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+        raise DatasetError(f'{where}: {images.shape[0]} images but {labels.shape[0]} labels')
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise DatasetError(f'{where}: labels outside 0..{num_classes - 1}')
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+
+_CIFAR_FILES = {
+    'cifar10': ('cifar-10-batches-py', [f'data_batch_{i}' for i in range(1, 6)], ['test_batch'], 'labels'),
+    'cifar100': ('cifar-100-python', ['train'], ['test'], 'fine_labels'),
+}
+
+
+def _read_cifar_batches(paths, label_key):
+    images, labels = [], []
+    for path in paths:
+        try:
+            with open(path, 'rb') as f:
+                batch = pickle.load(f, encoding='latin1')
+            data = np.asarray(batch['data'], dtype=np.uint8)
+            images.append(data.reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch[label_key], dtype=np.int64))
+        except Exception as error:  # truncated pickle, wrong keys, wrong sizes: all mean corrupt
+            raise DatasetError(f'corrupt dataset file {path} ({type(error).__name__}: {error})') from None
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _load_cifar(name, root, download):
+    folder, train_files, test_files, label_key = _CIFAR_FILES[name]
+    base = os.path.join(root, folder)
+    paths = [os.path.join(base, f) for f in train_files + test_files]
+    if not all(os.path.isfile(p) for p in paths):
+        _download(name, root, download, [p for p in paths if not os.path.isfile(p)])
+    train = _read_cifar_batches(paths[:len(train_files)], label_key)
+    test = _read_cifar_batches(paths[len(train_files):], label_key)
+    num_classes = DATASETS[name].num_classes
+    return ImageData(*_checked(name, *train, num_classes, base), *_checked(name, *test, num_classes, base),
+                     num_classes)
+
+
+# ----------------------------------------------------------------------------- Fashion-MNIST
+
+
+def _read_idx(path, expected_ndim):
+    """Read an IDX file (the MNIST format: big-endian header, then uint8 data), plain or gzipped."""
+    try:
+        opener = gzip.open if path.endswith('.gz') else open
+        with opener(path, 'rb') as f:
+            raw = f.read()
+        magic = int.from_bytes(raw[:4], 'big')
+        ndim = magic & 0xFF
+        if magic >> 8 != 0x08 or ndim != expected_ndim:
+            raise ValueError(f'bad magic number {magic:#010x}')
+        shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
+        data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+        if data.size != int(np.prod(shape)):
+            raise ValueError(f'header says {shape} but holds {data.size} bytes')
+        return data.reshape(shape)
+    except Exception as error:
+        raise DatasetError(f'corrupt dataset file {path} ({type(error).__name__}: {error})') from None
+
+
+def _load_fashionmnist(root, download):
+    raw = os.path.join(root, 'FashionMNIST', 'raw')
+    stems = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
+             't10k-labels-idx1-ubyte']
+
+    def find(stem):
+        for candidate in (os.path.join(raw, stem), os.path.join(raw, stem + '.gz')):
+            if os.path.isfile(candidate):
+                return candidate
+        return None
+
+    if not all(find(s) for s in stems):
+        _download('fashionmnist', root, download, [os.path.join(raw, s) for s in stems if not find(s)])
+    train_images, train_labels, test_images, test_labels = (
+        _read_idx(find(s), 3 if 'images' in s else 1) for s in stems)
+    train = _checked('fashionmnist', train_images[:, None], train_labels, 10, raw)
+    test = _checked('fashionmnist', test_images[:, None], test_labels, 10, raw)
+    return ImageData(*train, *test, 10)
+
+
+# ----------------------------------------------------------------------------- download and fake
+
+
+def _download(name, root, download, missing):
+    hint = f'{name} is missing from {root} ({os.path.basename(missing[0])} not found)'
+    if not download:
+        raise DatasetError(f'{hint}; place the files there to train offline')
+    import torchvision.datasets as tv  # torchvision's own download and md5-checked extraction
+    dataset_class = {'cifar10': tv.CIFAR10, 'cifar100': tv.CIFAR100, 'fashionmnist': tv.FashionMNIST}[name]
+    created = os.path.abspath(root)  # the top folder this call creates, removed again if the download fails
+    while not os.path.exists(os.path.dirname(created)):
+        created = os.path.dirname(created)
+    created = None if os.path.exists(created) else created
+    try:
+        os.makedirs(root, exist_ok=True)
+        dataset_class(root=root, train=True, download=True)
+    except Exception as error:
+        if created:
+            shutil.rmtree(created, ignore_errors=True)
+        raise DatasetError(f'{hint} and the download failed ({type(error).__name__}: {error}); '
+                           f'place the files there to train offline') from None
+
+
+def _make_fake(size):
+    """Random CIFAR-shaped images with balanced random labels: for speed and smoke tests only."""
+    if size < FAKE_MIN_SIZE:
+        raise DatasetError(f'fake data needs at least {FAKE_MIN_SIZE} training images, got {size}')
+    generator = torch.Generator().manual_seed(make_complex(FAKE_DATA_SEED))
+
+    def draw(n):
+        images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
+        labels = (torch.arange(n) % 10)[torch.randperm(n, generator=generator)]
+        return images, labels
+
+    return ImageData(*draw(size), *draw(max(size // 5, 10)), 10, is_fake=True)
+
+
+def load_dataset(name, root, download=True, fake_size=50000):
+    """Load a dataset's official train and test sets as uint8 tensors.
+
+    Files already under ``root`` are used as they are (offline training); missing
+    ones are downloaded with torchvision when ``download`` is true. Raises
+    DatasetError with a one-line reason otherwise.
+    """
+    if name == 'fake':
+        return _make_fake(fake_size)
+    if name in _CIFAR_FILES:
+        return _load_cifar(name, root, download)
+    if name == 'fashionmnist':
+        return _load_fashionmnist(root, download)
+    raise DatasetError(f'unknown dataset {name!r}; choose one of: {", ".join(TRAINABLE_DATASETS)}')
+
+
+# ----------------------------------------------------------------------------- protocol helpers
+
+
+def split_train_validation(labels):
+    """The paper's split: a stratified 10% of the training set, the same for every trial seed."""
+    from sklearn.model_selection import train_test_split
+    labels = np.asarray(labels)
+    train_index, validation_index = train_test_split(
+        np.arange(len(labels)), test_size=VALIDATION_FRACTION, stratify=labels,
+        random_state=make_complex(VALIDATION_SPLIT_SEED))
+    return torch.from_numpy(np.sort(train_index)), torch.from_numpy(np.sort(validation_index))
+
+
+def channel_mean_std(images):
+    """Exact per-channel mean and (population) std of uint8 images, on the [0, 1] scale."""
+    means, stds = [], []
+    values = torch.arange(256, dtype=torch.float64) / 255
+    for channel in range(images.shape[1]):
+        counts = torch.bincount(images[:, channel].reshape(-1).long(), minlength=256).double()
+        mean = (counts * values).sum() / counts.sum()
+        means.append(mean.item())
+        stds.append(((counts * (values - mean) ** 2).sum() / counts.sum()).sqrt().item())
+    return tuple(means), tuple(stds)
+
+
+class ImageBatches:
+    """A uint8 image set held on ``device``, served as float batches built by tensor ops.
+
+    Images are scaled to [0, 1] and, when ``mean``/``std`` are given, normalised
+    per channel. ``shuffled`` draws the order and the horizontal flips (the
+    protocol's only augmentation) from ``generator``, a CPU generator, so a seed
+    gives the same batches on every device.
+    """
+
+    def __init__(self, images, labels, device, mean=None, std=None):
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        channels = images.shape[1]
+        mean = torch.tensor(mean if mean is not None else (0.0,) * channels, dtype=torch.float32)
+        std = torch.tensor(std if std is not None else (1.0,) * channels, dtype=torch.float32)
+        self.scale = (1 / (255 * std)).view(1, -1, 1, 1).to(device)
+        self.shift = (mean / std).view(1, -1, 1, 1).to(device)
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def _to_float(self, images):
+        return images.float() * self.scale - self.shift
+
+    def shuffled(self, batch_size, generator):
+        """One training epoch: random order, each image flipped left-right with probability 1/2."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator).to(self.images.device)
+        flip = (torch.rand(n, generator=generator) < 0.5).to(self.images.device)
+        for start in range(0, n, batch_size):
+            index = order[start:start + batch_size]
+            images = self._to_float(self.images[index])
+            images = torch.where(flip[index].view(-1, 1, 1, 1), images.flip(3), images)
+            yield images, self.labels[index]
+
+    def in_order(self, batch_size):
+        """Evaluation: every image once, unflipped."""
+        for start in range(0, len(self), batch_size):
+            yield self._to_float(self.images[start:start + batch_size]), self.labels[start:start + batch_size]
+
+    def num_batches(self, batch_size):
+        return -(-len(self) // batch_size)

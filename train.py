@@ -1,0 +1,359 @@
+"""Train a ResNet with the paper's BN initialisation and BN-scale learning-rate reduction.
+
+    python train.py --dataset cifar10 --bn_weight 0.1 --c 100 --input_norm bn --seed 1
+
+Protocol (Davis & Frank, ECCV 2022): a stratified 10% of the training set is held
+out for validation (always with seed 0); the trial seed fixes the initial
+weights, data order and flips; SGD with momentum and cosine annealing per epoch;
+random horizontal flips are the only augmentation; the weights with the best
+validation accuracy are kept, and the test accuracy at that epoch is reported.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import torch
+import torch.nn as nn
+
+from data import (DATASETS, PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, TRAINABLE_DATASETS, DatasetError,
+                  ImageBatches, channel_mean_std, load_dataset, split_train_validation)
+from networks import INPUT_NORMS, NETWORKS, construct_network
+from seeds import make_complex, make_deterministic
+from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
+
+EVAL_BATCH_SIZE = 1000  # evaluation uses running BN statistics, so its batch size only affects speed
+RESULT_COLUMNS = ('epoch', 'train_loss', 'val_loss', 'val_accuracy', 'test_accuracy')
+
+
+class TrainingError(Exception):
+    """A problem that ends the run with a one-line message and exit status 1."""
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def build_parser():
+    default_device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--path', default='', help="parent folder for {dataset}/images, /networks and /results; "
+                                              "'' means ./training/")
+    p.add_argument('--name', default=None, help='name of the weights and results files '
+                                                '(default: {dataset}_train_weight{bn_weight}_c{c})')
+    p.add_argument('--dataset', default='cifar10', choices=TRAINABLE_DATASETS,
+                   help="dataset to train on; 'fake' is random CIFAR-shaped data for smoke runs and "
+                        "benchmarks only: its accuracies mean nothing")
+    p.add_argument('--network', default='resnet18', choices=NETWORKS, help='torchvision ResNet to train')
+    p.add_argument('--batch_size', default=128, type=int, help='training batch size')
+    p.add_argument('--num_epochs', default=180, type=int, help='number of training epochs')
+    p.add_argument('--learning_rate', default=0.1, type=float, help='initial SGD learning rate')
+    p.add_argument('--scheduler', default='cos', choices=('cos', 'none'),
+                   help="'cos': cosine annealing to 1e-8, stepped once per epoch; 'none': constant rate")
+    p.add_argument('--momentum', default=0.9, type=float, help='SGD momentum')
+    p.add_argument('--weight_decay', default=1e-4, type=float, help='weight decay on conv and linear weights')
+    p.add_argument('--device', default=default_device, help='torch device: cpu, cuda, cuda:0, ...')
+    p.add_argument('--bn_weight', default=0.1, type=float,
+                   help='initial value of every BN scale (<= 0 means the standard 1.0)')
+    p.add_argument('--c', default=100.0, type=float,
+                   help='BN scales train with learning_rate / c (applied only when c > 1)')
+    p.add_argument('--input_norm', default='bn', choices=INPUT_NORMS,
+                   help="'bn': a BN layer before the network (scale bn_weight x 0.58, shift frozen at 0); "
+                        "'dataset': fixed per-channel mean/std of the training set")
+    p.add_argument('--seed', default='1', help='trial seed (an integer, hashed with MD5; the paper uses 1..15, '
+                                               '0 is reserved for the validation split)')
+    p.add_argument('--data_dir', default=None,
+                   help='folder holding the dataset files (default: {path}/{dataset}/images)')
+    p.add_argument('--fake_size', default=50000, type=int,
+                   help="number of training images of --dataset fake (the test set is a fifth of it)")
+    return p
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def validate_args(args, parser):
+    """Reject impossible settings with argparse's one-line usage error (exit status 2)."""
+    problems = []
+    if args.batch_size < 1:
+        problems.append(f'--batch_size must be >= 1, got {args.batch_size}')
+    if args.num_epochs < 1:
+        problems.append(f'--num_epochs must be >= 1, got {args.num_epochs}')
+    for flag in ('learning_rate', 'weight_decay', 'c'):
+        value = getattr(args, flag)
+        if not _finite(value) or value < 0:
+            problems.append(f'--{flag} must be a finite number >= 0, got {value}')
+    if _finite(args.learning_rate) and args.learning_rate == 0:
+        problems.append('--learning_rate must be > 0')
+    if not _finite(args.momentum) or not 0 <= args.momentum < 1:
+        problems.append(f'--momentum must be in [0, 1), got {args.momentum}')
+    if not _finite(args.bn_weight):
+        problems.append(f'--bn_weight must be finite, got {args.bn_weight}')
+    try:
+        seed = int(args.seed)
+        if seed < 0:
+            raise ValueError
+        args.seed = str(seed)  # '01' and '1' must hash to the same run
+    except ValueError:
+        problems.append(f'--seed must be an integer >= 0, got {args.seed!r}')
+    if args.dataset == 'fake' and args.fake_size < 100:
+        problems.append(f'--fake_size must be >= 100 (the validation split needs every class), got {args.fake_size}')
+    if args.name is not None and (not args.name or os.sep in args.name or args.name in ('.', '..')):
+        problems.append(f'--name must be a plain file name, got {args.name!r}')
+    if problems:
+        parser.error('; '.join(problems))
+    try:
+        args.device = str(resolve_device(args.device))
+    except ValueError as error:
+        parser.error(str(error))
+    if args.name is None:
+        args.name = f'{args.dataset}_train_weight{args.bn_weight:g}_c{args.c:g}'
+    args.path = args.path or os.path.join('.', 'training', '')
+    return args
+
+
+def resolve_device(name):
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f'--device {name!r} is not a torch device (examples: cpu, cuda, cuda:0)') from None
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ValueError(f'--device {name} asked for CUDA, but no CUDA GPU is available; use --device cpu')
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f'--device {name}: only {torch.cuda.device_count()} CUDA device(s) present')
+    elif device.type != 'cpu':
+        try:
+            torch.empty(1, device=device)
+        except Exception:
+            raise ValueError(f'--device {name} is not available on this machine') from None
+    return device
+
+
+def output_paths(args):
+    root = os.path.join(args.path, args.dataset)
+    return {
+        'images': args.data_dir or os.path.join(root, 'images'),
+        'networks': os.path.join(root, 'networks'),
+        'results': os.path.join(root, 'results'),
+        'weights': os.path.join(root, 'networks', f'{args.name}-best.pt'),
+        'txt': os.path.join(root, 'results', f'{args.name}.txt'),
+        'json': os.path.join(root, 'results', f'{args.name}.json'),
+    }
+
+
+def check_writable(folder):
+    """Fail early, before any output exists, if ``folder`` could not be created or written."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise TrainingError(f'cannot create {folder}: {existing} is a file, not a folder')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TrainingError(f'cannot write to {folder}: {existing} is not writable')
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def atomic_write(path, write):
+    """Write through a temporary file in the same folder and rename it into place,
+    so a crash leaves either the old complete file or the new complete one."""
+    temporary = f'{path}.tmp{os.getpid()}'
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text(path, text):
+    def write(temporary):
+        with open(temporary, 'w') as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
+def results_text(config, epochs):
+    """The original code's results layout: settings as 'Key: value,,,,' lines, then a CSV table."""
+    padding = ',' * (len(RESULT_COLUMNS) - 1)
+    lines = [f'{key}: {value}{padding}' for key, value in config.items()]
+    lines.append(','.join(RESULT_COLUMNS))
+    for row in epochs:
+        lines.append(f"{row['epoch']},{row['train_loss']:.6f},{row['val_loss']:.6f},"
+                     f"{row['val_accuracy']:.4f},{row['test_accuracy']:.4f}")
+    return '\n'.join(lines) + '\n'
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class Progress:
+    """A one-line progress bar for terminals; silent when stdout is a file, so logs stay one line per epoch.
+    It only counts steps, so it never waits for the GPU."""
+
+    def __init__(self, total, label):
+        self.total, self.label = total, label
+        self.enabled = sys.stdout.isatty()
+        self.every = max(1, total // 50)
+
+    def update(self, step):
+        if self.enabled and (step % self.every == 0 or step == self.total):
+            filled = 30 * step // self.total
+            print(f'\r{self.label} [{"#" * filled}{"." * (30 - filled)}] {step}/{self.total}', end='', flush=True)
+
+    def close(self):
+        if self.enabled:
+            print('\r' + ' ' * (len(self.label) + 50) + '\r', end='', flush=True)
+
+
+def train_one_epoch(network, batches, optimizer, criterion, batch_size, generator, label=''):
+    """One pass over the shuffled, flipped training set; returns the mean loss per image."""
+    network.train()
+    total_loss = torch.zeros((), device=batches.images.device)
+    progress = Progress(batches.num_batches(batch_size), label)
+    for step, (images, labels) in enumerate(batches.shuffled(batch_size, generator), start=1):
+        loss = criterion(network(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.detach() * labels.shape[0]  # stays on the device: no per-step sync
+        progress.update(step)
+    progress.close()
+    return {'train_loss': total_loss.item() / len(batches)}
+
+
+@torch.no_grad()
+def validate(network, batches, criterion):
+    """Mean loss and accuracy (percent) over a whole evaluation set, with running BN statistics."""
+    network.eval()
+    device = batches.images.device
+    total_loss, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
+    for images, labels in batches.in_order(EVAL_BATCH_SIZE):
+        logits = network(images)
+        total_loss += criterion(logits, labels) * labels.shape[0]
+        correct += (logits.argmax(dim=1) == labels).sum()
+    return {'loss': total_loss.item() / len(batches), 'accuracy': 100.0 * correct.item() / len(batches)}
+
+
+def prepare_data(args, paths, device):
+    """Load the dataset, hold out the paper's validation split, and place all three sets on the device."""
+    data = load_dataset(args.dataset, paths['images'], fake_size=args.fake_size)
+    train_index, validation_index = split_train_validation(data.train_labels.numpy())
+    train_images = data.train_images[train_index]
+    mean = std = None
+    if args.input_norm == 'dataset':
+        if args.dataset == 'cifar10':
+            mean, std = PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD
+        else:
+            mean, std = channel_mean_std(train_images)
+    make = lambda images, labels: ImageBatches(images, labels, device, mean, std)  # noqa: E731
+    return {
+        'train': make(train_images, data.train_labels[train_index]),
+        'val': make(data.train_images[validation_index], data.train_labels[validation_index]),
+        'test': make(data.test_images, data.test_labels),
+        'num_classes': data.num_classes, 'is_fake': data.is_fake, 'mean': mean, 'std': std,
+    }
+
+
+def build_optimizer(network, args):
+    if args.weight_decay == 0 and args.c <= 1:
+        parameters = [p for p in network.parameters() if p.requires_grad]
+    else:
+        parameters = adjust_weight_decay_and_learning_rate(network, args.weight_decay, args.learning_rate, args.c)
+    optimizer = torch.optim.SGD(parameters, lr=args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = None
+    if args.scheduler == 'cos':
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.num_epochs, eta_min=1e-8)
+    return optimizer, scheduler
+
+
+def environment(device):
+    import torchvision
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'
+    return {'device': str(device), 'device_name': name, 'torch_version': torch.__version__,
+            'torchvision_version': torchvision.__version__, 'python_version': platform.python_version()}
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = validate_args(parser.parse_args(argv), parser)
+    started = time.time()
+    paths = output_paths(args)
+    device = torch.device(args.device)
+    check_writable(paths['networks'])
+    check_writable(paths['results'])
+    data = prepare_data(args, paths, device)
+    if data['is_fake']:
+        print('NOTE: --dataset fake is random noise with random labels: its accuracies are meaningless')
+
+    make_deterministic(args.seed)
+    network = construct_network(args.network, data['num_classes'], args.dataset, args.bn_weight,
+                                args.input_norm).to(device)
+    optimizer, scheduler = build_optimizer(network, args)
+    criterion = nn.CrossEntropyLoss()
+    data_order = torch.Generator().manual_seed(make_complex(args.seed))
+
+    os.makedirs(paths['networks'], exist_ok=True)
+    os.makedirs(paths['results'], exist_ok=True)
+    config = {key: getattr(args, key) for key in vars(args)}
+    record = {'config': config, 'status': 'running', 'fake_data': data['is_fake'],
+              'input_mean': data['mean'], 'input_std': data['std'],
+              'train_size': len(data['train']), 'val_size': len(data['val']), 'test_size': len(data['test']),
+              'epochs': [], 'best_epoch': None, 'best_val_accuracy': None, 'test_accuracy_at_best': None,
+              'final_test_accuracy': None, 'weights_file': paths['weights'], **environment(device)}
+    print(f'{args.name}: {args.network} on {args.dataset} ({len(data["train"])} train, {len(data["val"])} val, '
+          f'{len(data["test"])} test) for {args.num_epochs} epochs on {device}', flush=True)
+
+    for epoch in range(1, args.num_epochs + 1):
+        epoch_start = time.time()
+        learning_rate = optimizer.param_groups[0]['lr']
+        metrics = train_one_epoch(network, data['train'], optimizer, criterion, args.batch_size, data_order,
+                                  label=f'epoch {epoch}/{args.num_epochs}')
+        if scheduler is not None:
+            scheduler.step()
+        val, test = validate(network, data['val'], criterion), validate(network, data['test'], criterion)
+        row = {'epoch': epoch, 'train_loss': metrics['train_loss'], 'val_loss': val['loss'],
+               'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'], 'learning_rate': learning_rate,
+               'epoch_time_s': time.time() - epoch_start}
+        improved = record['best_val_accuracy'] is None or val['accuracy'] > record['best_val_accuracy']
+        if improved:
+            state = {key: value.detach().cpu() for key, value in network.state_dict().items()}
+            atomic_write(paths['weights'], lambda temporary: torch.save(state, temporary))
+            record.update(best_epoch=epoch, best_val_accuracy=val['accuracy'],
+                          test_accuracy_at_best=test['accuracy'])
+        record['epochs'].append(row)
+        record.update(final_test_accuracy=test['accuracy'], wall_time_s=time.time() - started,
+                      status='finished' if epoch == args.num_epochs else 'running')
+        write_text(paths['txt'], results_text(config, record['epochs']))
+        write_text(paths['json'], json.dumps(record, indent=1) + '\n')
+        print(f"epoch {epoch:>3}/{args.num_epochs}  train_loss {row['train_loss']:.4f}  "
+              f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:6.2f}%  "
+              f"test_acc {row['test_accuracy']:6.2f}%  lr {learning_rate:.3g}  {row['epoch_time_s']:.1f}s"
+              f"{'  *best' if improved else ''}", flush=True)
+
+    print(f"done in {record['wall_time_s']:.0f}s: best val_acc {record['best_val_accuracy']:.2f}% at epoch "
+          f"{record['best_epoch']}, test_acc there {record['test_accuracy_at_best']:.2f}%; "
+          f"weights {paths['weights']}, results {paths['json']}")
+    return record
+
+
+def run():
+    try:
+        main()
+    except (TrainingError, DatasetError) as error:
+        print(f'train.py: error: {error}', file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print('train.py: interrupted', file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == '__main__':
+    run()
