@@ -130,7 +130,7 @@ def _read_idx(path, expected_ndim):
         data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
         if data.size != int(np.prod(shape)):
             raise ValueError(f'header says {shape} but holds {data.size} bytes')
-        return data.reshape(shape)
+        return data.reshape(shape).copy()  # frombuffer is read-only; torch wants writable memory
     except Exception as error:
         raise DatasetError(f'corrupt dataset file {path} ({type(error).__name__}: {error})') from None
 

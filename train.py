@@ -38,7 +38,7 @@ class TrainingError(Exception):
 
 def build_parser():
     default_device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    p = argparse.ArgumentParser(prog='train.py', description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--path', default='', help="parent folder for {dataset}/images, /networks and /results; "
                                               "'' means ./training/")
@@ -344,9 +344,10 @@ def main(argv=None):
     return record
 
 
-def run():
+def run(argv=None):
+    """Command-line entry: known problems end with a one-line message and a non-zero exit, no traceback."""
     try:
-        main()
+        return main(argv)
     except (TrainingError, DatasetError) as error:
         print(f'train.py: error: {error}', file=sys.stderr)
         sys.exit(1)

@@ -1,0 +1,145 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from sklearn.model_selection import train_test_split
+
+from conftest import write_cifar, write_fashionmnist, write_idx
+from data import (DatasetError, ImageBatches, channel_mean_std, load_dataset, split_train_validation)
+from seeds import make_complex
+
+
+@pytest.mark.parametrize('name, classes', [('cifar10', 10), ('cifar100', 100)])
+def test_cifar_read_from_the_real_on_disk_format(tmp_path, name, classes):
+    written = write_cifar(str(tmp_path), name)
+    data = load_dataset(name, str(tmp_path), download=False)
+    first_file = 'data_batch_1' if name == 'cifar10' else 'train'
+    n_train = sum(len(l) for f, (_, l) in written.items() if 'test' not in f)
+    assert data.train_images.shape == (n_train, 3, 32, 32) and data.train_images.dtype == torch.uint8
+    assert data.test_images.shape == (50, 3, 32, 32) and data.num_classes == classes
+    raw, labels = written[first_file]
+    # CIFAR rows are 1024 red, then 1024 green, then 1024 blue values, row-major
+    assert torch.equal(data.train_images[1, 2], torch.from_numpy(raw[1, 2048:].reshape(32, 32)))
+    assert data.train_labels[:len(labels)].tolist() == labels
+    assert data.train_labels.dtype == torch.int64 and not data.is_fake
+
+
+def test_cifar_missing_offline_and_corrupt_files(tmp_path):
+    with pytest.raises(DatasetError, match='missing .* place the files there to train offline'):
+        load_dataset('cifar10', str(tmp_path / 'nothing'), download=False)
+    write_cifar(str(tmp_path))
+    path = tmp_path / 'cifar-10-batches-py' / 'data_batch_3'
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DatasetError, match='corrupt dataset file .*data_batch_3'):
+        load_dataset('cifar10', str(tmp_path), download=False)
+    path.write_bytes(b'not a pickle at all')
+    with pytest.raises(DatasetError, match='corrupt'):
+        load_dataset('cifar10', str(tmp_path), download=False)
+
+
+def test_cifar_labels_out_of_range_are_rejected(tmp_path):
+    import pickle
+    write_cifar(str(tmp_path))
+    path = tmp_path / 'cifar-10-batches-py' / 'test_batch'
+    batch = pickle.loads(path.read_bytes())
+    batch['labels'][0] = 10
+    path.write_bytes(pickle.dumps(batch))
+    with pytest.raises(DatasetError, match='labels outside 0..9'):
+        load_dataset('cifar10', str(tmp_path), download=False)
+
+
+def test_fashionmnist_idx_files_plain_and_gzipped(tmp_path):
+    arrays = write_fashionmnist(str(tmp_path))
+    raw = tmp_path / 'FashionMNIST' / 'raw'
+    os.remove(raw / 't10k-labels-idx1-ubyte.gz')
+    write_idx(str(raw / 't10k-labels-idx1-ubyte'), arrays['t10k'][1], compress=False)
+    data = load_dataset('fashionmnist', str(tmp_path), download=False)
+    assert data.train_images.shape == (200, 1, 28, 28)
+    assert torch.equal(data.train_images[:, 0], torch.from_numpy(arrays['train'][0]))
+    assert data.test_labels.tolist() == arrays['t10k'][1].tolist()
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda b: b[:len(b) // 2], 'holds'),
+    (lambda b: b'\x00\x00\x09\x03' + b[4:], 'magic'),
+    (lambda b: b[:6], 'corrupt'),
+])
+def test_fashionmnist_corrupt_idx(tmp_path, damage, message):
+    arrays = write_fashionmnist(str(tmp_path))
+    path = tmp_path / 'FashionMNIST' / 'raw' / 'train-images-idx3-ubyte.gz'
+    os.remove(path)
+    plain = path.with_suffix('')
+    write_idx(str(plain), arrays['train'][0], compress=False)
+    plain.write_bytes(damage(plain.read_bytes()))
+    with pytest.raises(DatasetError, match=message):
+        load_dataset('fashionmnist', str(tmp_path), download=False)
+
+
+def test_real_fashionmnist_known_facts(fashion_mnist_root):
+    data = load_dataset('fashionmnist', fashion_mnist_root, download=False)
+    assert data.train_images.shape == (60000, 1, 28, 28) and data.test_images.shape == (10000, 1, 28, 28)
+    assert torch.bincount(data.train_labels).tolist() == [6000] * 10
+    assert torch.bincount(data.test_labels).tolist() == [1000] * 10
+    assert data.train_labels[0] == 9 and data.test_labels[0] == 9  # both sets open with an ankle boot
+    train_index, val_index = split_train_validation(data.train_labels.numpy())
+    assert len(val_index) == 6000 and torch.bincount(data.train_labels[val_index]).tolist() == [600] * 10
+    mean, std = channel_mean_std(data.train_images[train_index])
+    assert mean[0] == pytest.approx(0.286, abs=0.002) and std[0] == pytest.approx(0.353, abs=0.002)
+
+
+def test_validation_split_is_stratified_fixed_and_seed_0():
+    labels = np.repeat(np.arange(10), 50)
+    np.random.default_rng(1).shuffle(labels)
+    train_index, val_index = split_train_validation(labels)
+    assert len(val_index) == 50 and len(train_index) == 450
+    assert set(train_index.tolist()).isdisjoint(val_index.tolist())
+    assert np.bincount(labels[val_index.numpy()]).tolist() == [5] * 10
+    _, expected = train_test_split(np.arange(500), test_size=0.1, stratify=labels, random_state=make_complex(0))
+    assert sorted(expected.tolist()) == val_index.tolist()
+    assert torch.equal(split_train_validation(labels)[1], val_index)
+
+
+def test_channel_mean_std_is_exact():
+    images = torch.randint(0, 256, (30, 3, 8, 8), dtype=torch.uint8)
+    mean, std = channel_mean_std(images)
+    as_float = images.double().div(255).transpose(0, 1).reshape(3, -1)
+    assert np.allclose(mean, as_float.mean(1).numpy(), atol=1e-12)
+    assert np.allclose(std, as_float.std(1, unbiased=False).numpy(), atol=1e-12)
+
+
+def test_fake_data_is_fixed_balanced_and_sized():
+    a, b = load_dataset('fake', '', fake_size=300), load_dataset('fake', '', fake_size=300)
+    assert a.is_fake and a.train_images.shape == (300, 3, 32, 32) and a.test_images.shape[0] == 60
+    assert torch.equal(a.train_images, b.train_images) and torch.equal(a.test_labels, b.test_labels)
+    assert torch.bincount(a.train_labels).tolist() == [30] * 10
+    with pytest.raises(DatasetError, match='at least 100'):
+        load_dataset('fake', '', fake_size=99)
+
+
+def test_image_batches_cover_every_image_once_with_flips():
+    images = torch.arange(103 * 3 * 2 * 4, dtype=torch.int64).remainder(256).to(torch.uint8).view(103, 3, 2, 4)
+    labels = torch.arange(103)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
+    batches = ImageBatches(images, labels, 'cpu', mean, std)
+    seen, flipped = [], 0
+    expected = (images.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    sizes = []
+    for x, y in batches.shuffled(25, torch.Generator().manual_seed(3)):
+        sizes.append(len(y))
+        for image, label in zip(x, y):
+            original = expected[label]
+            if torch.allclose(image, original, atol=1e-6):
+                pass
+            else:
+                assert torch.allclose(image, original.flip(2), atol=1e-6)
+                flipped += 1
+        seen += y.tolist()
+    assert sizes == [25, 25, 25, 25, 3] and batches.num_batches(25) == 5  # the last, smaller batch is kept
+    assert sorted(seen) == list(range(103)) and seen != list(range(103))
+    assert 30 < flipped < 73
+    order = lambda seed: [y.tolist() for _, y in batches.shuffled(25, torch.Generator().manual_seed(seed))]  # noqa
+    assert order(3) == order(3) and order(3) != order(4)
+    in_order = list(batches.in_order(50))
+    assert [len(y) for _, y in in_order] == [50, 50, 3]
+    assert torch.allclose(torch.cat([x for x, _ in in_order]), expected, atol=1e-6)

@@ -1,0 +1,105 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from networks import construct_network
+from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
+
+
+def ids(params):
+    return {id(p) for p in params}
+
+
+def by_name(groups):
+    return {g['name']: g for g in groups}
+
+
+def test_resnet_groups_cover_every_trainable_parameter_once():
+    model = construct_network('resnet18', 10, 'cifar10', bn_weight=0.1, input_norm='bn')
+    groups = by_name(adjust_weight_decay_and_learning_rate(model, weight_decay=1e-4, learning_rate=0.1, c=100))
+    assert list(groups) == ['bias', 'norm_scale', 'weight']
+    named = dict(model.named_parameters())
+    trainable = {id(p) for p in named.values() if p.requires_grad}
+    members = [id(p) for g in groups.values() for p in g['params']]
+    assert len(members) == len(set(members)) and set(members) == trainable
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert ids(groups['norm_scale']['params']) == {id(m.weight) for m in norms}
+    assert id(model[0].bias) not in set(members)  # the frozen input-BN shift
+    assert ids(groups['bias']['params']) == {id(p) for n, p in named.items() if n.endswith('bias') and p.requires_grad}
+    assert (groups['bias']['weight_decay'], groups['norm_scale']['weight_decay']) == (0.0, 0.0)
+    assert groups['weight']['weight_decay'] == 1e-4
+    assert groups['norm_scale']['lr'] == pytest.approx(0.001)
+    assert groups['bias']['lr'] == groups['weight']['lr'] == 0.1
+
+
+@pytest.mark.parametrize('c', [0, 0.5, 1])
+def test_no_reduction_unless_c_above_one(c):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    groups = by_name(adjust_weight_decay_and_learning_rate(model, learning_rate=0.3, c=c))
+    assert groups['norm_scale']['lr'] == 0.3
+
+
+class Custom(nn.Module):
+    """Norm layers found by module type, not by name or shape: a 1-D 'scale' here is a plain weight."""
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(4, 8)
+        self.group = nn.GroupNorm(2, 8)
+        self.layer = nn.LayerNorm(8)
+        self.tied = self.embed  # shared module: its parameters must appear once
+        self.gain = nn.Parameter(torch.ones(8))
+        self.frozen = nn.Linear(8, 8)
+        self.frozen.requires_grad_(False)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.frozen(self.layer(self.group(self.embed(x)))) * self.gain)
+
+
+def test_any_model_and_skip_list():
+    model = Custom()
+    groups = by_name(adjust_weight_decay_and_learning_rate(model, c=10, skip_list=('head.weight',)))
+    assert ids(groups['norm_scale']['params']) == ids([model.group.weight, model.layer.weight])
+    assert ids(groups['bias']['params']) == ids([model.embed.bias, model.group.bias, model.layer.bias,
+                                                model.head.bias, model.head.weight])
+    assert ids(groups['weight']['params']) == ids([model.embed.weight, model.gain])
+    with pytest.raises(ValueError, match='head.wieght'):
+        adjust_weight_decay_and_learning_rate(model, skip_list=('head.wieght',))
+
+
+@pytest.mark.parametrize('optimizer', [
+    lambda g: torch.optim.SGD(g, lr=0.1, momentum=0.9), lambda g: torch.optim.Adam(g),
+    lambda g: torch.optim.AdamW(g), lambda g: torch.optim.RMSprop(g)])
+def test_works_with_torch_optimizers(optimizer):
+    model = Custom()
+    opt = optimizer(adjust_weight_decay_and_learning_rate(model, weight_decay=0.1, learning_rate=0.01, c=100))
+    before = model.group.weight.detach().clone()
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    assert [g['lr'] for g in opt.param_groups] == [0.01, 0.0001, 0.01]
+    assert not torch.equal(before, model.group.weight)
+
+
+def test_scale_update_is_c_times_smaller():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).double()
+    x = torch.randn(8, 3, 8, 8, dtype=torch.float64)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    steps = []
+    for c in (1, 100):
+        model.load_state_dict(start)
+        opt = torch.optim.SGD(adjust_weight_decay_and_learning_rate(model, 0.0, 0.5, c), lr=0.5)
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+        steps.append({n: (p - start[n]).detach() for n, p in model.named_parameters()})
+    assert steps[0]['1.weight'].abs().min() > 1e-4
+    assert torch.allclose(steps[0]['1.weight'] / 100, steps[1]['1.weight'], rtol=1e-9, atol=0)
+    assert torch.allclose(steps[0]['0.weight'], steps[1]['0.weight'], rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize('kwargs', [{'weight_decay': -1}, {'learning_rate': float('nan')}, {'c': -5},
+                                    {'c': float('inf')}, {'learning_rate': '0.1'}])
+def test_bad_values(kwargs):
+    with pytest.raises(ValueError, match='finite number >= 0'):
+        adjust_weight_decay_and_learning_rate(nn.Linear(2, 2), **kwargs)
