@@ -19,6 +19,7 @@ import time
 import torch
 import torch.nn as nn
 
+from fast_path import PRECISIONS, TrainStep, autocast
 from data import (DATASETS, PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, TRAINABLE_DATASETS, DatasetError,
                   ImageBatches, channel_mean_std, load_dataset, split_train_validation)
 from networks import INPUT_NORMS, NETWORKS, construct_network
@@ -69,6 +70,13 @@ def build_parser():
                    help='folder holding the dataset files (default: {path}/{dataset}/images)')
     p.add_argument('--fake_size', default=50000, type=int,
                    help="number of training images of --dataset fake (the test set is a fifth of it)")
+    p.add_argument('--precision', default='fp32', choices=tuple(PRECISIONS),
+                   help='arithmetic of forward and backward: fp32, or bf16/fp16 autocast (BN weights stay fp32; '
+                        'fp16 only on CUDA)')
+    p.add_argument('--channels_last', action='store_true',
+                   help='channels-last memory layout for the network and its inputs (faster with bf16/fp16 on GPUs)')
+    p.add_argument('--no_cuda_graph', action='store_true',
+                   help='on CUDA, run every step eagerly instead of replaying one captured CUDA graph')
     return p
 
 
@@ -110,6 +118,12 @@ def validate_args(args, parser):
         args.device = str(resolve_device(args.device))
     except ValueError as error:
         parser.error(str(error))
+    if args.precision == 'fp16' and not args.device.startswith('cuda'):
+        parser.error('--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU')
+    args.cuda_graph = args.device.startswith('cuda') and not args.no_cuda_graph
+    if args.cuda_graph and args.precision == 'fp16':
+        parser.error('--precision fp16 needs dynamic loss scaling, which a CUDA graph cannot hold; '
+                     'add --no_cuda_graph or use bf16')
     if args.name is None:
         args.name = f'{args.dataset}_train_weight{args.bn_weight:g}_c{args.c:g}'
     args.path = args.path or os.path.join('.', 'training', '')
@@ -212,31 +226,30 @@ class Progress:
             print('\r' + ' ' * (len(self.label) + 50) + '\r', end='', flush=True)
 
 
-def train_one_epoch(network, batches, optimizer, criterion, batch_size, generator, label=''):
+def train_one_epoch(train_step, batches, batch_size, generator, label=''):
     """One pass over the shuffled, flipped training set; returns the mean loss per image."""
-    network.train()
-    total_loss = torch.zeros((), device=batches.images.device)
+    train_step.network.train()
+    train_step.loss_sum.zero_()  # in place: a captured CUDA graph adds into this very tensor
     progress = Progress(batches.num_batches(batch_size), label)
     for step, (images, labels) in enumerate(batches.shuffled(batch_size, generator), start=1):
-        loss = criterion(network(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.detach() * labels.shape[0]  # stays on the device: no per-step sync
+        train_step(images, labels)  # the loss stays on the device: no per-step sync
         progress.update(step)
     progress.close()
-    return {'train_loss': total_loss.item() / len(batches)}
+    return {'train_loss': train_step.loss_sum.item() / len(batches)}
 
 
 @torch.no_grad()
-def validate(network, batches, criterion):
+def validate(network, batches, criterion, precision='fp32', channels_last=False):
     """Mean loss and accuracy (percent) over a whole evaluation set, with running BN statistics."""
     network.eval()
     device = batches.images.device
     total_loss, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
     for images, labels in batches.in_order(EVAL_BATCH_SIZE):
-        logits = network(images)
-        total_loss += criterion(logits, labels) * labels.shape[0]
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = network(images)
+        total_loss += criterion(logits.float(), labels) * labels.shape[0]
         correct += (logits.argmax(dim=1) == labels).sum()
     return {'loss': total_loss.item() / len(batches), 'accuracy': 100.0 * correct.item() / len(batches)}
 
@@ -296,8 +309,12 @@ def main(argv=None):
     make_deterministic(args.seed)
     network = construct_network(args.network, data['num_classes'], args.dataset, args.bn_weight,
                                 args.input_norm).to(device)
+    if args.channels_last:
+        network = network.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(network, args)
     criterion = nn.CrossEntropyLoss()
+    train_step = TrainStep(network, optimizer, criterion, device, args.precision, args.channels_last,
+                           use_graph=args.cuda_graph)
     data_order = torch.Generator().manual_seed(make_complex(args.seed))
 
     os.makedirs(paths['networks'], exist_ok=True)
@@ -314,11 +331,12 @@ def main(argv=None):
     for epoch in range(1, args.num_epochs + 1):
         epoch_start = time.time()
         learning_rate = optimizer.param_groups[0]['lr']
-        metrics = train_one_epoch(network, data['train'], optimizer, criterion, args.batch_size, data_order,
+        metrics = train_one_epoch(train_step, data['train'], args.batch_size, data_order,
                                   label=f'epoch {epoch}/{args.num_epochs}')
         if scheduler is not None:
             scheduler.step()
-        val, test = validate(network, data['val'], criterion), validate(network, data['test'], criterion)
+        val, test = (validate(network, data[part], criterion, args.precision, args.channels_last)
+                     for part in ('val', 'test'))
         row = {'epoch': epoch, 'train_loss': metrics['train_loss'], 'val_loss': val['loss'],
                'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'], 'learning_rate': learning_rate,
                'epoch_time_s': time.time() - epoch_start}

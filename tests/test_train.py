@@ -79,6 +79,12 @@ def test_same_seed_same_run_different_seed_different_run(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(weights('a').values(), weights('b').values()))
 
 
+def test_bf16_channels_last_on_cpu(tmp_path):
+    record = run_in_process(tmp_path, '--precision', 'bf16', '--channels_last')
+    assert record['config']['precision'] == 'bf16' and record['config']['cuda_graph'] is False
+    assert math.isfinite(record['epochs'][0]['train_loss'])
+
+
 def test_optimizer_groups_follow_the_flags():
     parser = train.build_parser()
     network = construct_network('resnet18', 10, 'fake', 0.1, 'bn')
@@ -150,6 +156,8 @@ BAD_INPUTS = [
     (['--device', 'gpu7'], 2, 'is not a torch device'),
     (['--device', 'cuda:0'], 2, 'CUDA') if not torch.cuda.is_available() else
     (['--device', 'cuda:99'], 2, 'CUDA device'),
+    (['--precision', 'fp16', '--device', 'cpu'], 2, '--precision fp16 needs a CUDA device'),
+    (['--precision', 'fp64'], 2, 'invalid choice'),
     (['--dataset', 'cifar10', '--data_dir', '{tmp}/empty'], 1, 'place the files there to train offline'),
     (['--path', '{tmp}/file.txt/sub'], 1, 'is a file, not a folder'),
 ]
