@@ -257,12 +257,16 @@ class ImageBatches:
     def _to_float(self, images):
         return images.float() * self.scale - self.shift
 
-    def shuffled(self, batch_size, generator):
-        """One training epoch: random order, each image flipped left-right with probability 1/2."""
+    def shuffled(self, batch_size, generator, start_batch=0):
+        """One training epoch: random order, each image flipped left-right with probability 1/2.
+
+        ``start_batch`` skips the first batches of the epoch (resuming mid-epoch): the
+        order and flips are still drawn whole, so the generator ends in the same state.
+        """
         n = len(self)
         order = torch.randperm(n, generator=generator).to(self.images.device)
         flip = (torch.rand(n, generator=generator) < 0.5).to(self.images.device)
-        for start in range(0, n, batch_size):
+        for start in range(start_batch * batch_size, n, batch_size):
             index = order[start:start + batch_size]
             images = self._to_float(self.images[index])
             images = torch.where(flip[index].view(-1, 1, 1, 1), images.flip(3), images)

@@ -73,12 +73,15 @@ class TrainStep:
     """Trains ``network`` on one batch per call; whole-step CUDA graph where possible.
 
     ``use_graph`` needs a CUDA device, plain SGD and a precision other than fp16
-    (fp16's dynamic loss scaling checks for overflow on the host). The summed
-    loss (times batch size) of every step accumulates in ``loss_sum`` on the device.
+    (fp16's dynamic loss scaling checks for overflow on the host). On the device,
+    ``loss_sum`` accumulates each step's loss times its batch size and
+    ``step_losses[i]`` holds the loss of step i of the epoch (``max_steps`` of them),
+    so a non-finite loss can be traced to its step after the epoch, without a
+    host-device synchronisation per step.
     """
 
     def __init__(self, network, optimizer, criterion, device, precision='fp32', channels_last=False,
-                 use_graph=False):
+                 use_graph=False, max_steps=1):
         self.network, self.optimizer, self.criterion = network, optimizer, criterion
         self.device, self.precision, self.channels_last = torch.device(device), precision, channels_last
         if use_graph:
@@ -91,8 +94,32 @@ class TrainStep:
         self.use_graph = use_graph
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == 'fp16' else None
         self.loss_sum = torch.zeros((), device=self.device)
+        self.step_losses = torch.zeros(max_steps, device=self.device)
+        self.step_index = torch.zeros(1, dtype=torch.long, device=self.device)
         self.eager_steps = 0
         self.graph = None
+
+    def begin_epoch(self, start_step=0, loss_sum=None, step_losses=None):
+        """Reset the epoch's device accumulators in place (a captured graph holds their addresses);
+        a run resumed mid-epoch passes the values saved at ``start_step``."""
+        if loss_sum is None:
+            self.loss_sum.zero_()
+            self.step_losses.zero_()
+        else:
+            self.loss_sum.copy_(loss_sum)
+            self.step_losses.copy_(step_losses)
+        self.step_index.fill_(start_step)
+
+    def first_nonfinite_step(self, num_steps):
+        """Index (from 0) of the epoch's first step whose loss was NaN or inf, or None. Synchronises."""
+        bad = (~torch.isfinite(self.step_losses[:num_steps])).nonzero()
+        return int(bad[0]) if len(bad) else None
+
+    def _record(self, weighted_loss, batch_size):
+        self.loss_sum += weighted_loss
+        slot = self.step_index.remainder(self.step_losses.shape[0])  # wraps if begin_epoch is never called
+        self.step_losses.index_copy_(0, slot, weighted_loss.view(1) / batch_size)
+        self.step_index += 1
 
     def _format(self, images):
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
@@ -114,7 +141,7 @@ class TrainStep:
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.loss_sum += weighted_loss
+        self._record(weighted_loss, labels.shape[0])
         self.eager_steps += 1
 
     def _capture(self, images, labels):
@@ -127,7 +154,7 @@ class TrainStep:
         with torch.cuda.graph(self.graph):
             weighted_loss = self._forward_backward(self.static_images, self.static_labels)
             sgd_step(self.optimizer, self.negative_lrs)
-            self.loss_sum += weighted_loss
+            self._record(weighted_loss, labels.shape[0])
         self.graph_batch_size = labels.shape[0]
         # Keep the captured gradients alive and visible (checkpoints, inspection).
         self.static_grads = [p.grad for group in self.optimizer.param_groups for p in group['params']]

@@ -12,26 +12,42 @@ import argparse
 import json
 import math
 import os
-import platform
+import shlex
+import signal
 import sys
+import threading
 import time
 
 import torch
 import torch.nn as nn
 
+from checkpoint import CheckpointError, find_start, restore_checkpoint, save_checkpoint, save_torch, write_text
+from data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, TRAINABLE_DATASETS, DatasetError, ImageBatches,
+                  channel_mean_std, load_dataset, split_train_validation)
 from fast_path import PRECISIONS, TrainStep, autocast
-from data import (DATASETS, PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, TRAINABLE_DATASETS, DatasetError,
-                  ImageBatches, channel_mean_std, load_dataset, split_train_validation)
 from networks import INPUT_NORMS, NETWORKS, construct_network
+from results import check_writable, new_record, output_paths, results_text
 from seeds import make_complex, make_deterministic
 from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
 
 EVAL_BATCH_SIZE = 1000  # evaluation uses running BN statistics, so its batch size only affects speed
-RESULT_COLUMNS = ('epoch', 'train_loss', 'val_loss', 'val_accuracy', 'test_accuracy')
+USAGE, FAILURE = 2, 1  # exit statuses: a problem with the flags, a problem with files, data or training
 
 
 class TrainingError(Exception):
-    """A problem that ends the run with a one-line message and exit status 1."""
+    """A problem that ends the run with a one-line message and a non-zero exit status."""
+
+    def __init__(self, message, status=FAILURE):
+        super().__init__(message)
+        self.status = status
+
+
+class RunStopped(Exception):
+    """A signal stopped the run after its checkpoint and results were written."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
 
 
 # ----------------------------------------------------------------------------- command line
@@ -77,6 +93,13 @@ def build_parser():
                    help='channels-last memory layout for the network and its inputs (faster with bf16/fp16 on GPUs)')
     p.add_argument('--no_cuda_graph', action='store_true',
                    help='on CUDA, run every step eagerly instead of replaying one captured CUDA graph')
+    p.add_argument('--resume', action='store_true',
+                   help='continue from {name}-last.pt (or start, if there is none); a finished run is not retrained')
+    p.add_argument('--overwrite', action='store_true',
+                   help='train from scratch even though results or a checkpoint of this name exist, replacing them')
+    p.add_argument('--change_num_epochs', action='store_true',
+                   help='with --resume, accept a --num_epochs different from the checkpoint\'s; the cosine schedule '
+                        'then decays from the current learning rate to its minimum at the new last epoch')
     return p
 
 
@@ -110,6 +133,10 @@ def validate_args(args, parser):
         problems.append(f'--seed must be an integer >= 0, got {args.seed!r}')
     if args.dataset == 'fake' and args.fake_size < 100:
         problems.append(f'--fake_size must be >= 100 (the validation split needs every class), got {args.fake_size}')
+    if args.resume and args.overwrite:
+        problems.append('--resume and --overwrite contradict each other: choose one')
+    if args.change_num_epochs and not args.resume:
+        problems.append('--change_num_epochs only applies with --resume')
     if args.name is not None and (not args.name or os.sep in args.name or args.name in ('.', '..')):
         problems.append(f'--name must be a plain file name, got {args.name!r}')
     if problems:
@@ -124,6 +151,8 @@ def validate_args(args, parser):
     if args.cuda_graph and args.precision == 'fp16':
         parser.error('--precision fp16 needs dynamic loss scaling, which a CUDA graph cannot hold; '
                      'add --no_cuda_graph or use bf16')
+    if args.seed == '0':
+        print('NOTE: seed 0 is the seed of the validation split; the paper\'s trials use seeds 1..15')
     if args.name is None:
         args.name = f'{args.dataset}_train_weight{args.bn_weight:g}_c{args.c:g}'
     args.path = args.path or os.path.join('.', 'training', '')
@@ -148,63 +177,27 @@ def resolve_device(name):
     return device
 
 
-def output_paths(args):
-    root = os.path.join(args.path, args.dataset)
-    return {
-        'images': args.data_dir or os.path.join(root, 'images'),
-        'networks': os.path.join(root, 'networks'),
-        'results': os.path.join(root, 'results'),
-        'weights': os.path.join(root, 'networks', f'{args.name}-best.pt'),
-        'txt': os.path.join(root, 'results', f'{args.name}.txt'),
-        'json': os.path.join(root, 'results', f'{args.name}.json'),
-    }
+class StopOnSignal:
+    """SIGTERM (cluster preemption) and SIGINT (Ctrl-C) ask the training loop to stop at the next step
+    boundary, where it can write a checkpoint; a second signal interrupts at once."""
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
+    def __enter__(self):
+        self.received, self.previous = None, {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
 
-def check_writable(folder):
-    """Fail early, before any output exists, if ``folder`` could not be created or written."""
-    existing = os.path.abspath(folder)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise TrainingError(f'cannot create {folder}: {existing} is a file, not a folder')
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise TrainingError(f'cannot write to {folder}: {existing} is not writable')
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
 
-
-# ----------------------------------------------------------------------------- files
-
-
-def atomic_write(path, write):
-    """Write through a temporary file in the same folder and rename it into place,
-    so a crash leaves either the old complete file or the new complete one."""
-    temporary = f'{path}.tmp{os.getpid()}'
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def write_text(path, text):
-    def write(temporary):
-        with open(temporary, 'w') as f:
-            f.write(text)
-    atomic_write(path, write)
-
-
-def results_text(config, epochs):
-    """The original code's results layout: settings as 'Key: value,,,,' lines, then a CSV table."""
-    padding = ',' * (len(RESULT_COLUMNS) - 1)
-    lines = [f'{key}: {value}{padding}' for key, value in config.items()]
-    lines.append(','.join(RESULT_COLUMNS))
-    for row in epochs:
-        lines.append(f"{row['epoch']},{row['train_loss']:.6f},{row['val_loss']:.6f},"
-                     f"{row['val_accuracy']:.4f},{row['test_accuracy']:.4f}")
-    return '\n'.join(lines) + '\n'
-
-
-# ----------------------------------------------------------------------------- training
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        return False
 
 
 class Progress:
@@ -226,16 +219,24 @@ class Progress:
             print('\r' + ' ' * (len(self.label) + 50) + '\r', end='', flush=True)
 
 
-def train_one_epoch(train_step, batches, batch_size, generator, label=''):
-    """One pass over the shuffled, flipped training set; returns the mean loss per image."""
+def train_one_epoch(train_step, batches, batch_size, generator, start_step=0, stop=None, label=''):
+    """One pass over the shuffled, flipped training set, from batch ``start_step`` on.
+
+    Returns the number of steps done in the epoch: all of them, or fewer when ``stop``
+    received a signal. The loss stays on the device (``train_step.loss_sum``): no per-step sync.
+    """
     train_step.network.train()
-    train_step.loss_sum.zero_()  # in place: a captured CUDA graph adds into this very tensor
-    progress = Progress(batches.num_batches(batch_size), label)
-    for step, (images, labels) in enumerate(batches.shuffled(batch_size, generator), start=1):
-        train_step(images, labels)  # the loss stays on the device: no per-step sync
+    total = batches.num_batches(batch_size)
+    progress = Progress(total, label)
+    step = start_step
+    for images, labels in batches.shuffled(batch_size, generator, start_batch=start_step):
+        train_step(images, labels)
+        step += 1
         progress.update(step)
+        if stop is not None and stop.received is not None and step < total:
+            break
     progress.close()
-    return {'train_loss': train_step.loss_sum.item() / len(batches)}
+    return step
 
 
 @torch.no_grad()
@@ -287,21 +288,44 @@ def build_optimizer(network, args):
     return optimizer, scheduler
 
 
-def environment(device):
-    import torchvision
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'
-    return {'device': str(device), 'device_name': name, 'torch_version': torch.__version__,
-            'torchvision_version': torchvision.__version__, 'python_version': platform.python_version()}
+
+
+def make_criterion():
+    return nn.CrossEntropyLoss()
+
+
+RUN_CONTROL_FLAGS = ('resume', 'overwrite', 'change_num_epochs')  # how to start, not what the experiment is
+
+
+def write_results(paths, record):
+    write_text(paths['txt'], results_text(record['config'], record['epochs']))
+    write_text(paths['json'], json.dumps(record, indent=1) + '\n')
+
+
+def resume_command(argv):
+    flags = [flag for flag in argv if flag != '--overwrite']
+    return shlex.join(['python', 'train.py', *flags, *([] if '--resume' in flags else ['--resume'])])
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = validate_args(parser.parse_args(argv), parser)
     started = time.time()
-    paths = output_paths(args)
+    paths = output_paths(args.path, args.dataset, args.name, args.data_dir)
+    for folder in (paths['networks'], paths['results']):
+        problem = check_writable(folder)
+        if problem:
+            raise TrainingError(problem)
+    start, previous = find_start(args, paths)
+    if start == 'finished':
+        os.makedirs(paths['results'], exist_ok=True)
+        write_results(paths, previous)  # the checkpoint may be one write ahead of the results
+        print(f"{args.name} already finished {len(previous['epochs'])} epochs (test accuracy at the best "
+              f"validation epoch: {previous['test_accuracy_at_best']:.2f}%): nothing to do")
+        return previous
+
     device = torch.device(args.device)
-    check_writable(paths['networks'])
-    check_writable(paths['results'])
     data = prepare_data(args, paths, device)
     if data['is_fake']:
         print('NOTE: --dataset fake is random noise with random labels: its accuracies are meaningless')
@@ -312,49 +336,89 @@ def main(argv=None):
     if args.channels_last:
         network = network.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(network, args)
-    criterion = nn.CrossEntropyLoss()
+    criterion = make_criterion()
+    steps_per_epoch = data['train'].num_batches(args.batch_size)
     train_step = TrainStep(network, optimizer, criterion, device, args.precision, args.channels_last,
-                           use_graph=args.cuda_graph)
+                           use_graph=args.cuda_graph, max_steps=steps_per_epoch)
     data_order = torch.Generator().manual_seed(make_complex(args.seed))
 
+    config = {key: value for key, value in vars(args).items() if key not in RUN_CONTROL_FLAGS}
+    record = new_record(config, device, paths['weights'], fake_data=data['is_fake'], input_mean=data['mean'],
+                        input_std=data['std'], train_size=len(data['train']), val_size=len(data['val']),
+                        test_size=len(data['test']))
+    first_epoch, start_step, epoch_start_state = 1, 0, None
+    if start == 'resume':
+        epoch_start_state = restore_checkpoint(previous, args, network, optimizer, scheduler, train_step,
+                                               data_order)
+        record = {**previous['record'], 'config': config, 'status': 'running'}
+        first_epoch, start_step = previous['completed_epochs'] + 1, previous['steps_done']
+        print(f'resuming {args.name} from {paths["checkpoint"]} at epoch {first_epoch}, step {start_step}')
+    elapsed_before = record['wall_time_s']
     os.makedirs(paths['networks'], exist_ok=True)
     os.makedirs(paths['results'], exist_ok=True)
-    config = {key: getattr(args, key) for key in vars(args)}
-    record = {'config': config, 'status': 'running', 'fake_data': data['is_fake'],
-              'input_mean': data['mean'], 'input_std': data['std'],
-              'train_size': len(data['train']), 'val_size': len(data['val']), 'test_size': len(data['test']),
-              'epochs': [], 'best_epoch': None, 'best_val_accuracy': None, 'test_accuracy_at_best': None,
-              'final_test_accuracy': None, 'weights_file': paths['weights'], **environment(device)}
+    if args.overwrite:
+        for key in ('checkpoint', 'weights', 'json', 'txt'):
+            if os.path.exists(paths[key]):
+                os.remove(paths[key])
     print(f'{args.name}: {args.network} on {args.dataset} ({len(data["train"])} train, {len(data["val"])} val, '
           f'{len(data["test"])} test) for {args.num_epochs} epochs on {device}', flush=True)
 
-    for epoch in range(1, args.num_epochs + 1):
-        epoch_start = time.time()
-        learning_rate = optimizer.param_groups[0]['lr']
-        metrics = train_one_epoch(train_step, data['train'], args.batch_size, data_order,
-                                  label=f'epoch {epoch}/{args.num_epochs}')
-        if scheduler is not None:
-            scheduler.step()
-        val, test = (validate(network, data[part], criterion, args.precision, args.channels_last)
-                     for part in ('val', 'test'))
-        row = {'epoch': epoch, 'train_loss': metrics['train_loss'], 'val_loss': val['loss'],
-               'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'], 'learning_rate': learning_rate,
-               'epoch_time_s': time.time() - epoch_start}
-        improved = record['best_val_accuracy'] is None or val['accuracy'] > record['best_val_accuracy']
-        if improved:
-            state = {key: value.detach().cpu() for key, value in network.state_dict().items()}
-            atomic_write(paths['weights'], lambda temporary: torch.save(state, temporary))
-            record.update(best_epoch=epoch, best_val_accuracy=val['accuracy'],
-                          test_accuracy_at_best=test['accuracy'])
-        record['epochs'].append(row)
-        record.update(final_test_accuracy=test['accuracy'], wall_time_s=time.time() - started,
-                      status='finished' if epoch == args.num_epochs else 'running')
-        write_text(paths['txt'], results_text(config, record['epochs']))
-        write_text(paths['json'], json.dumps(record, indent=1) + '\n')
-        print(f"epoch {epoch:>3}/{args.num_epochs}  train_loss {row['train_loss']:.4f}  "
-              f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:6.2f}%  "
-              f"test_acc {row['test_accuracy']:6.2f}%  lr {learning_rate:.3g}  {row['epoch_time_s']:.1f}s"
-              f"{'  *best' if improved else ''}", flush=True)
+    def checkpoint(completed_epochs, steps_done=0):
+        record['wall_time_s'] = elapsed_before + time.time() - started
+        save_checkpoint(paths['checkpoint'], record, network, optimizer, scheduler, train_step, data_order,
+                        completed_epochs, steps_done, epoch_start_state)
+
+    with StopOnSignal() as stop:
+        for epoch in range(first_epoch, args.num_epochs + 1):
+            epoch_started = time.time()
+            if start_step == 0:
+                epoch_start_state = data_order.get_state()
+                train_step.begin_epoch()
+            else:
+                data_order.set_state(epoch_start_state)  # the resumed epoch re-draws its order and flips
+            learning_rate = optimizer.param_groups[0]['lr']
+            steps_done = train_one_epoch(train_step, data['train'], args.batch_size, data_order, start_step, stop,
+                                         label=f'epoch {epoch}/{args.num_epochs}')
+            start_step = 0
+            if steps_done < steps_per_epoch:
+                record['status'] = 'interrupted'
+                checkpoint(epoch - 1, steps_done)
+                write_results(paths, record)
+                raise RunStopped(f'stopped by {signal.Signals(stop.received).name} at epoch {epoch}, step '
+                                 f'{steps_done}/{steps_per_epoch}; checkpoint {paths["checkpoint"]}. Resume with: '
+                                 f'{resume_command(argv)}', 128 + stop.received)
+            bad_step = train_step.first_nonfinite_step(steps_per_epoch)
+            if bad_step is not None:
+                raise TrainingError(f'non-finite training loss at epoch {epoch}, step {bad_step + 1}/{steps_per_epoch};'
+                                    f' stopped, keeping the checkpoint and results of epoch {epoch - 1}')
+            if scheduler is not None:
+                scheduler.step()
+            val, test = (validate(network, data[part], criterion, args.precision, args.channels_last)
+                         for part in ('val', 'test'))
+            if not math.isfinite(val['loss']):
+                raise TrainingError(f'non-finite validation loss after epoch {epoch}; stopped, keeping the '
+                                    f'checkpoint and results of epoch {epoch - 1}')
+            row = {'epoch': epoch, 'train_loss': train_step.loss_sum.item() / len(data['train']),
+                   'val_loss': val['loss'], 'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'],
+                   'learning_rate': learning_rate, 'epoch_time_s': time.time() - epoch_started}
+            improved = record['best_val_accuracy'] is None or val['accuracy'] > record['best_val_accuracy']
+            if improved:
+                save_torch({key: value.detach().cpu() for key, value in network.state_dict().items()},
+                           paths['weights'])
+                record.update(best_epoch=epoch, best_val_accuracy=val['accuracy'],
+                              test_accuracy_at_best=test['accuracy'])
+            record['epochs'].append(row)
+            record.update(final_test_accuracy=test['accuracy'],
+                          status='finished' if epoch == args.num_epochs else 'running')
+            checkpoint(epoch)
+            write_results(paths, record)
+            print(f"epoch {epoch:>3}/{args.num_epochs}  train_loss {row['train_loss']:.4f}  "
+                  f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:6.2f}%  "
+                  f"test_acc {row['test_accuracy']:6.2f}%  lr {learning_rate:.3g}  {row['epoch_time_s']:.1f}s"
+                  f"{'  *best' if improved else ''}", flush=True)
+            if stop.received is not None and epoch < args.num_epochs:
+                raise RunStopped(f'stopped by {signal.Signals(stop.received).name} after epoch {epoch}; checkpoint '
+                                 f'{paths["checkpoint"]}. Resume with: {resume_command(argv)}', 128 + stop.received)
 
     print(f"done in {record['wall_time_s']:.0f}s: best val_acc {record['best_val_accuracy']:.2f}% at epoch "
           f"{record['best_epoch']}, test_acc there {record['test_accuracy_at_best']:.2f}%; "
@@ -366,11 +430,23 @@ def run(argv=None):
     """Command-line entry: known problems end with a one-line message and a non-zero exit, no traceback."""
     try:
         return main(argv)
-    except (TrainingError, DatasetError) as error:
+    except RunStopped as stopped:
+        print(f'train.py: {stopped}', file=sys.stderr)
+        sys.exit(stopped.status)
+    except TrainingError as error:
         print(f'train.py: error: {error}', file=sys.stderr)
-        sys.exit(1)
+        sys.exit(error.status)
+    except CheckpointError as error:
+        print(f'train.py: error: {error}', file=sys.stderr)
+        sys.exit(error.status)
+    except DatasetError as error:
+        print(f'train.py: error: {error}', file=sys.stderr)
+        sys.exit(FAILURE)
+    except OSError as error:  # a full disk, a vanished folder: the files written before stay complete
+        print(f'train.py: error: {error.strerror or error}: {error.filename or ""}', file=sys.stderr)
+        sys.exit(FAILURE)
     except KeyboardInterrupt:
-        print('train.py: interrupted', file=sys.stderr)
+        print('train.py: interrupted; --resume continues from the last checkpoint', file=sys.stderr)
         sys.exit(130)
 
 

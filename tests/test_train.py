@@ -10,6 +10,7 @@ import torch
 import train
 from conftest import ROOT, write_cifar, write_fashionmnist
 from networks import construct_network
+from results import output_paths
 
 FAST = ['--dataset', 'fake', '--fake_size', '200', '--batch_size', '64', '--device', 'cpu']
 
@@ -24,8 +25,8 @@ def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
                                 '--seed', '3'], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
     name = 'fake_train_weight0.1_c100'
-    assert files_under(tmp_path) == [f'fake/networks/{name}-best.pt', f'fake/results/{name}.json',
-                                     f'fake/results/{name}.txt']
+    assert files_under(tmp_path) == [f'fake/networks/{name}-best.pt', f'fake/networks/{name}-last.pt',
+                                     f'fake/results/{name}.json', f'fake/results/{name}.txt']
     lines = completed.stdout.strip().splitlines()
     assert sum(line.startswith('epoch ') for line in lines) == 2 and 'meaningless' in lines[0]
 
@@ -58,7 +59,7 @@ def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
     network = construct_network('resnet18', 10, 'fake', 0.1, 'bn')
     network.load_state_dict(state)
     args = train.validate_args(train.build_parser().parse_args(FAST), train.build_parser())
-    data = train.prepare_data(args, train.output_paths(args), torch.device('cpu'))
+    data = train.prepare_data(args, output_paths(args.path, args.dataset, args.name), torch.device("cpu"))
     val = train.validate(network, data['val'], torch.nn.CrossEntropyLoss())
     assert val['accuracy'] == pytest.approx(record['best_val_accuracy'])
     assert val['loss'] == pytest.approx(best['val_loss'], rel=1e-5)
@@ -130,6 +131,7 @@ def test_fashionmnist_from_data_dir_with_dataset_statistics(tmp_path):
                          str(tmp_path / 'out'), '--num_epochs', '1', '--device', 'cpu', '--input_norm', 'dataset'])
     assert record['input_mean'][0] == pytest.approx(127.5 / 255, abs=0.02) and len(record['input_std']) == 1
     assert files_under(tmp_path / 'out') == ['fashionmnist/networks/fashionmnist_train_weight0.1_c100-best.pt',
+                                             'fashionmnist/networks/fashionmnist_train_weight0.1_c100-last.pt',
                                              'fashionmnist/results/fashionmnist_train_weight0.1_c100.json',
                                              'fashionmnist/results/fashionmnist_train_weight0.1_c100.txt']
 
