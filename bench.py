@@ -11,7 +11,6 @@ step is timed (after warm-up, with the device synchronised at both ends).
 (b) fast: train.py's defaults on that device: images resident on the device,
     tensor-op batching, and on CUDA the whole step replayed from one CUDA graph.
 """
-import argparse
 import json
 import sys
 import time
@@ -24,6 +23,7 @@ from data import ImageBatches, load_dataset
 from fast_path import PRECISIONS, TrainStep
 from networks import NETWORKS, construct_network
 from seeds import make_deterministic
+from train import OneLineParser
 from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
 
 PAPER_TRAIN_SIZE, PAPER_EPOCHS = 45000, 180
@@ -121,7 +121,7 @@ def measure(make_step, args, device, images, labels):
 
 def main(argv=None):
     cuda = torch.cuda.is_available()
-    p = argparse.ArgumentParser(prog='bench.py', description=__doc__.split('\n\n')[0])
+    p = OneLineParser(prog='bench.py', description=__doc__.split('\n\n')[0])
     p.add_argument('--device', default='cuda' if cuda else 'cpu', help='torch device to benchmark on')
     p.add_argument('--network', default='resnet18', choices=NETWORKS, help='network to train')
     p.add_argument('--batch_size', type=int, default=None, help='batch size (default: 128 on CUDA, 32 on CPU)')

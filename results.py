@@ -62,7 +62,7 @@ def new_record(config, device, weights_file, **facts):
     return {'config': config, 'status': 'running', **facts, 'epochs': [], 'best_epoch': None,
             'best_val_accuracy': None, 'test_accuracy_at_best': None, 'final_test_accuracy': None,
             'wall_time_s': 0.0, 'weights_file': weights_file, 'device': str(device), 'device_name': name,
-            'torch_version': torch.__version__, 'torchvision_version': torchvision.__version__,
+            'torch_version': str(torch.__version__), 'torchvision_version': str(torchvision.__version__),
             'python_version': platform.python_version()}
 
 

@@ -53,9 +53,16 @@ class RunStopped(Exception):
 # ----------------------------------------------------------------------------- command line
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line ('prog: error: ...', exit 2) instead of the whole usage block."""
+
+    def error(self, message):
+        self.exit(USAGE, f'{self.prog}: error: {message}\n')
+
+
 def build_parser():
     default_device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    p = argparse.ArgumentParser(prog='train.py', description=__doc__.split('\n\n')[0],
+    p = OneLineParser(prog='train.py', description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--path', default='', help="parent folder for {dataset}/images, /networks and /results; "
                                               "'' means ./training/")

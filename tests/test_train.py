@@ -136,59 +136,6 @@ def test_fashionmnist_from_data_dir_with_dataset_statistics(tmp_path):
                                              'fashionmnist/results/fashionmnist_train_weight0.1_c100.txt']
 
 
-BAD_INPUTS = [
-    (['--dataset', 'cifar11'], 2, 'invalid choice'),
-    (['--network', 'resnet19'], 2, 'invalid choice'),
-    (['--scheduler', 'step'], 2, 'invalid choice'),
-    (['--input_norm', 'layer'], 2, 'invalid choice'),
-    (['--batch_size', '0'], 2, '--batch_size must be >= 1'),
-    (['--batch_size', 'ten'], 2, 'invalid int value'),
-    (['--num_epochs', '0'], 2, '--num_epochs must be >= 1'),
-    (['--learning_rate', 'nan'], 2, '--learning_rate must be a finite number'),
-    (['--learning_rate', '-0.1'], 2, '--learning_rate must be a finite number >= 0'),
-    (['--learning_rate', '0'], 2, '--learning_rate must be > 0'),
-    (['--weight_decay', 'inf'], 2, '--weight_decay must be a finite number'),
-    (['--momentum', '1.5'], 2, '--momentum must be in'),
-    (['--c', '-1'], 2, '--c must be a finite number >= 0'),
-    (['--bn_weight', 'nan'], 2, '--bn_weight must be finite'),
-    (['--seed', 'one'], 2, '--seed must be an integer'),
-    (['--seed', '-3'], 2, '--seed must be an integer'),
-    (['--fake_size', '10'], 2, '--fake_size must be >= 100'),
-    (['--name', 'a/b'], 2, '--name must be a plain file name'),
-    (['--device', 'gpu7'], 2, 'is not a torch device'),
-    (['--device', 'cuda:0'], 2, 'CUDA') if not torch.cuda.is_available() else
-    (['--device', 'cuda:99'], 2, 'CUDA device'),
-    (['--precision', 'fp16', '--device', 'cpu'], 2, '--precision fp16 needs a CUDA device'),
-    (['--precision', 'fp64'], 2, 'invalid choice'),
-    (['--dataset', 'cifar10', '--data_dir', '{tmp}/empty'], 1, 'place the files there to train offline'),
-    (['--path', '{tmp}/file.txt/sub'], 1, 'is a file, not a folder'),
-]
-
-
-@pytest.mark.parametrize('flags, status, message', BAD_INPUTS, ids=[' '.join(b[0]) for b in BAD_INPUTS])
-def test_bad_input_one_line_message_no_output(tmp_path, capsys, flags, status, message, monkeypatch):
-    (tmp_path / 'file.txt').write_text('x')
-    (tmp_path / 'empty').mkdir()
-    monkeypatch.setattr('data._download', lambda name, root, download, missing: (_ for _ in ()).throw(
-        train.DatasetError(f'{name} is missing from {root}; place the files there to train offline')))
-    argv = FAST + ['--path', f'{tmp_path}/out/'] + [f.format(tmp=tmp_path) for f in flags]
-    with pytest.raises(SystemExit) as exit_info:
-        train.run(argv)
-    assert exit_info.value.code == status
-    err = capsys.readouterr().err.strip().splitlines()
-    assert message in err[-1] and 'Traceback' not in '\n'.join(err)
-    assert err[-1].startswith('train.py: error:')
-    assert not (tmp_path / 'out').exists()
-
-
-def test_real_process_bad_input_has_no_traceback(tmp_path):
-    completed = subprocess.run([sys.executable, 'train.py', '--batch_size', '-4', '--path', str(tmp_path / 'o')],
-                               cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 2 and 'Traceback' not in completed.stderr
-    assert completed.stderr.strip().splitlines()[-1] == 'train.py: error: --batch_size must be >= 1, got -4'
-    assert not (tmp_path / 'o').exists()
-
-
 def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
     monkeypatch.setattr(sys.stdout, 'isatty', lambda: False)
     quiet = train.Progress(200, 'epoch 1/2')
@@ -203,3 +150,13 @@ def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
     bar.close()
     out = capsys.readouterr().out
     assert out.count('\r') <= 52 and '200/200' in out and '#' * 30 in out and '\n' not in out
+
+
+def test_validation_split_does_not_depend_on_the_trial_seed():
+    parser = train.build_parser()
+    splits = []
+    for seed in ('1', '7'):
+        args = train.validate_args(parser.parse_args(FAST + ['--seed', seed]), parser)
+        data = train.prepare_data(args, output_paths(args.path, args.dataset, args.name), torch.device('cpu'))
+        splits.append((data['val'].images, data['val'].labels, data['train'].labels))
+    assert all(torch.equal(a, b) for a, b in zip(*splits))

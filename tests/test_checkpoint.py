@@ -1,0 +1,56 @@
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from checkpoint import (CHECKPOINT_FORMAT, CheckpointError, atomic_write, config_differences, load_checkpoint,
+                        restore_rng_states, rng_states, save_torch, write_text)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / 'results.json'
+    write_text(str(path), 'complete old content\n')
+
+    def crash_halfway(f):
+        f.write(b'half of the new')
+        raise OSError(28, 'No space left on device')
+
+    with pytest.raises(OSError, match='No space'):
+        atomic_write(str(path), crash_halfway)
+    assert path.read_text() == 'complete old content\n'
+    assert os.listdir(tmp_path) == ['results.json']  # no temporary file left behind
+    write_text(str(path), 'new\n')
+    assert path.read_text() == 'new\n'
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    data_order = torch.Generator().manual_seed(5)
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    save_torch({'rng': rng_states(data_order)}, str(tmp_path / 'c.pt'))
+    expected = (random.random(), np.random.rand(), torch.rand(2), torch.randperm(10, generator=data_order))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9), data_order.manual_seed(9)
+    states = torch.load(tmp_path / 'c.pt', weights_only=True)['rng']
+    restore_rng_states(states, data_order)
+    again = (random.random(), np.random.rand(), torch.rand(2), torch.randperm(10, generator=data_order))
+    assert expected[:2] == again[:2] and torch.equal(expected[2], again[2]) and torch.equal(expected[3], again[3])
+
+
+def test_corrupt_foreign_and_incomplete_checkpoints(tmp_path):
+    path = tmp_path / 'x-last.pt'
+    path.write_bytes(b'\x80\x02garbage')
+    with pytest.raises(CheckpointError, match='corrupt or unreadable'):
+        load_checkpoint(str(path))
+    save_torch({'weight': torch.ones(2)}, str(path))  # a plain state_dict, not a train.py checkpoint
+    with pytest.raises(CheckpointError, match='not a train.py checkpoint'):
+        load_checkpoint(str(path))
+    save_torch({'format': CHECKPOINT_FORMAT, 'config': {}}, str(path))
+    with pytest.raises(CheckpointError, match='incomplete: it lacks network'):
+        load_checkpoint(str(path))
+
+
+def test_config_differences_name_each_setting():
+    saved = {'bn_weight': 0.1, 'c': 100.0, 'seed': '1', 'path': 'a', 'device': 'cpu'}
+    current = {'bn_weight': 1.0, 'c': 100.0, 'seed': '2', 'path': 'b', 'device': 'cuda'}
+    assert config_differences(saved, current) == ["bn_weight: 0.1 -> 1.0", "seed: '1' -> '2'"]

@@ -1,0 +1,223 @@
+"""Resume after kills and signals, refusals to resume the wrong run, non-finite losses."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import train
+from conftest import ROOT
+
+NAME = 'run'
+FLAGS = ['--dataset', 'fake', '--fake_size', '100', '--batch_size', '16', '--device', 'cpu', '--num_epochs', '4',
+         '--name', NAME]  # 90 training images: 6 steps per epoch, the last one of 10 images
+
+
+def outputs(folder):
+    """Everything a run leaves: metrics (times removed), best weights, last checkpoint's network."""
+    record = json.loads((folder / 'fake/results' / f'{NAME}.json').read_text())
+    metrics = [{k: v for k, v in e.items() if k != 'epoch_time_s'} for e in record['epochs']]
+    best = torch.load(folder / 'fake/networks' / f'{NAME}-best.pt')
+    last = torch.load(folder / 'fake/networks' / f'{NAME}-last.pt', weights_only=True)
+    summary = {k: record[k] for k in ('status', 'best_epoch', 'best_val_accuracy', 'test_accuracy_at_best',
+                                      'final_test_accuracy')}
+    return metrics, summary, best, last['network'], last['optimizer']['state']
+
+
+def assert_same_run(a, b):
+    assert a[0] == b[0] and a[1] == b[1]
+    for state_a, state_b in ((a[2], b[2]), (a[3], b[3])):
+        assert state_a.keys() == state_b.keys()
+        assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)  # bit-identical
+    assert all(torch.equal(a[4][k]['momentum_buffer'], b[4][k]['momentum_buffer']) for k in a[4])
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('reference')
+    record = train.main(FLAGS + ['--path', str(folder)])
+    assert record['status'] == 'finished'
+    return outputs(folder)
+
+
+def start(folder, *extra):
+    return subprocess.Popen([sys.executable, 'train.py', *FLAGS, '--path', str(folder), *extra], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+
+
+def wait_for_line(process, prefix):
+    for line in process.stdout:
+        if line.startswith(prefix):
+            return line
+    raise AssertionError(f'no line starting with {prefix!r}; stderr: {process.stderr.read()}')
+
+
+def checkpoint_position(folder):
+    path = folder / 'fake/networks' / f'{NAME}-last.pt'
+    if not path.exists():
+        return None
+    checkpoint = torch.load(path, weights_only=True)
+    return checkpoint['completed_epochs'], checkpoint['steps_done']
+
+
+def test_sigkill_at_several_points_then_resume_is_bit_identical(tmp_path, reference):
+    positions = []
+    kill_points = [('fake_size', 0.4),        # during epoch 1, before any checkpoint exists
+                   ('epoch   1/4', 0.5),      # in the middle of epoch 2
+                   ('epoch   2/4', 0.0),      # right after epoch 2's files were written
+                   ('epoch   3/4', 0.9)]      # late in epoch 4 or during its evaluation
+    for i, (prefix, delay) in enumerate(kill_points):
+        process = start(tmp_path, *(['--resume'] if i else []))
+        wait_for_line(process, 'run: resnet18' if prefix == 'fake_size' else prefix)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        process.stdout.close(), process.stderr.close()
+        assert process.returncode == -signal.SIGKILL
+        positions.append(checkpoint_position(tmp_path))
+    assert positions[0] is None and positions[1][0] >= 1 and positions[2][0] >= 2 and positions[3][0] >= 3
+    finished = subprocess.run([sys.executable, 'train.py', *FLAGS, '--path', str(tmp_path), '--resume'], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert_same_run(outputs(tmp_path), reference)
+
+
+class SignalAtStep(nn.Module):
+    """Cross-entropy that sends ``signum`` to this process during training step ``step`` (1-based, overall)."""
+
+    def __init__(self, signum, step):
+        super().__init__()
+        self.signum, self.step, self.calls = signum, step, 0
+
+    def forward(self, logits, labels):
+        if torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls == self.step:
+                os.kill(os.getpid(), self.signum)
+        return F.cross_entropy(logits, labels)
+
+
+@pytest.mark.parametrize('signum, step, position', [
+    (signal.SIGTERM, 9, (1, 3)),    # mid epoch 2: stops after its third step
+    (signal.SIGINT, 2, (0, 2)),     # mid epoch 1, before any checkpoint
+    (signal.SIGTERM, 6, (1, 0)),    # the last step of epoch 1: the epoch completes, then it stops
+])
+def test_signal_stops_at_a_step_boundary_and_resume_is_bit_identical(tmp_path, reference, monkeypatch, capsys,
+                                                                     signum, step, position):
+    monkeypatch.setattr(train, 'make_criterion', lambda: SignalAtStep(signum, step))
+    with pytest.raises(SystemExit) as stopped:
+        train.run(FLAGS + ['--path', str(tmp_path)])
+    assert stopped.value.code == 128 + signum
+    message = capsys.readouterr().err.strip().splitlines()
+    assert len(message) == 1 and signal.Signals(signum).name in message[0]
+    assert message[0].endswith(f'--name run --path {tmp_path} --resume')
+    assert checkpoint_position(tmp_path) == position
+    record = json.loads((tmp_path / 'fake/results' / f'{NAME}.json').read_text())
+    assert record['status'] == ('interrupted' if position[1] else 'running')
+    assert len(record['epochs']) == position[0]
+    monkeypatch.setattr(train, 'make_criterion', nn.CrossEntropyLoss)
+    assert train.main(FLAGS + ['--path', str(tmp_path), '--resume'])['status'] == 'finished'
+    assert_same_run(outputs(tmp_path), reference)
+
+
+class NaNAtStep(nn.Module):
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.calls = step, 0
+
+    def forward(self, logits, labels):
+        loss = F.cross_entropy(logits, labels)
+        if torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls == self.step:
+                return loss * float('nan')
+        return loss
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, 'make_criterion', lambda: NaNAtStep(6 + 3))  # epoch 2, step 3
+    with pytest.raises(SystemExit) as failed:
+        train.run(FLAGS + ['--path', str(tmp_path)])
+    assert failed.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ('train.py: error: non-finite training loss at epoch 2, step 3/6; stopped, keeping the '
+                   'checkpoint and results of epoch 1')
+    assert checkpoint_position(tmp_path) == (1, 0)
+    record = json.loads((tmp_path / 'fake/results' / f'{NAME}.json').read_text())
+    assert [e['epoch'] for e in record['epochs']] == [1] and record['status'] == 'running'
+
+
+def finish(folder, *extra):
+    return train.main(FLAGS + ['--path', str(folder), *extra])
+
+
+def run_status(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        train.run(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'Traceback' not in err[0]
+    return exit_info.value.code, err[0]
+
+
+def test_finished_run_is_not_retrained(tmp_path, capsys):
+    finish(tmp_path)
+    json_file = tmp_path / 'fake/results' / f'{NAME}.json'
+    before = (json_file.read_bytes(), (tmp_path / 'fake/networks' / f'{NAME}-best.pt').read_bytes())
+    status, message = run_status(capsys, FLAGS + ['--path', str(tmp_path)])
+    assert status == 2 and 'already has finished results' in message and '--overwrite' in message
+    again = train.run(FLAGS + ['--path', str(tmp_path), '--resume'])
+    assert 'nothing to do' in capsys.readouterr().out and again['status'] == 'finished'
+    assert (json_file.read_bytes(), (tmp_path / 'fake/networks' / f'{NAME}-best.pt').read_bytes()) == before
+    fresh = finish(tmp_path, '--overwrite', '--num_epochs', '1')
+    assert fresh['status'] == 'finished' and len(fresh['epochs']) == 1
+
+
+@pytest.mark.parametrize('extra, expected', [
+    (['--bn_weight', '1'], 'bn_weight: 0.1 -> 1.0'),
+    (['--seed', '2', '--c', '1'], "c: 100.0 -> 1.0; seed: '1' -> '2'"),
+    (['--network', 'resnet34'], "network: 'resnet18' -> 'resnet34'"),
+    (['--batch_size', '32', '--input_norm', 'dataset'], "batch_size: 16 -> 32; input_norm: 'bn' -> 'dataset'"),
+    (['--num_epochs', '6'], '--num_epochs 6 differs from the checkpoint\'s 4'),
+])
+def test_resume_refuses_a_different_experiment(tmp_path, capsys, monkeypatch, extra, expected):
+    monkeypatch.setattr(train, 'make_criterion', lambda: SignalAtStep(signal.SIGTERM, 8))
+    with pytest.raises(SystemExit):
+        train.run(FLAGS + ['--path', str(tmp_path)])
+    capsys.readouterr()
+    status, message = run_status(capsys, FLAGS + ['--path', str(tmp_path), '--resume', *extra])
+    assert status == 2 and expected in message
+
+
+def test_change_num_epochs_extends_the_cosine_schedule(tmp_path, capsys):
+    finish(tmp_path, '--num_epochs', '2')
+    record = finish(tmp_path, '--num_epochs', '3', '--resume', '--change_num_epochs')
+    lrs = [e['learning_rate'] for e in record['epochs']]
+    assert len(lrs) == 3 and lrs[0] == 0.1 and lrs[1] == pytest.approx(0.05)
+    assert lrs[2] == pytest.approx(1e-8, abs=1e-9)  # the 2-epoch schedule had reached its minimum
+    status, message = run_status(capsys, FLAGS + ['--path', str(tmp_path), '--resume', '--change_num_epochs',
+                                                  '--num_epochs', '2'])
+    assert status == 2 and '3 epochs are already done' in message
+
+
+def test_corrupt_or_foreign_checkpoint_is_an_error_not_a_fresh_start(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, 'make_criterion', lambda: SignalAtStep(signal.SIGTERM, 8))
+    with pytest.raises(SystemExit):
+        train.run(FLAGS + ['--path', str(tmp_path)])
+    capsys.readouterr()
+    path = tmp_path / 'fake/networks' / f'{NAME}-last.pt'
+    path.write_bytes(path.read_bytes()[:1000])
+    status, message = run_status(capsys, FLAGS + ['--path', str(tmp_path), '--resume'])
+    assert status == 1 and 'is corrupt or unreadable' in message
+    torch.save(nn.Linear(2, 2).state_dict(), path)
+    status, message = run_status(capsys, FLAGS + ['--path', str(tmp_path), '--resume'])
+    assert status == 1 and 'is not a train.py checkpoint' in message
+    os.remove(path)
+    status, message = run_status(capsys, FLAGS + ['--path', str(tmp_path), '--resume'])
+    assert status == 2 and 'has results but no checkpoint' in message
