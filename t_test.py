@@ -41,3 +41,55 @@ def evaluate(d1, d2):
         raise ValueError('d1 and d2 are identical: every paired difference is 0, '
                          'so the t-test is undefined')
     return float(stats.ttest_rel(a, b, alternative='greater').pvalue)
+
+
+def _values_by_seed(items, side):
+    """A side given on the command line: numbers in order, or result files keyed by seed."""
+    try:
+        return None, [float(item) for item in items]
+    except ValueError:
+        pass
+    from report import group_runs, load_runs
+    groups = group_runs(load_runs(items))
+    if len(groups) != 1:
+        raise ValueError(f'--{side} holds results of several configurations ({", ".join(groups)}): give one')
+    runs = next(iter(groups.values()))
+    unfinished = sorted(s for s, r in runs.items() if r['record'].get('status') != 'finished')
+    if unfinished:
+        raise ValueError(f'--{side} has unfinished runs for seeds {", ".join(map(str, unfinished))}')
+    return {s: r['record']['test_accuracy_at_best'] for s, r in runs.items()}, None
+
+
+def main(argv=None):
+    """python t_test.py --proposed 91.7 93.4 ... --baseline 91.0 92.7 ...   (or result files/folders)"""
+    from train import OneLineParser
+    parser = OneLineParser(prog='t_test.py', description='One-sided paired t-test that --proposed is greater '
+                                                         'than --baseline.')
+    parser.add_argument('--proposed', nargs='+', required=True,
+                        help='numbers (one per seed), or train.py result files/folders (paired by seed)')
+    parser.add_argument('--baseline', nargs='+', required=True, help='the same for the baseline')
+    args = parser.parse_args(argv)
+    try:
+        proposed_by_seed, proposed = _values_by_seed(args.proposed, 'proposed')
+        baseline_by_seed, baseline = _values_by_seed(args.baseline, 'baseline')
+        if (proposed_by_seed is None) != (baseline_by_seed is None):
+            raise ValueError('give numbers for both sides, or result files for both')
+        if proposed_by_seed is not None:
+            seeds = sorted(set(proposed_by_seed) & set(baseline_by_seed))
+            unpaired = sorted(set(proposed_by_seed) ^ set(baseline_by_seed))
+            if unpaired:
+                print(f'seeds without a partner, left out: {", ".join(map(str, unpaired))}')
+            proposed = [proposed_by_seed[s] for s in seeds]
+            baseline = [baseline_by_seed[s] for s in seeds]
+        p_value = evaluate(proposed, baseline)
+    except Exception as error:  # bad numbers, unreadable or mixed files: one line, no traceback
+        parser.exit(2, f't_test.py: error: {error}\n')
+    difference = float(np.mean(np.subtract(proposed, baseline)))
+    verdict = 'proposed is significantly greater' if p_value <= 0.05 else 'not significant'
+    print(f'one-sided paired t-test, {len(proposed)} pairs: mean difference {difference:+.4g}, '
+          f'p = {p_value:.4g} ({verdict} at 0.05)')
+    return p_value
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,233 @@
+"""Turn train.py result files into the paper's table: paired seeds, one-sided paired t-tests, plots.
+
+    python report.py training/fashionmnist/results --out report/
+
+Reads every train.py results JSON under the given files or folders (from a sweep,
+or copied from anywhere), groups runs by configuration (the run name without its
+'_seed<N>' suffix, as sweep.py names them) and pairs configurations by seed.
+Writes report.md and report.csv: per configuration the mean +- std of the test
+accuracy at the best-validation epoch and at the final epoch; per comparison
+with the baseline the mean paired difference and the one-sided paired t-test
+p-value (t_test.evaluate), marked when p <= 0.05. Seeds without a partner and
+unfinished runs are named, never dropped silently. Plots (PNG): paired
+accuracies per seed, mean training/validation curves with spread, and the
+distribution of every BN scale after training against its initial value.
+"""
+import argparse
+import csv
+import glob
+import os
+import re
+import sys
+
+import numpy as np
+
+from checkpoint import EXPERIMENT_SETTINGS
+from results import is_finished, read_record
+from t_test import evaluate
+
+__all__ = ['ReportError', 'load_runs', 'group_runs', 'summarize', 'compare', 'write_report', 'main']
+
+SEED_SUFFIX = re.compile(r'_seed(\d+)$')
+SIGNIFICANCE = 0.05
+
+
+class ReportError(Exception):
+    """Result files that cannot be reported: none found, duplicates, mixed settings."""
+
+
+def result_files(inputs):
+    files = []
+    for item in inputs:
+        matches = sorted(glob.glob(item)) or [item]
+        for match in matches:
+            if os.path.isdir(match):
+                files += sorted(glob.glob(os.path.join(match, '**', '*.json'), recursive=True))
+            elif os.path.isfile(match):
+                files.append(match)
+            else:
+                raise ReportError(f'{item}: no such file or folder')
+    return files
+
+
+def load_runs(inputs):
+    """Every train.py result under ``inputs`` as dicts: label, seed, record, file."""
+    runs = []
+    for file in result_files(inputs):
+        record = read_record(file)
+        if not record or 'config' not in record or 'epochs' not in record:
+            continue  # not a train.py results file (a sweep's own files, a bench JSON, ...)
+        name, seed = record['config']['name'], int(record['config']['seed'])
+        runs.append({'label': SEED_SUFFIX.sub('', name), 'seed': seed, 'record': record, 'file': file})
+    if not runs:
+        raise ReportError(f'no train.py results (*.json) found in {", ".join(inputs)}')
+    return runs
+
+
+def group_runs(runs):
+    """{label: {seed: run}}; refuses two results for one seed and mixed settings within a label."""
+    groups = {}
+    for run in runs:
+        seeds = groups.setdefault(run['label'], {})
+        if run['seed'] in seeds:
+            raise ReportError(f"two results for {run['label']} seed {run['seed']}: {seeds[run['seed']]['file']} "
+                              f"and {run['file']}")
+        seeds[run['seed']] = run
+    for label, seeds in groups.items():
+        settings = {key: {str(run['record']['config'].get(key)) for run in seeds.values()}
+                    for key in EXPERIMENT_SETTINGS + ('num_epochs',) if key != 'seed'}
+        mixed = [f'{key} ({", ".join(sorted(values))})' for key, values in settings.items() if len(values) > 1]
+        if mixed:
+            raise ReportError(f'runs named {label} differ in {"; ".join(mixed)}: give them different names')
+    return groups
+
+
+def _mean_std(values):
+    if not values:
+        return None, None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarize(groups):
+    rows = []
+    for label, seeds in groups.items():
+        finished = {s: r for s, r in sorted(seeds.items()) if is_finished(r['record'])}
+        config = next(iter(seeds.values()))['record']['config']
+        best = [r['record']['test_accuracy_at_best'] for r in finished.values()]
+        final = [r['record']['final_test_accuracy'] for r in finished.values()]
+        rows.append({'configuration': label, 'bn_weight': config['bn_weight'], 'c': config['c'],
+                     'input_norm': config['input_norm'], 'dataset': config['dataset'], 'network': config['network'],
+                     'num_epochs': config['num_epochs'], 'seeds': list(finished),
+                     'unfinished_seeds': sorted(set(seeds) - set(finished)),
+                     'best': _mean_std(best), 'final': _mean_std(final)})
+    return rows
+
+
+def compare(groups, baseline):
+    """Each configuration against ``baseline``, paired by seed over finished runs."""
+    if baseline not in groups:
+        return []
+    done = {label: {s: r['record'] for s, r in seeds.items() if is_finished(r['record'])}
+            for label, seeds in groups.items()}
+    comparisons = []
+    for label in groups:
+        if label == baseline:
+            continue
+        paired = sorted(set(done[label]) & set(done[baseline]))
+        ours = [done[label][s]['test_accuracy_at_best'] for s in paired]
+        theirs = [done[baseline][s]['test_accuracy_at_best'] for s in paired]
+        p_value, note = None, ''
+        try:
+            p_value = evaluate(ours, theirs)
+        except ValueError as error:
+            note = str(error)
+        comparisons.append({
+            'configuration': label, 'baseline': baseline, 'paired_seeds': paired,
+            'only_in_configuration': sorted(set(done[label]) - set(done[baseline])),
+            'only_in_baseline': sorted(set(done[baseline]) - set(done[label])),
+            'differences': [a - b for a, b in zip(ours, theirs)],
+            'mean_difference': float(np.mean(np.subtract(ours, theirs))) if paired else None,
+            'p_value': p_value, 'significant': p_value is not None and p_value <= SIGNIFICANCE, 'note': note})
+    return comparisons
+
+
+def _pm(pair):
+    return 'n/a' if pair[0] is None else f'{pair[0]:.2f} ± {pair[1]:.2f}'
+
+
+def _seed_list(seeds):
+    return ', '.join(map(str, seeds)) or 'none'
+
+
+def markdown(rows, comparisons, baseline):
+    lines = ['| configuration | dataset | network | epochs | bn_weight | c | input_norm | seeds | '
+             'test acc. at best val. (%) | final test acc. (%) |', '|' + '---|' * 10]
+    for r in rows:
+        lines.append(f"| {r['configuration']} | {r['dataset']} | {r['network']} | {r['num_epochs']} | "
+                     f"{r['bn_weight']:g} | {r['c']:g} | {r['input_norm']} | {len(r['seeds'])} | "
+                     f"{_pm(r['best'])} | {_pm(r['final'])} |")
+    if comparisons:
+        lines += ['', f'One-sided paired t-test over seeds (configuration > {baseline}), test accuracy at the '
+                      f'best-validation epoch; * marks p <= {SIGNIFICANCE}.', '',
+                  '| comparison | paired seeds | mean paired difference (points) | p-value | significant |',
+                  '|---|---|---|---|---|']
+        for c in comparisons:
+            p = 'n/a' if c['p_value'] is None else f"{c['p_value']:.4g}{' *' if c['significant'] else ''}"
+            diff = 'n/a' if c['mean_difference'] is None else f"{c['mean_difference']:+.2f}"
+            lines.append(f"| {c['configuration']} vs {baseline} | {len(c['paired_seeds'])} | {diff} | {p} | "
+                         f"{'yes' if c['significant'] else 'no'} |")
+    elif baseline:
+        lines += ['', f'No comparison: there are no results named {baseline!r} (choose one with --baseline).']
+    notes = []
+    for r in rows:
+        if r['unfinished_seeds']:
+            notes.append(f"{r['configuration']}: unfinished runs (left out) for seeds {_seed_list(r['unfinished_seeds'])}")
+    for c in comparisons:
+        if c['only_in_configuration']:
+            notes.append(f"{c['configuration']}: seeds without a {baseline} partner (left out of the test): "
+                         f"{_seed_list(c['only_in_configuration'])}")
+        if c['only_in_baseline']:
+            notes.append(f"{baseline}: seeds without a {c['configuration']} partner (left out of the test): "
+                         f"{_seed_list(c['only_in_baseline'])}")
+        if c['note']:
+            notes.append(f"{c['configuration']} vs {baseline}: no p-value: {c['note']}")
+    if notes:
+        lines += ['', 'Notes:', ''] + [f'- {note}' for note in notes]
+    return '\n'.join(lines) + '\n'
+
+
+def write_csv(path, rows, comparisons):
+    by_label = {c['configuration']: c for c in comparisons}
+    with open(path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['configuration', 'dataset', 'network', 'num_epochs', 'bn_weight', 'c', 'input_norm',
+                         'n_seeds', 'seeds', 'unfinished_seeds', 'best_test_mean', 'best_test_std', 'final_test_mean',
+                         'final_test_std', 'baseline', 'paired_seeds', 'mean_paired_difference', 'p_value',
+                         'significant', 'unpaired_seeds'])
+        for r in rows:
+            c = by_label.get(r['configuration'], {})
+            unpaired = c.get('only_in_configuration', []) + c.get('only_in_baseline', [])
+            writer.writerow([r['configuration'], r['dataset'], r['network'], r['num_epochs'], r['bn_weight'], r['c'],
+                             r['input_norm'], len(r['seeds']), ' '.join(map(str, r['seeds'])),
+                             ' '.join(map(str, r['unfinished_seeds'])), *r['best'], *r['final'],
+                             c.get('baseline', ''), ' '.join(map(str, c.get('paired_seeds', []))),
+                             c.get('mean_difference', ''), c.get('p_value', ''), c.get('significant', ''),
+                             ' '.join(map(str, sorted(set(unpaired))))])
+
+
+def write_report(groups, out, baseline='baseline', plots=True):
+    """Write report.md, report.csv and (optionally) the plots into ``out``; returns the Markdown."""
+    os.makedirs(out, exist_ok=True)
+    rows, comparisons = summarize(groups), compare(groups, baseline)
+    text = markdown(rows, comparisons, baseline)
+    with open(os.path.join(out, 'report.md'), 'w') as f:
+        f.write(text)
+    write_csv(os.path.join(out, 'report.csv'), rows, comparisons)
+    if plots:
+        import report_plots
+        report_plots.write_plots(groups, comparisons, baseline, out)
+    return text
+
+
+def main(argv=None):
+    from train import OneLineParser
+    p = OneLineParser(prog='report.py', description=__doc__.split('\n\n')[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('results', nargs='+', help='result JSON files, folders searched recursively, or glob patterns')
+    p.add_argument('--baseline', default='baseline', help='configuration the others are tested against')
+    p.add_argument('--out', default='report', help='folder for report.md, report.csv and the plots')
+    p.add_argument('--no_plots', action='store_true', help='write the tables only')
+    args = p.parse_args(argv)
+    try:
+        text = write_report(group_runs(load_runs(args.results)), args.out, args.baseline, not args.no_plots)
+    except (ReportError, OSError) as error:
+        print(f'report.py: error: {error}', file=sys.stderr)
+        return 1
+    print(text, end='')
+    print(f'written to {os.path.join(args.out, "report.md")} and report.csv'
+          f'{"" if args.no_plots else " with the plots"}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The report's figures (PNG, matplotlib): paired accuracies, training curves, BN scales after training.
+
+The last one shows the paper's observation: the learned BN scales stay close to
+their initial value, so the initial value chosen for them matters.
+"""
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from batch_norm import resolve_bn_weight  # noqa: E402
+from results import is_finished  # noqa: E402
+
+__all__ = ['write_plots', 'best_weights_file', 'bn_scales']
+
+
+def best_weights_file(run):
+    """The run's best weights: where the results say, else beside the results (a copied folder tree)."""
+    record, file = run['record'], run['file']
+    candidates = [record.get('weights_file') or '',
+                  os.path.join(os.path.dirname(file), os.pardir, 'networks', f"{record['config']['name']}-best.pt")]
+    return next((c for c in candidates if c and os.path.isfile(c)), None)
+
+
+def bn_scales(state_dict):
+    """(input-BN scales, all other BN scales) of a saved state_dict, found by their running statistics."""
+    prefixes = [key[:-len('running_mean')] for key in state_dict if key.endswith('running_mean')]
+    scales = {p: state_dict[p + 'weight'].float().flatten() for p in prefixes if p + 'weight' in state_dict}
+    # construct_network puts the input BN first in an nn.Sequential: its parameters are '0.*'
+    input_bn = [v for p, v in scales.items() if p == '0.']
+    others = [v for p, v in scales.items() if p != '0.']
+    cat = lambda parts: torch.cat(parts).numpy() if parts else np.array([])  # noqa: E731
+    return cat(input_bn), cat(others)
+
+
+def paired_accuracies(groups, comparisons, baseline, path):
+    fig, axes = plt.subplots(1, len(comparisons), figsize=(5 * len(comparisons), 4), squeeze=False)
+    for ax, c in zip(axes[0], comparisons):
+        seeds = c['paired_seeds']
+        base = [groups[baseline][s]['record']['test_accuracy_at_best'] for s in seeds]
+        ours = [groups[c['configuration']][s]['record']['test_accuracy_at_best'] for s in seeds]
+        for x, b, o in zip(range(len(seeds)), base, ours):
+            ax.plot([x, x], [b, o], color='tab:green' if o > b else 'tab:red', alpha=0.6)
+        ax.scatter(range(len(seeds)), base, label=baseline, color='tab:gray', zorder=3)
+        ax.scatter(range(len(seeds)), ours, label=c['configuration'], color='tab:blue', zorder=3)
+        ax.set_xticks(range(len(seeds)), [str(s) for s in seeds])
+        p = 'n/a' if c['p_value'] is None else f"{c['p_value']:.3g}"
+        ax.set(xlabel='seed', ylabel='test accuracy at best validation epoch (%)',
+               title=f"{c['configuration']} vs {baseline}: p = {p}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def curves(groups, path):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    keys = (('train_loss', 'training loss'), ('val_loss', 'validation loss'), ('val_accuracy', 'validation accuracy (%)'))
+    for label, seeds in groups.items():
+        finished = [r['record']['epochs'] for r in seeds.values() if is_finished(r['record'])]
+        if not finished:
+            continue
+        length = min(len(e) for e in finished)
+        epochs = np.arange(1, length + 1)
+        for ax, (key, title) in zip(axes, keys):
+            values = np.array([[row[key] for row in e[:length]] for e in finished])
+            mean, std = values.mean(0), values.std(0)
+            ax.plot(epochs, mean, label=f'{label} (n={len(finished)})')
+            ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
+            ax.set(xlabel='epoch', title=f'{title}, mean ± std over seeds')
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def scales_after_training(groups, path):
+    panels = []
+    for label, seeds in groups.items():
+        inputs, others = [], []
+        for run in seeds.values():
+            weights = best_weights_file(run)
+            if weights and is_finished(run['record']):
+                input_scales, scales = bn_scales(torch.load(weights, map_location='cpu', weights_only=True))
+                inputs.append(input_scales)
+                others.append(scales)
+        if others:
+            initial = resolve_bn_weight(next(iter(seeds.values()))['record']['config']['bn_weight'])
+            panels.append((label, initial, np.concatenate(others), np.concatenate(inputs), len(others)))
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (label, initial, scales, input_scales, n) in zip(axes[0], panels):
+        # Bins around the data and the initial value: with lr/c the scales barely move.
+        low, high = min(scales.min(), initial), max(scales.max(), initial)
+        pad = max(high - low, 0.01 * initial) * 0.1
+        ax.hist(scales, bins=np.linspace(low - pad, high + pad, 61), color='tab:blue', alpha=0.8)
+        ax.axvline(initial, color='black', linestyle='--', label=f'initial value {initial:g}')
+        ax.set(xlabel='BN scale (gamma) after training', ylabel='count',
+               title=f'{label}: {scales.size // max(n, 1)} scales x {n} seeds (input BN not shown)')
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_plots(groups, comparisons, baseline, out):
+    """Write the PNGs that the data allows; returns their file names."""
+    written = []
+    if comparisons and any(c['paired_seeds'] for c in comparisons):
+        paired_accuracies(groups, [c for c in comparisons if c['paired_seeds']], baseline,
+                          os.path.join(out, 'paired_accuracies.png'))
+        written.append('paired_accuracies.png')
+    curves(groups, os.path.join(out, 'curves.png'))
+    written.append('curves.png')
+    if scales_after_training(groups, os.path.join(out, 'bn_scales.png')):
+        written.append('bn_scales.png')
+    return written

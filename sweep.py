@@ -1,0 +1,248 @@
+"""Run the paper's paired experiment: every configuration x every seed, then the significance report.
+
+    python sweep.py -- --dataset cifar10                      # baseline and proposed, seeds 1..15
+    python sweep.py --seeds 1-5 --config 'gamma05=--bn_weight 0.5 --c 100' -- --num_epochs 30
+    python sweep.py --dry_run -- --dataset fashionmnist       # list the runs and their state
+
+Flags after '--' go to every train.py run; a configuration's own flags come after
+them and win. Each run is `train.py ... --name {configuration}_seed{seed} --seed
+{seed} --resume`: finished runs are skipped, interrupted ones resumed, so the sweep
+itself can be killed and restarted. One run per visible GPU at a time (and
+--runs_per_gpu per GPU), or one after the other on CPU. A failed run is reported
+and the others go on; each run's output goes to {path}/{dataset}/logs/{name}.log.
+"""
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from results import is_finished, output_paths, read_record
+from train import OneLineParser, build_parser, validate_args
+
+BUILT_IN = {
+    'baseline': ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset'],
+    'proposed': ['--bn_weight', '0.1', '--c', '100', '--input_norm', 'bn'],
+}
+SWEEP_CONTROLLED = ('--name', '--seed', '--path', '--resume', '--overwrite', '--device')
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class SweepError(Exception):
+    pass
+
+
+def parse_seeds(text):
+    """'1-15', '1,3,5' or '1-3,7' -> sorted unique seeds."""
+    seeds = set()
+    try:
+        for part in text.split(','):
+            low, _, high = part.partition('-')
+            seeds.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise SweepError(f'--seeds {text!r}: use a range like 1-15 or a list like 1,3,5') from None
+    if not seeds or min(seeds) < 0:
+        raise SweepError(f'--seeds {text!r}: seeds must be integers >= 0')
+    return sorted(seeds)
+
+
+def flag_list(value):
+    """A configuration's flags: a string of train.py flags, or a {flag: value} mapping."""
+    if isinstance(value, str):
+        return shlex.split(value)
+    if isinstance(value, dict):
+        return [item for key, v in value.items() for item in (f'--{key.lstrip("-")}', str(v))]
+    raise SweepError(f'a configuration must be a string of flags or a mapping, got {value!r}')
+
+
+def configurations(args):
+    configs = dict(BUILT_IN)
+    if args.config_file:
+        try:
+            with open(args.config_file) as f:
+                loaded = json.load(f)
+        except (OSError, ValueError) as error:
+            raise SweepError(f'--config_file {args.config_file}: {error}') from None
+        if not isinstance(loaded, dict):
+            raise SweepError(f'--config_file {args.config_file}: expected a JSON object {{name: flags}}')
+        configs.update({name: flag_list(flags) for name, flags in loaded.items()})
+    for item in args.config:
+        name, sep, flags = item.partition('=')
+        if not sep or not name.strip():
+            raise SweepError(f"--config {item!r}: use NAME='--flag value ...'")
+        configs[name.strip()] = flag_list(flags)
+    chosen = args.configs or list(configs)
+    unknown = [name for name in chosen if name not in configs]
+    if unknown:
+        raise SweepError(f'unknown configuration(s) {", ".join(unknown)}; defined: {", ".join(configs)}')
+    for name in chosen:
+        if not name.replace('-', '').replace('_', '').isalnum():
+            raise SweepError(f'configuration name {name!r}: use letters, digits, - and _')
+    return {name: configs[name] for name in chosen}
+
+
+def plan(args, common):
+    """Every (configuration, seed) run with its train.py flags, checked by train.py's own parser."""
+    for flag in common + [f for flags in configurations(args).values() for f in flags]:
+        if flag.split('=')[0] in SWEEP_CONTROLLED:
+            raise SweepError(f'{flag} is set by the sweep for every run; leave it out')
+    runs = []
+    parser = build_parser()
+
+    def refuse(message):
+        raise SweepError(f'train.py flags: {message}')
+    parser.error = refuse
+    for config, flags in configurations(args).items():
+        for seed in parse_seeds(args.seeds):
+            name = f'{config}_seed{seed}'
+            argv = [*common, *flags, '--name', name, '--seed', str(seed), '--path', args.path, '--resume']
+            parsed = validate_args(parser.parse_args(argv + ['--device', 'cpu']), parser)
+            runs.append({'config': config, 'seed': seed, 'name': name, 'argv': argv,
+                         'paths': output_paths(parsed.path, parsed.dataset, name, parsed.data_dir)})
+    if args.task_index is not None:
+        if not 0 <= args.task_index < len(runs):
+            raise SweepError(f'--task_index {args.task_index}: the sweep has runs 0..{len(runs) - 1}')
+        runs = [runs[args.task_index]]
+    return runs
+
+
+def state(run):
+    if is_finished(read_record(run['paths']['json'])):
+        return 'finished'
+    return 'resume' if os.path.exists(run['paths']['checkpoint']) else 'new'
+
+
+def slots(args):
+    """(device flag, CUDA_VISIBLE_DEVICES) for every run that may go at once."""
+    gpus = torch.cuda.device_count() if args.gpus is None else args.gpus
+    if gpus == 0:
+        return [('cpu', None)]
+    return [('cuda', str(gpu)) for gpu in range(gpus) for _ in range(args.runs_per_gpu)]
+
+
+class Sweep:
+    def __init__(self, runs, slot_list):
+        self.runs, self.free = runs, list(slot_list)
+        self.lock, self.running, self.stopping = threading.Lock(), {}, None
+        self.results = {}
+
+    def _run(self, run):
+        with self.lock:
+            if self.stopping is not None:
+                self.results[run['name']] = 'not started'
+                return
+            device, visible = self.free.pop()
+        try:
+            log_path = os.path.join(os.path.dirname(run['paths']['results']), 'logs', f"{run['name']}.log")
+            os.makedirs(os.path.dirname(log_path), exist_ok=True)
+            command = [sys.executable, os.path.join(HERE, 'train.py'), *run['argv'], '--device', device]
+            env = dict(os.environ, PYTHONUNBUFFERED='1')
+            if visible is not None:
+                env['CUDA_VISIBLE_DEVICES'] = visible
+            with open(log_path, 'a') as log:
+                log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
+                log.flush()
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+                with self.lock:
+                    self.running[run['name']] = process
+                status = process.wait()
+            with self.lock:
+                self.running.pop(run['name'], None)
+            record = read_record(run['paths']['json'])
+            where = f"{device}{'' if visible is None else ':' + visible}"
+            if status == 0 and is_finished(record):
+                outcome = f"finished: test accuracy at best validation epoch {record['test_accuracy_at_best']:.2f}%"
+                self.results[run['name']] = 'finished'
+            else:
+                outcome = f'FAILED (exit {status}), see {log_path}'
+                self.results[run['name']] = 'failed' if self.stopping is None else 'interrupted'
+            print(f"{run['name']} on {where}: {outcome}", flush=True)
+        finally:
+            with self.lock:
+                self.free.append((device, visible))
+
+    def stop(self, signum, frame):
+        with self.lock:
+            self.stopping = signum
+            for process in self.running.values():
+                process.send_signal(signal.SIGTERM)  # each run checkpoints at its next step boundary
+
+    def go(self):
+        handlers = {s: signal.signal(s, self.stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            with ThreadPoolExecutor(max_workers=len(self.free)) as pool:
+                list(pool.map(self._run, self.runs))
+        finally:
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
+        return self.results
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    split = argv.index('--') if '--' in argv else len(argv)
+    own, common = argv[:split], argv[split + 1:]
+    p = OneLineParser(prog='sweep.py', description=__doc__.split('\n\n')[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--configs', nargs='+', help='configurations to run (default: all defined: baseline, '
+                                                'proposed and any --config/--config_file ones)')
+    p.add_argument('--config', action='append', default=[],
+                   help="define a configuration: NAME='--train_py_flag value ...' (repeatable)")
+    p.add_argument('--config_file', help='JSON file {name: "flags"} or {name: {flag: value}}')
+    p.add_argument('--seeds', default='1-15', help='seeds: a range 1-15 or a list 1,3,5')
+    p.add_argument('--path', default=os.path.join('.', 'training', ''), help='train.py --path of every run')
+    p.add_argument('--gpus', type=int, default=None, help='GPUs to use (default: all visible; 0 runs on CPU)')
+    p.add_argument('--runs_per_gpu', type=int, default=1, help='concurrent runs per GPU')
+    p.add_argument('--task_index', type=int, default=None,
+                   help='run only the run with this index (0-based), e.g. $SLURM_ARRAY_TASK_ID in a job array')
+    p.add_argument('--dry_run', action='store_true', help='print the runs and their state, run nothing')
+    p.add_argument('--no_report', action='store_true', help='skip report.py at the end')
+    p.add_argument('--baseline', default='baseline', help='the configuration the report tests the others against')
+    args = p.parse_args(own)
+    if args.runs_per_gpu < 1 or (args.gpus is not None and args.gpus < 0):
+        p.error('--runs_per_gpu must be >= 1 and --gpus >= 0')
+    try:
+        runs = plan(args, common)
+    except SweepError as error:
+        p.error(str(error))
+    slot_list = slots(args)
+    if args.dry_run:
+        for index, run in enumerate(runs):
+            print(f"[{index}] {state(run):>8}  python train.py {shlex.join(run['argv'])}")
+        print(f'{len(runs)} runs, {sum(state(r) == "finished" for r in runs)} finished; '
+              f'{len(slot_list)} at a time on {slot_list[0][0]}')
+        return 0
+    todo = [run for run in runs if state(run) != 'finished']
+    print(f'{len(runs)} runs: {len(runs) - len(todo)} already finished, {len(todo)} to do, '
+          f'{len(slot_list)} at a time on {slot_list[0][0]}', flush=True)
+    sweep = Sweep(todo, slot_list)
+    outcome = sweep.go()
+    failed = sorted(name for name, result in outcome.items() if result == 'failed')
+    if sweep.stopping is not None:
+        print(f'sweep stopped by {signal.Signals(sweep.stopping).name}; run the same command again to resume',
+              file=sys.stderr)
+        return 128 + sweep.stopping
+    if failed:
+        print(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their logs); the others finished',
+              file=sys.stderr)
+    if not args.no_report and args.task_index is None:
+        import report
+        files = [run['paths']['json'] for run in runs if os.path.exists(run['paths']['json'])]
+        out = os.path.join(os.path.dirname(runs[0]['paths']['results']), 'report')
+        try:
+            print(report.write_report(report.group_runs(report.load_runs(files)), out, args.baseline), end='')
+            print(f'report written to {out}')
+        except report.ReportError as error:
+            print(f'sweep.py: no report: {error}', file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
