@@ -94,7 +94,7 @@ def fast_path(args, device, images, labels):
 
     def batches():
         while True:
-            yield from data.shuffled(args.batch_size, generator)
+            yield from ((x, y) for x, y, _ in data.shuffled(args.batch_size, generator))
 
     stream = batches()
     return lambda: train_step(*next(stream))

@@ -27,7 +27,7 @@ CHECKPOINT_FORMAT = 'revisiting-bn-checkpoint-v1'
 # device and --no_cuda_graph may change; num_epochs only when the user allows it explicitly.
 EXPERIMENT_SETTINGS = ('dataset', 'network', 'batch_size', 'learning_rate', 'scheduler', 'momentum',
                        'weight_decay', 'bn_weight', 'c', 'input_norm', 'seed', 'fake_size', 'precision',
-                       'channels_last')
+                       'channels_last', 'sync_bn')
 
 
 USAGE, FAILURE = 2, 1  # exit statuses: the flags do not fit the existing run; a file is bad

@@ -257,25 +257,41 @@ class ImageBatches:
     def _to_float(self, images):
         return images.float() * self.scale - self.shift
 
-    def shuffled(self, batch_size, generator, start_batch=0):
+    def shuffled(self, batch_size, generator, start_batch=0, shard=None, min_batch=1):
         """One training epoch: random order, each image flipped left-right with probability 1/2.
 
         ``start_batch`` skips the first batches of the epoch (resuming mid-epoch): the
         order and flips are still drawn whole, so the generator ends in the same state.
+        ``shard`` picks this process's part of each batch (data-parallel training); a
+        last batch smaller than ``min_batch`` images is left out. Yields
+        (images, labels, size of the whole batch).
         """
         n = len(self)
         order = torch.randperm(n, generator=generator).to(self.images.device)
         flip = (torch.rand(n, generator=generator) < 0.5).to(self.images.device)
         for start in range(start_batch * batch_size, n, batch_size):
             index = order[start:start + batch_size]
+            if len(index) < min_batch:
+                break
+            whole = len(index)
+            index = shard(index) if shard is not None else index
             images = self._to_float(self.images[index])
             images = torch.where(flip[index].view(-1, 1, 1, 1), images.flip(3), images)
-            yield images, self.labels[index]
+            yield images, self.labels[index], whole
 
-    def in_order(self, batch_size):
-        """Evaluation: every image once, unflipped."""
-        for start in range(0, len(self), batch_size):
-            yield self._to_float(self.images[start:start + batch_size]), self.labels[start:start + batch_size]
+    def in_order(self, batch_size, shard=None):
+        """Evaluation: every image once (of this process's ``shard`` of the set), unflipped."""
+        index = torch.arange(len(self), device=self.images.device)
+        index = shard(index) if shard is not None else index
+        for start in range(0, len(index), batch_size):
+            part = index[start:start + batch_size]
+            yield self._to_float(self.images[part]), self.labels[part]
 
-    def num_batches(self, batch_size):
-        return -(-len(self) // batch_size)
+    def num_batches(self, batch_size, min_batch=1):
+        """Batches per epoch: the last, smaller one counts when it has at least ``min_batch`` images."""
+        full, rest = divmod(len(self), batch_size)
+        return full + (1 if rest >= min_batch and rest > 0 else 0)
+
+    def images_per_epoch(self, batch_size, min_batch=1):
+        full, rest = divmod(len(self), batch_size)
+        return full * batch_size + (rest if rest >= min_batch else 0)

@@ -124,18 +124,19 @@ class TrainStep:
     def _format(self, images):
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
-    def _forward_backward(self, images, labels):
+    def _forward_backward(self, images, labels, loss_weight=1.0):
         with autocast(self.device, self.precision):
             loss = self.criterion(self.network(images), labels)
+        weighted = loss * loss_weight if loss_weight != 1.0 else loss
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(weighted).backward()
         else:
-            loss.backward()
+            weighted.backward()
         return loss.detach().float() * labels.shape[0]
 
-    def _eager(self, images, labels):
+    def _eager(self, images, labels, loss_weight=1.0):
         self.optimizer.zero_grad(set_to_none=True)
-        weighted_loss = self._forward_backward(self._format(images), labels)
+        weighted_loss = self._forward_backward(self._format(images), labels, loss_weight)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -169,9 +170,11 @@ class TrainStep:
         self.static_labels.copy_(labels)
         self.graph.replay()
 
-    def __call__(self, images, labels):
+    def __call__(self, images, labels, loss_weight=1.0):
+        """One step. ``loss_weight`` multiplies the loss that is backpropagated: data-parallel training
+        uses it to weight a process's share of an unevenly split last batch (eager steps only)."""
         if not self.use_graph:
-            return self._eager(images, labels)
+            return self._eager(images, labels, loss_weight)
         if self.graph is None and self.eager_steps < GRAPH_WARMUP_STEPS:
             # Warm-up steps are real training steps, run on a side stream so that lazy
             # initialisation (cuBLAS/cuDNN handles, autograd streams) happens before capture.

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from checkpoint import CheckpointError, find_start, restore_checkpoint, save_checkpoint, save_torch, write_text
+from distributed import Distributed, setup
 from data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, TRAINABLE_DATASETS, DatasetError, ImageBatches,
                   channel_mean_std, load_dataset, split_train_validation)
 from fast_path import PRECISIONS, TrainStep, autocast
@@ -100,6 +101,8 @@ def build_parser():
                    help='channels-last memory layout for the network and its inputs (faster with bf16/fp16 on GPUs)')
     p.add_argument('--no_cuda_graph', action='store_true',
                    help='on CUDA, run every step eagerly instead of replaying one captured CUDA graph')
+    p.add_argument('--sync_bn', action='store_true',
+                   help='under torchrun (CUDA): BN statistics over the whole batch instead of per process')
     p.add_argument('--resume', action='store_true',
                    help='continue from {name}-last.pt (or start, if there is none); a finished run is not retrained')
     p.add_argument('--overwrite', action='store_true',
@@ -226,18 +229,22 @@ class Progress:
             print('\r' + ' ' * (len(self.label) + 50) + '\r', end='', flush=True)
 
 
-def train_one_epoch(train_step, batches, batch_size, generator, start_step=0, stop=None, label=''):
+def train_one_epoch(train_step, batches, batch_size, generator, start_step=0, stop=None, label='',
+                    world=Distributed()):
     """One pass over the shuffled, flipped training set, from batch ``start_step`` on.
 
     Returns the number of steps done in the epoch: all of them, or fewer when ``stop``
     received a signal. The loss stays on the device (``train_step.loss_sum``): no per-step sync.
+    Under torchrun each process trains on its shard of every batch; a share of an
+    unevenly split last batch is weighted so the averaged gradient is the whole batch's mean.
     """
     train_step.network.train()
-    total = batches.num_batches(batch_size)
+    total = batches.num_batches(batch_size, min_batch=world.world_size)
     progress = Progress(total, label)
     step = start_step
-    for images, labels in batches.shuffled(batch_size, generator, start_batch=start_step):
-        train_step(images, labels)
+    for images, labels, whole in batches.shuffled(batch_size, generator, start_batch=start_step,
+                                                  shard=world.shard, min_batch=world.world_size):
+        train_step(images, labels, loss_weight=labels.shape[0] * world.world_size / whole)
         step += 1
         progress.update(step)
         if stop is not None and stop.received is not None and step < total:
@@ -247,18 +254,20 @@ def train_one_epoch(train_step, batches, batch_size, generator, start_step=0, st
 
 
 @torch.no_grad()
-def validate(network, batches, criterion, precision='fp32', channels_last=False):
-    """Mean loss and accuracy (percent) over a whole evaluation set, with running BN statistics."""
+def validate(network, batches, criterion, precision='fp32', channels_last=False, world=Distributed()):
+    """Mean loss and accuracy (percent) over a whole evaluation set, with running BN statistics.
+    Under torchrun each process evaluates a disjoint shard and the sums are added: exact, no duplicates."""
     network.eval()
     device = batches.images.device
     total_loss, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
-    for images, labels in batches.in_order(EVAL_BATCH_SIZE):
+    for images, labels in batches.in_order(EVAL_BATCH_SIZE, shard=world.shard):
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
             logits = network(images)
         total_loss += criterion(logits.float(), labels) * labels.shape[0]
         correct += (logits.argmax(dim=1) == labels).sum()
+    world.sum(total_loss), world.sum(correct)
     return {'loss': total_loss.item() / len(batches), 'accuracy': 100.0 * correct.item() / len(batches)}
 
 
@@ -314,10 +323,31 @@ def resume_command(argv):
     return shlex.join(['python', 'train.py', *flags, *([] if '--resume' in flags else ['--resume'])])
 
 
+def check_distributed(args, world, parser):
+    if world.enabled:
+        if args.batch_size % world.world_size:
+            parser.error(f'--batch_size {args.batch_size} (the global batch) must be divisible by the '
+                         f'{world.world_size} torchrun processes')
+        args.cuda_graph = False  # the gradient all-reduce runs eagerly
+    if args.sync_bn and not args.device.startswith('cuda'):
+        parser.error('--sync_bn needs CUDA (torch.nn.SyncBatchNorm runs on GPUs only)')
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = validate_args(parser.parse_args(argv), parser)
+    world, args.device = setup(args.device)
+    try:
+        check_distributed(args, world, parser)
+        return train(args, argv, world)
+    finally:
+        world.close()
+
+
+def train(args, argv, world):
+    """The paper's protocol for one run (on every torchrun process; only rank 0 writes and prints)."""
+    say = print if world.is_main else (lambda *a, **k: None)
     started = time.time()
     paths = output_paths(args.path, args.dataset, args.name, args.data_dir)
     for folder in (paths['networks'], paths['results']):
@@ -326,54 +356,63 @@ def main(argv=None):
             raise TrainingError(problem)
     start, previous = find_start(args, paths)
     if start == 'finished':
-        os.makedirs(paths['results'], exist_ok=True)
-        write_results(paths, previous)  # the checkpoint may be one write ahead of the results
-        print(f"{args.name} already finished {len(previous['epochs'])} epochs (test accuracy at the best "
-              f"validation epoch: {previous['test_accuracy_at_best']:.2f}%): nothing to do")
+        if world.is_main:
+            os.makedirs(paths['results'], exist_ok=True)
+            write_results(paths, previous)  # the checkpoint may be one write ahead of the results
+        say(f"{args.name} already finished {len(previous['epochs'])} epochs (test accuracy at the best "
+            f"validation epoch: {previous['test_accuracy_at_best']:.2f}%): nothing to do")
         return previous
 
     device = torch.device(args.device)
     data = prepare_data(args, paths, device)
     if data['is_fake']:
-        print('NOTE: --dataset fake is random noise with random labels: its accuracies are meaningless')
+        say('NOTE: --dataset fake is random noise with random labels: its accuracies are meaningless')
 
     make_deterministic(args.seed)
     network = construct_network(args.network, data['num_classes'], args.dataset, args.bn_weight,
                                 args.input_norm).to(device)
+    if args.sync_bn and world.enabled:
+        network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
     if args.channels_last:
         network = network.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(network, args)
     criterion = make_criterion()
-    steps_per_epoch = data['train'].num_batches(args.batch_size)
-    train_step = TrainStep(network, optimizer, criterion, device, args.precision, args.channels_last,
-                           use_graph=args.cuda_graph, max_steps=steps_per_epoch)
+    steps_per_epoch = data['train'].num_batches(args.batch_size, min_batch=world.world_size)
+    train_step = TrainStep(world.wrap(network, device), optimizer, criterion, device, args.precision,
+                           args.channels_last, use_graph=args.cuda_graph, max_steps=steps_per_epoch)
     data_order = torch.Generator().manual_seed(make_complex(args.seed))
 
     config = {key: value for key, value in vars(args).items() if key not in RUN_CONTROL_FLAGS}
     record = new_record(config, device, paths['weights'], fake_data=data['is_fake'], input_mean=data['mean'],
                         input_std=data['std'], train_size=len(data['train']), val_size=len(data['val']),
-                        test_size=len(data['test']))
+                        test_size=len(data['test']), world_size=world.world_size)
     first_epoch, start_step, epoch_start_state = 1, 0, None
     if start == 'resume':
         epoch_start_state = restore_checkpoint(previous, args, network, optimizer, scheduler, train_step,
                                                data_order)
-        record = {**previous['record'], 'config': config, 'status': 'running'}
+        record = {**previous['record'], 'config': config, 'status': 'running', 'world_size': world.world_size}
         first_epoch, start_step = previous['completed_epochs'] + 1, previous['steps_done']
-        print(f'resuming {args.name} from {paths["checkpoint"]} at epoch {first_epoch}, step {start_step}')
+        say(f'resuming {args.name} from {paths["checkpoint"]} at epoch {first_epoch}, step {start_step}')
     elapsed_before = record['wall_time_s']
-    os.makedirs(paths['networks'], exist_ok=True)
-    os.makedirs(paths['results'], exist_ok=True)
-    if args.overwrite:
-        for key in ('checkpoint', 'weights', 'json', 'txt'):
+    if world.is_main:
+        os.makedirs(paths['networks'], exist_ok=True)
+        os.makedirs(paths['results'], exist_ok=True)
+        for key in ('checkpoint', 'weights', 'json', 'txt') if args.overwrite else ():
             if os.path.exists(paths[key]):
                 os.remove(paths[key])
-    print(f'{args.name}: {args.network} on {args.dataset} ({len(data["train"])} train, {len(data["val"])} val, '
-          f'{len(data["test"])} test) for {args.num_epochs} epochs on {device}', flush=True)
+    parallel = f' x {world.world_size} processes' if world.enabled else ''
+    say(f'{args.name}: {args.network} on {args.dataset} ({len(data["train"])} train, {len(data["val"])} val, '
+        f'{len(data["test"])} test) for {args.num_epochs} epochs on {device}{parallel}', flush=True)
 
     def checkpoint(completed_epochs, steps_done=0):
         record['wall_time_s'] = elapsed_before + time.time() - started
-        save_checkpoint(paths['checkpoint'], record, network, optimizer, scheduler, train_step, data_order,
-                        completed_epochs, steps_done, epoch_start_state)
+        if world.is_main:
+            save_checkpoint(paths['checkpoint'], record, network, optimizer, scheduler, train_step, data_order,
+                            completed_epochs, steps_done, epoch_start_state)
+
+    def stopped(signum, where):
+        return RunStopped(f'stopped by {signal.Signals(signum).name} {where}; checkpoint {paths["checkpoint"]}. '
+                          f'Resume with: {resume_command(argv)}', 128 + signum)
 
     with StopOnSignal() as stop:
         for epoch in range(first_epoch, args.num_epochs + 1):
@@ -384,52 +423,57 @@ def main(argv=None):
             else:
                 data_order.set_state(epoch_start_state)  # the resumed epoch re-draws its order and flips
             learning_rate = optimizer.param_groups[0]['lr']
-            steps_done = train_one_epoch(train_step, data['train'], args.batch_size, data_order, start_step, stop,
-                                         label=f'epoch {epoch}/{args.num_epochs}')
+            # Processes must agree on where to stop, so under torchrun a signal takes effect at the epoch's end.
+            steps_done = train_one_epoch(train_step, data['train'], args.batch_size, data_order, start_step,
+                                         None if world.enabled else stop, f'epoch {epoch}/{args.num_epochs}', world)
             start_step = 0
             if steps_done < steps_per_epoch:
                 record['status'] = 'interrupted'
                 checkpoint(epoch - 1, steps_done)
-                write_results(paths, record)
-                raise RunStopped(f'stopped by {signal.Signals(stop.received).name} at epoch {epoch}, step '
-                                 f'{steps_done}/{steps_per_epoch}; checkpoint {paths["checkpoint"]}. Resume with: '
-                                 f'{resume_command(argv)}', 128 + stop.received)
+                if world.is_main:
+                    write_results(paths, record)
+                raise stopped(stop.received, f'at epoch {epoch}, step {steps_done}/{steps_per_epoch}')
             bad_step = train_step.first_nonfinite_step(steps_per_epoch)
-            if bad_step is not None:
+            bad_step = world.min(steps_per_epoch if bad_step is None else bad_step, device)
+            if bad_step < steps_per_epoch:
                 raise TrainingError(f'non-finite training loss at epoch {epoch}, step {bad_step + 1}/{steps_per_epoch};'
                                     f' stopped, keeping the checkpoint and results of epoch {epoch - 1}')
             if scheduler is not None:
                 scheduler.step()
-            val, test = (validate(network, data[part], criterion, args.precision, args.channels_last)
+            world.broadcast_buffers(network)
+            val, test = (validate(network, data[part], criterion, args.precision, args.channels_last, world)
                          for part in ('val', 'test'))
             if not math.isfinite(val['loss']):
                 raise TrainingError(f'non-finite validation loss after epoch {epoch}; stopped, keeping the '
                                     f'checkpoint and results of epoch {epoch - 1}')
-            row = {'epoch': epoch, 'train_loss': train_step.loss_sum.item() / len(data['train']),
+            train_loss = world.sum(train_step.loss_sum.clone()).item()
+            row = {'epoch': epoch, 'train_loss': train_loss / data['train'].images_per_epoch(
+                       args.batch_size, min_batch=world.world_size),
                    'val_loss': val['loss'], 'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'],
                    'learning_rate': learning_rate, 'epoch_time_s': time.time() - epoch_started}
             improved = record['best_val_accuracy'] is None or val['accuracy'] > record['best_val_accuracy']
             if improved:
-                save_torch({key: value.detach().cpu() for key, value in network.state_dict().items()},
-                           paths['weights'])
+                if world.is_main:
+                    save_torch({key: value.detach().cpu() for key, value in network.state_dict().items()},
+                               paths['weights'])
                 record.update(best_epoch=epoch, best_val_accuracy=val['accuracy'],
                               test_accuracy_at_best=test['accuracy'])
             record['epochs'].append(row)
             record.update(final_test_accuracy=test['accuracy'],
                           status='finished' if epoch == args.num_epochs else 'running')
             checkpoint(epoch)
-            write_results(paths, record)
-            print(f"epoch {epoch:>3}/{args.num_epochs}  train_loss {row['train_loss']:.4f}  "
-                  f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:6.2f}%  "
-                  f"test_acc {row['test_accuracy']:6.2f}%  lr {learning_rate:.3g}  {row['epoch_time_s']:.1f}s"
-                  f"{'  *best' if improved else ''}", flush=True)
-            if stop.received is not None and epoch < args.num_epochs:
-                raise RunStopped(f'stopped by {signal.Signals(stop.received).name} after epoch {epoch}; checkpoint '
-                                 f'{paths["checkpoint"]}. Resume with: {resume_command(argv)}', 128 + stop.received)
+            if world.is_main:
+                write_results(paths, record)
+            say(f"epoch {epoch:>3}/{args.num_epochs}  train_loss {row['train_loss']:.4f}  "
+                f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:6.2f}%  "
+                f"test_acc {row['test_accuracy']:6.2f}%  lr {learning_rate:.3g}  {row['epoch_time_s']:.1f}s"
+                f"{'  *best' if improved else ''}", flush=True)
+            if world.any(stop.received is not None, device) and epoch < args.num_epochs:
+                raise stopped(stop.received or signal.SIGTERM, f'after epoch {epoch}')
 
-    print(f"done in {record['wall_time_s']:.0f}s: best val_acc {record['best_val_accuracy']:.2f}% at epoch "
-          f"{record['best_epoch']}, test_acc there {record['test_accuracy_at_best']:.2f}%; "
-          f"weights {paths['weights']}, results {paths['json']}")
+    say(f"done in {record['wall_time_s']:.0f}s: best val_acc {record['best_val_accuracy']:.2f}% at epoch "
+        f"{record['best_epoch']}, test_acc there {record['test_accuracy_at_best']:.2f}%; "
+        f"weights {paths['weights']}, results {paths['json']}")
     return record
 
 

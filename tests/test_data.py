@@ -125,7 +125,7 @@ def test_image_batches_cover_every_image_once_with_flips():
     seen, flipped = [], 0
     expected = (images.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     sizes = []
-    for x, y in batches.shuffled(25, torch.Generator().manual_seed(3)):
+    for x, y, _ in batches.shuffled(25, torch.Generator().manual_seed(3)):
         sizes.append(len(y))
         for image, label in zip(x, y):
             original = expected[label]
@@ -138,7 +138,7 @@ def test_image_batches_cover_every_image_once_with_flips():
     assert sizes == [25, 25, 25, 25, 3] and batches.num_batches(25) == 5  # the last, smaller batch is kept
     assert sorted(seen) == list(range(103)) and seen != list(range(103))
     assert 30 < flipped < 73
-    order = lambda seed: [y.tolist() for _, y in batches.shuffled(25, torch.Generator().manual_seed(seed))]  # noqa
+    order = lambda seed: [y.tolist() for _, y, _ in batches.shuffled(25, torch.Generator().manual_seed(seed))]  # noqa
     assert order(3) == order(3) and order(3) != order(4)
     in_order = list(batches.in_order(50))
     assert [len(y) for _, y in in_order] == [50, 50, 3]

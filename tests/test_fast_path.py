@@ -85,7 +85,7 @@ def run_steps(device, precision='fp32', channels_last=False, use_graph=False, ep
     for epoch in range(epochs):
         network.train()
         step.loss_sum.zero_()
-        for x, y in batches.shuffled(batch_size, torch.Generator().manual_seed(epoch)):
+        for x, y, _ in batches.shuffled(batch_size, torch.Generator().manual_seed(epoch)):
             step(x, y)
         losses.append(step.loss_sum.item() / n)
         scheduler.step()
@@ -99,7 +99,7 @@ def test_eager_train_step_matches_a_plain_loop_and_bf16_runs_on_cpu():
     optimizer = optimizer_for(network)
     images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     total = 0.0
-    for x, y in ImageBatches(images, torch.arange(40) % 10, 'cpu').shuffled(16, torch.Generator().manual_seed(0)):
+    for x, y, _ in ImageBatches(images, torch.arange(40) % 10, 'cpu').shuffled(16, torch.Generator().manual_seed(0)):
         loss = nn.functional.cross_entropy(network(x), y)
         optimizer.zero_grad()
         loss.backward()

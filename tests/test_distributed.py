@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from conftest import ROOT
+from data import ImageBatches
+from distributed import Distributed
+from networks import construct_network
+from results import output_paths
+
+
+def test_shards_split_every_batch_without_overlap_and_drop_a_too_small_last_batch():
+    images = torch.zeros(21, 3, 2, 2, dtype=torch.uint8)
+    batches = ImageBatches(images, torch.arange(21), 'cpu')
+    seen, sizes = [], []
+    for rank in range(4):
+        world = Distributed(rank, 4)
+        shards = list(batches.shuffled(8, torch.Generator().manual_seed(0), shard=world.shard, min_batch=4))
+        sizes.append([(len(y), whole) for _, y, whole in shards])
+        seen += [y.tolist() for _, y, _ in shards]
+    assert sizes[0] == [(2, 8), (2, 8), (2, 5)] and sizes[3] == [(2, 8), (2, 8), (1, 5)]  # 21 = 8 + 8 + 5
+    dropped = list(batches.shuffled(8, torch.Generator().manual_seed(0), shard=Distributed(0, 6).shard, min_batch=6))
+    assert [whole for _, _, whole in dropped] == [8, 8]  # 5 images cannot be split over 6 processes
+    assert batches.num_batches(8, min_batch=4) == 3 and batches.images_per_epoch(8, min_batch=4) == 21
+    assert batches.num_batches(8, min_batch=6) == 2 and batches.images_per_epoch(8, min_batch=6) == 16
+
+
+def test_shards_cover_each_image_once():
+    images = torch.zeros(21, 3, 2, 2, dtype=torch.uint8)
+    batches = ImageBatches(images, torch.arange(21), 'cpu')
+    labels = []
+    for rank in range(3):
+        world = Distributed(rank, 3)
+        for _, y, whole in batches.shuffled(9, torch.Generator().manual_seed(0), shard=world.shard, min_batch=3):
+            labels += y.tolist()
+    assert sorted(labels) == list(range(21))
+    evaluated = [y.tolist() for rank in range(3)
+                 for _, y in batches.in_order(4, shard=Distributed(rank, 3).shard)]
+    assert sorted(sum(evaluated, [])) == list(range(21))
+
+
+def test_sync_bn_needs_cuda_and_batch_must_divide(capsys):
+    if torch.cuda.is_available():
+        pytest.skip('checks the CPU refusal')
+    with pytest.raises(SystemExit) as exit_info:
+        train.run(['--dataset', 'fake', '--fake_size', '200', '--device', 'cpu', '--sync_bn'])
+    assert exit_info.value.code == 2 and '--sync_bn needs CUDA' in capsys.readouterr().err
+
+
+def torchrun(tmp_path, *extra, processes=2):
+    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={processes}',
+                           '--standalone', 'train.py', '--dataset', 'fake', '--fake_size', '200',
+                           '--batch_size', '64', '--num_epochs', '2', '--device', 'cpu', '--path', str(tmp_path),
+                           *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_torchrun_two_processes_gloo_exact_evaluation_rank0_files(tmp_path):
+    completed = torchrun(tmp_path, '--name', 'ddp')
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.count('epoch   1/2') == 1 and 'x 2 processes' in completed.stdout
+    record = json.loads((tmp_path / 'fake/results/ddp.json').read_text())
+    assert record['world_size'] == 2 and record['status'] == 'finished'
+    # Accuracy and loss from the two shards equal a single process's evaluation of the saved weights.
+    network = construct_network('resnet18', 10, 'fake', 0.1, 'bn')
+    network.load_state_dict(torch.load(tmp_path / 'fake/networks/ddp-best.pt'))
+    parser = train.build_parser()
+    args = train.validate_args(parser.parse_args(['--dataset', 'fake', '--fake_size', '200', '--device', 'cpu']),
+                               parser)
+    data = train.prepare_data(args, output_paths(args.path, 'fake', 'ddp'), torch.device('cpu'))
+    best = record['epochs'][record['best_epoch'] - 1]
+    for part, key in (('val', 'val'), ('test', 'test')):
+        result = train.validate(network, data[part], torch.nn.CrossEntropyLoss())
+        assert result['accuracy'] == pytest.approx(best[f'{key}_accuracy'])
+    assert train.validate(network, data['val'], torch.nn.CrossEntropyLoss())['loss'] == pytest.approx(
+        best['val_loss'], rel=1e-5)
+    sorted_files = sorted(p.name for p in (tmp_path / 'fake').rglob('*') if p.is_file())
+    assert sorted_files == ['ddp-best.pt', 'ddp-last.pt', 'ddp.json', 'ddp.txt']
+
+
+def test_torchrun_batch_must_divide(tmp_path):
+    completed = torchrun(tmp_path, '--batch_size', '63')
+    assert completed.returncode != 0
+    assert 'train.py: error: --batch_size 63 (the global batch) must be divisible by the 2 torchrun processes' \
+        in completed.stderr
+    assert 'train.py", line' not in completed.stderr  # torchrun reports the failed workers; train.py raised nothing
