@@ -1,0 +1,118 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import report
+import t_test
+from networks import construct_network
+from report_plots import bn_scales
+
+
+def write_run(folder, config, seed, accuracy, final=None, status='finished', epochs=3, weights=True):
+    """A results JSON (and best weights) as train.py writes them, with chosen accuracies."""
+    name = f'{config}_seed{seed}'
+    bn_weight, c, norm = (1.0, 1.0, 'dataset') if config == 'baseline' else (0.1, 100.0, 'bn')
+    results, networks = folder / 'fake' / 'results', folder / 'fake' / 'networks'
+    results.mkdir(parents=True, exist_ok=True)
+    networks.mkdir(parents=True, exist_ok=True)
+    rows = [{'epoch': e, 'train_loss': 2.0 / e, 'val_loss': 2.1 / e, 'val_accuracy': accuracy - 3 + e,
+             'test_accuracy': accuracy - 3 + e, 'learning_rate': 0.1} for e in range(1, epochs + 1)]
+    record = {'config': {'name': name, 'seed': str(seed), 'dataset': 'fake', 'network': 'resnet18',
+                         'bn_weight': bn_weight, 'c': c, 'input_norm': norm, 'num_epochs': epochs, 'batch_size': 128},
+              'status': status, 'epochs': rows, 'best_epoch': epochs, 'best_val_accuracy': accuracy,
+              'test_accuracy_at_best': accuracy, 'final_test_accuracy': accuracy if final is None else final,
+              'weights_file': str(networks / f'{name}-best.pt')}
+    (results / f'{name}.json').write_text(json.dumps(record))
+    if weights:
+        torch.manual_seed(seed)
+        network = construct_network('resnet18', 10, 'fake', bn_weight, norm)
+        torch.save(network.state_dict(), networks / f'{name}-best.pt')
+    return record
+
+
+BASELINE = [90.1, 91.0, 89.5, 90.7, 90.2]
+PROPOSED = [90.9, 91.4, 90.6, 90.8, 91.3, 92.0]  # seed 6 has no baseline partner
+
+
+@pytest.fixture
+def results(tmp_path):
+    for seed, accuracy in enumerate(BASELINE, start=1):
+        write_run(tmp_path, 'baseline', seed, accuracy, final=accuracy - 0.5)
+    for seed, accuracy in enumerate(PROPOSED, start=1):
+        write_run(tmp_path, 'proposed', seed, accuracy, weights=seed != 2)
+    write_run(tmp_path, 'proposed', 7, 50.0, status='running')
+    (tmp_path / 'fake' / 'results' / 'unrelated.json').write_text('{"speedup": 3}')
+    return tmp_path
+
+
+def test_report_table_pairs_by_seed_and_names_what_is_left_out(results, tmp_path):
+    out = tmp_path / 'out'
+    assert report.main([str(results / 'fake' / 'results'), '--out', str(out)]) == 0
+    text = (out / 'report.md').read_text()
+    mean, std = np.mean(BASELINE), np.std(BASELINE, ddof=1)
+    assert f'| baseline | fake | resnet18 | 3 | 1 | 1 | dataset | 5 | {mean:.2f} ± {std:.2f} |' in text
+    assert f'{np.mean(PROPOSED):.2f} ± {np.std(PROPOSED, ddof=1):.2f}' in text
+    p_value = t_test.evaluate(PROPOSED[:5], BASELINE)
+    difference = np.mean(np.subtract(PROPOSED[:5], BASELINE))
+    assert p_value <= 0.05
+    assert f'| proposed vs baseline | 5 | {difference:+.2f} | {p_value:.4g} * | yes |' in text
+    assert 'proposed: unfinished runs (left out) for seeds 7' in text
+    assert 'proposed: seeds without a baseline partner (left out of the test): 6' in text
+    rows = list(csv.DictReader((out / 'report.csv').open()))
+    assert [r['configuration'] for r in rows] == ['baseline', 'proposed']
+    assert float(rows[1]['p_value']) == pytest.approx(p_value) and rows[1]['significant'] == 'True'
+    assert rows[1]['paired_seeds'] == '1 2 3 4 5' and rows[1]['unpaired_seeds'] == '6'
+    assert float(rows[0]['final_test_mean']) == pytest.approx(mean - 0.5)
+    for png in ('paired_accuracies.png', 'curves.png', 'bn_scales.png'):
+        assert (out / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_weights_found_beside_copied_results(results, tmp_path):
+    copied = tmp_path / 'copied'
+    (results / 'fake').rename(copied)  # as if fetched from a cluster: weights_file paths are stale now
+    runs = report.load_runs([str(copied / 'results')])
+    from report_plots import best_weights_file
+    found = [best_weights_file(r) for r in runs if r['label'] == 'baseline']
+    assert all(f and f.startswith(str(copied)) for f in found)
+
+
+def test_bn_scales_are_read_from_saved_weights():
+    network = construct_network('resnet18', 10, 'fake', 0.2, 'bn')
+    inputs, scales = bn_scales(network.state_dict())
+    assert inputs.tolist() == pytest.approx([0.2 * 0.58] * 3) and scales.size == 4800
+    assert np.all(scales == np.float32(0.2))
+
+
+def test_bad_result_sets(results, tmp_path, capsys):
+    write_run(tmp_path / 'again', 'baseline', 1, 80.0)
+    assert report.main([str(results / 'fake'), str(tmp_path / 'again'), '--out', str(tmp_path / 'o')]) == 1
+    assert 'two results for baseline seed 1' in capsys.readouterr().err
+    other = write_run(tmp_path / 'mixed', 'baseline', 9, 80.0)
+    other['config']['bn_weight'] = 0.5
+    (tmp_path / 'mixed' / 'fake' / 'results' / 'baseline_seed9.json').write_text(json.dumps(other))
+    assert report.main([str(results / 'fake'), str(tmp_path / 'mixed'), '--out', str(tmp_path / 'o')]) == 1
+    assert 'runs named baseline differ in bn_weight (0.5, 1.0)' in capsys.readouterr().err
+    assert report.main([str(tmp_path / 'nothing_here'), '--out', str(tmp_path / 'o')]) == 1
+    assert 'no such file or folder' in capsys.readouterr().err
+
+
+def test_t_test_cli_numbers_and_result_files(results, capsys):
+    p = t_test.main(['--proposed', '91.7', '93.4', '92.2', '90.0', '91.9',
+                     '--baseline', '91.0', '92.7', '92.2', '90.1', '91.5'])
+    assert p == pytest.approx(0.0573692, abs=1e-6) and 'not significant' in capsys.readouterr().out
+    folder = results / 'fake' / 'results'
+    p = t_test.main(['--proposed', *[str(folder / f'proposed_seed{s}.json') for s in range(1, 7)],
+                     '--baseline', str(folder / 'baseline_seed*.json')])
+    out = capsys.readouterr().out
+    assert p == pytest.approx(t_test.evaluate(PROPOSED[:5], BASELINE))
+    assert 'seeds without a partner, left out: 6' in out and 'significantly greater' in out
+    for argv, message in ((['--proposed', '1', '2', '--baseline', '1'], 'same length'),
+                          (['--proposed', str(folder), '--baseline', '1', '2'], 'several configurations'),
+                          (['--proposed', str(folder / 'proposed_seed*.json'), '--baseline', '1', '2'],
+                           'unfinished runs for seeds 7')):
+        with pytest.raises(SystemExit) as exit_info:
+            t_test.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

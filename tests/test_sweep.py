@@ -1,0 +1,105 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import sweep
+from conftest import ROOT
+
+TINY = ['--', '--dataset', 'fake', '--fake_size', '100', '--batch_size', '32']
+
+
+def test_dry_run_lists_every_configuration_and_seed(tmp_path, capsys):
+    assert sweep.main(['--dry_run', '--path', str(tmp_path), '--gpus', '0'] + TINY) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 31 and lines[-1] == '30 runs, 0 finished; 1 at a time on cpu'
+    assert '--bn_weight 1 --c 1 --input_norm dataset --name baseline_seed1 --seed 1' in lines[0]
+    assert '--bn_weight 0.1 --c 100 --input_norm bn --name proposed_seed15 --seed 15' in lines[29]
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
+
+
+def test_user_configurations_from_flags_and_file(tmp_path, capsys):
+    config_file = tmp_path / 'configs.json'
+    config_file.write_text(json.dumps({'half': {'bn_weight': 0.5, 'c': 100}, 'no_lr_cut': '--c 1'}))
+    assert sweep.main(['--dry_run', '--seeds', '2,4-5', '--config', 'tiny=--bn_weight 0.01',
+                       '--config_file', str(config_file), '--configs', 'proposed', 'tiny', 'half', '--path',
+                       str(tmp_path)] + TINY) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split('--name ')[1].split()[0] for line in lines[:-1]] == [
+        'proposed_seed2', 'proposed_seed4', 'proposed_seed5', 'tiny_seed2', 'tiny_seed4', 'tiny_seed5',
+        'half_seed2', 'half_seed4', 'half_seed5']
+    assert '--bn_weight 0.5 --c 100 --name half_seed2' in lines[6]
+    assert sweep.main(['--dry_run', '--task_index', '4', '--seeds', '1-3'] + TINY) == 0
+    assert capsys.readouterr().out.splitlines()[0].split('--name ')[1].startswith('proposed_seed2')
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--seeds', '1-x'], '--seeds'),
+    (['--configs', 'proposd'], 'unknown configuration(s) proposd'),
+    (['--config', 'noequals'], "use NAME='--flag value ...'"),
+    (['--task_index', '40'], '--task_index 40: the sweep has runs 0..29'),
+    (['--', '--seed', '3'], '--seed is set by the sweep'),
+    (['--', '--num_epochs', '0'], 'train.py flags: --num_epochs must be >= 1'),
+    (['--config', 'x=--network vgg'], "invalid choice: 'vgg'"),
+])
+def test_bad_sweep_flags(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(['--dry_run'] + argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and message in err[0]
+
+
+def test_sweep_runs_skips_finished_and_reports(tmp_path, capsys):
+    argv = ['--seeds', '1-2', '--path', str(tmp_path), '--gpus', '0'] + TINY + ['--num_epochs', '1']
+    assert sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count(': finished: test accuracy') == 4
+    assert '| proposed vs baseline | 2 |' in out
+    results = tmp_path / 'fake' / 'results'
+    assert sorted(p.name for p in results.glob('*.json')) == [
+        'baseline_seed1.json', 'baseline_seed2.json', 'proposed_seed1.json', 'proposed_seed2.json']
+    assert len(list((tmp_path / 'fake' / 'logs').glob('*.log'))) == 4
+    assert (tmp_path / 'fake' / 'report' / 'report.md').exists()
+    before = {p: p.stat().st_mtime_ns for p in results.glob('*.json')}
+    assert sweep.main(argv) == 0
+    assert '4 runs: 4 already finished, 0 to do' in capsys.readouterr().out
+    assert before == {p: p.stat().st_mtime_ns for p in results.glob('*.json')}
+
+
+def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys):
+    argv = ['--seeds', '1', '--path', str(tmp_path), '--gpus', '0', '--configs', 'broken', 'proposed',
+            '--config', f'broken=--dataset cifar10 --data_dir {tmp_path}/missing'] + TINY + ['--num_epochs', '1']
+    assert sweep.main(argv) == 1
+    captured = capsys.readouterr()
+    assert 'broken_seed1 on cpu: FAILED (exit 1)' in captured.out
+    assert 'proposed_seed1 on cpu: finished' in captured.out
+    assert '1 run(s) failed: broken_seed1' in captured.err
+    log = (tmp_path / 'cifar10' / 'logs' / 'broken_seed1.log').read_text()
+    assert 'train.py: error: cifar10 is missing' in log
+
+
+def test_killed_sweep_resumes_where_it_stopped(tmp_path):
+    command = [sys.executable, 'sweep.py', '--seeds', '1', '--path', str(tmp_path), '--gpus', '0',
+               '--no_report'] + TINY + ['--num_epochs', '3']
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / 'fake' / 'logs' / 'baseline_seed1.log'
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and 'epoch   1/3' in log.read_text()):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert 'sweep stopped by SIGTERM' in err and 'baseline_seed1' in out
+    record = json.loads((tmp_path / 'fake' / 'results' / 'baseline_seed1.json').read_text())
+    assert record['status'] in ('interrupted', 'running') and 1 <= len(record['epochs']) < 3
+    assert not (tmp_path / 'fake' / 'results' / 'proposed_seed1.json').exists()  # not started after the stop
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert 'resuming baseline_seed1' in log.read_text()
+    for name in ('baseline_seed1', 'proposed_seed1'):
+        assert json.loads((tmp_path / 'fake' / 'results' / f'{name}.json').read_text())['status'] == 'finished'
+    assert os.path.exists(tmp_path / 'fake' / 'logs' / 'proposed_seed1.log')
