@@ -124,7 +124,12 @@ def slots(args):
     gpus = torch.cuda.device_count() if args.gpus is None else args.gpus
     if gpus == 0:
         return [('cpu', None)]
-    return [('cuda', str(gpu)) for gpu in range(gpus) for _ in range(args.runs_per_gpu)]
+    # Keep a scheduler's own GPU assignment (SLURM sets CUDA_VISIBLE_DEVICES to the allocated ids).
+    visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+    ids = [i.strip() for i in visible.split(',') if i.strip()] if visible else [str(i) for i in range(gpus)]
+    if gpus > len(ids):
+        raise SweepError(f'--gpus {gpus}: only {len(ids)} GPU(s) visible ({", ".join(ids)})')
+    return [('cuda', ids[gpu]) for gpu in range(gpus) for _ in range(args.runs_per_gpu)]
 
 
 class Sweep:
@@ -212,7 +217,10 @@ def main(argv=None):
         runs = plan(args, common)
     except SweepError as error:
         p.error(str(error))
-    slot_list = slots(args)
+    try:
+        slot_list = slots(args)
+    except SweepError as error:
+        p.error(str(error))
     if args.dry_run:
         for index, run in enumerate(runs):
             print(f"[{index}] {state(run):>8}  python train.py {shlex.join(run['argv'])}")

@@ -103,3 +103,16 @@ def test_killed_sweep_resumes_where_it_stopped(tmp_path):
     for name in ('baseline_seed1', 'proposed_seed1'):
         assert json.loads((tmp_path / 'fake' / 'results' / f'{name}.json').read_text())['status'] == 'finished'
     assert os.path.exists(tmp_path / 'fake' / 'logs' / 'proposed_seed1.log')
+
+
+def test_gpu_slots_keep_the_schedulers_assignment(monkeypatch):
+    args = type('Args', (), {'gpus': 2, 'runs_per_gpu': 2})()
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '3,5')
+    assert sweep.slots(args) == [('cuda', '3'), ('cuda', '3'), ('cuda', '5'), ('cuda', '5')]
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES')
+    assert sweep.slots(args) == [('cuda', '0'), ('cuda', '0'), ('cuda', '1'), ('cuda', '1')]
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '7')
+    with pytest.raises(sweep.SweepError, match='only 1 GPU'):
+        sweep.slots(args)
+    args.gpus = 0
+    assert sweep.slots(args) == [('cpu', None)]
