@@ -37,6 +37,12 @@ def bn_scales(state_dict):
     return cat(input_bn), cat(others)
 
 
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def paired_accuracies(groups, comparisons, baseline, path):
     fig, axes = plt.subplots(1, len(comparisons), figsize=(5 * len(comparisons), 4), squeeze=False)
     for ax, c in zip(axes[0], comparisons):
@@ -52,9 +58,7 @@ def paired_accuracies(groups, comparisons, baseline, path):
         ax.set(xlabel='seed', ylabel='test accuracy at best validation epoch (%)',
                title=f"{c['configuration']} vs {baseline}: p = {p}")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def curves(groups, path):
@@ -73,9 +77,7 @@ def curves(groups, path):
             ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
             ax.set(xlabel='epoch', title=f'{title}, mean ± std over seeds')
     axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def scales_after_training(groups, path):
@@ -103,9 +105,7 @@ def scales_after_training(groups, path):
         ax.set(xlabel='BN scale (gamma) after training', ylabel='count',
                title=f'{label}: {scales.size // max(n, 1)} scales x {n} seeds (input BN not shown)')
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
