@@ -23,7 +23,7 @@ from data import ImageBatches, load_dataset
 from fast_path import PRECISIONS, TrainStep
 from networks import NETWORKS, construct_network
 from seeds import make_deterministic
-from train import OneLineParser
+from train_args import OneLineParser
 from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
 
 PAPER_TRAIN_SIZE, PAPER_EPOCHS = 45000, 180

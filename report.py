@@ -210,7 +210,7 @@ def write_report(groups, out, baseline='baseline', plots=True):
 
 
 def main(argv=None):
-    from train import OneLineParser
+    from train_args import OneLineParser
     p = OneLineParser(prog='report.py', description=__doc__.split('\n\n')[0],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('results', nargs='+', help='result JSON files, folders searched recursively, or glob patterns')

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from results import is_finished, output_paths, read_record
-from train import OneLineParser, build_parser, validate_args
+from train_args import OneLineParser, build_parser, validate_args
 
 BUILT_IN = {
     'baseline': ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset'],

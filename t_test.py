@@ -62,7 +62,7 @@ def _values_by_seed(items, side):
 
 def main(argv=None):
     """python t_test.py --proposed 91.7 93.4 ... --baseline 91.0 92.7 ...   (or result files/folders)"""
-    from train import OneLineParser
+    from train_args import OneLineParser
     parser = OneLineParser(prog='t_test.py', description='One-sided paired t-test that --proposed is greater '
                                                          'than --baseline.')
     parser.add_argument('--proposed', nargs='+', required=True,

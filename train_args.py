@@ -1,0 +1,150 @@
+"""train.py's command line: every flag with its help, and the checks that reject impossible settings.
+
+A usage error is one line, 'train.py: error: ...', with exit status 2, before anything is written.
+"""
+import argparse
+import math
+import os
+
+import torch
+
+from data import TRAINABLE_DATASETS
+from fast_path import PRECISIONS
+from networks import INPUT_NORMS, NETWORKS
+
+__all__ = ['USAGE', 'OneLineParser', 'build_parser', 'validate_args', 'resolve_device']
+
+USAGE = 2  # exit status of a usage error
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line ('prog: error: ...', exit 2) instead of the whole usage block."""
+
+    def error(self, message):
+        self.exit(USAGE, f'{self.prog}: error: {message}\n')
+
+
+def build_parser():
+    default_device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    p = OneLineParser(prog='train.py', description='Train a ResNet with the paper\'s BN initialisation '
+                                                    'and BN-scale learning-rate reduction.',
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--path', default='', help="parent folder for {dataset}/images, /networks and /results; "
+                                              "'' means ./training/")
+    p.add_argument('--name', default=None, help='name of the weights and results files '
+                                                '(default: {dataset}_train_weight{bn_weight}_c{c})')
+    p.add_argument('--dataset', default='cifar10', choices=TRAINABLE_DATASETS,
+                   help="dataset to train on; 'fake' is random CIFAR-shaped data for smoke runs and "
+                        "benchmarks only: its accuracies mean nothing")
+    p.add_argument('--network', default='resnet18', choices=NETWORKS, help='torchvision ResNet to train')
+    p.add_argument('--batch_size', default=128, type=int, help='training batch size')
+    p.add_argument('--num_epochs', default=180, type=int, help='number of training epochs')
+    p.add_argument('--learning_rate', default=0.1, type=float, help='initial SGD learning rate')
+    p.add_argument('--scheduler', default='cos', choices=('cos', 'none'),
+                   help="'cos': cosine annealing to 1e-8, stepped once per epoch; 'none': constant rate")
+    p.add_argument('--momentum', default=0.9, type=float, help='SGD momentum')
+    p.add_argument('--weight_decay', default=1e-4, type=float, help='weight decay on conv and linear weights')
+    p.add_argument('--device', default=default_device, help='torch device: cpu, cuda, cuda:0, ...')
+    p.add_argument('--bn_weight', default=0.1, type=float,
+                   help='initial value of every BN scale (<= 0 means the standard 1.0)')
+    p.add_argument('--c', default=100.0, type=float,
+                   help='BN scales train with learning_rate / c (applied only when c > 1)')
+    p.add_argument('--input_norm', default='bn', choices=INPUT_NORMS,
+                   help="'bn': a BN layer before the network (scale bn_weight x 0.58, shift frozen at 0); "
+                        "'dataset': fixed per-channel mean/std of the training set")
+    p.add_argument('--seed', default='1', help='trial seed (an integer, hashed with MD5; the paper uses 1..15, '
+                                               '0 is reserved for the validation split)')
+    p.add_argument('--data_dir', default=None,
+                   help='folder holding the dataset files (default: {path}/{dataset}/images)')
+    p.add_argument('--fake_size', default=50000, type=int,
+                   help="number of training images of --dataset fake (the test set is a fifth of it)")
+    p.add_argument('--precision', default='fp32', choices=tuple(PRECISIONS),
+                   help='arithmetic of forward and backward: fp32, or bf16/fp16 autocast (BN weights stay fp32; '
+                        'fp16 only on CUDA)')
+    p.add_argument('--channels_last', action='store_true',
+                   help='channels-last memory layout for the network and its inputs (faster with bf16/fp16 on GPUs)')
+    p.add_argument('--no_cuda_graph', action='store_true',
+                   help='on CUDA, run every step eagerly instead of replaying one captured CUDA graph')
+    p.add_argument('--sync_bn', action='store_true',
+                   help='under torchrun (CUDA): BN statistics over the whole batch instead of per process')
+    p.add_argument('--resume', action='store_true',
+                   help='continue from {name}-last.pt (or start, if there is none); a finished run is not retrained')
+    p.add_argument('--overwrite', action='store_true',
+                   help='train from scratch even though results or a checkpoint of this name exist, replacing them')
+    p.add_argument('--change_num_epochs', action='store_true',
+                   help='with --resume, accept a --num_epochs different from the checkpoint\'s; the cosine schedule '
+                        'then decays from the current learning rate to its minimum at the new last epoch')
+    return p
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def validate_args(args, parser):
+    """Reject impossible settings with argparse's one-line usage error (exit status 2)."""
+    problems = []
+    if args.batch_size < 1:
+        problems.append(f'--batch_size must be >= 1, got {args.batch_size}')
+    if args.num_epochs < 1:
+        problems.append(f'--num_epochs must be >= 1, got {args.num_epochs}')
+    for flag in ('learning_rate', 'weight_decay', 'c'):
+        value = getattr(args, flag)
+        if not _finite(value) or value < 0:
+            problems.append(f'--{flag} must be a finite number >= 0, got {value}')
+    if _finite(args.learning_rate) and args.learning_rate == 0:
+        problems.append('--learning_rate must be > 0')
+    if not _finite(args.momentum) or not 0 <= args.momentum < 1:
+        problems.append(f'--momentum must be in [0, 1), got {args.momentum}')
+    if not _finite(args.bn_weight):
+        problems.append(f'--bn_weight must be finite, got {args.bn_weight}')
+    try:
+        seed = int(args.seed)
+        if seed < 0:
+            raise ValueError
+        args.seed = str(seed)  # '01' and '1' must hash to the same run
+    except ValueError:
+        problems.append(f'--seed must be an integer >= 0, got {args.seed!r}')
+    if args.dataset == 'fake' and args.fake_size < 100:
+        problems.append(f'--fake_size must be >= 100 (the validation split needs every class), got {args.fake_size}')
+    if args.resume and args.overwrite:
+        problems.append('--resume and --overwrite contradict each other: choose one')
+    if args.change_num_epochs and not args.resume:
+        problems.append('--change_num_epochs only applies with --resume')
+    if args.name is not None and (not args.name or os.sep in args.name or args.name in ('.', '..')):
+        problems.append(f'--name must be a plain file name, got {args.name!r}')
+    if problems:
+        parser.error('; '.join(problems))
+    try:
+        args.device = str(resolve_device(args.device))
+    except ValueError as error:
+        parser.error(str(error))
+    if args.precision == 'fp16' and not args.device.startswith('cuda'):
+        parser.error('--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU')
+    args.cuda_graph = args.device.startswith('cuda') and not args.no_cuda_graph
+    if args.cuda_graph and args.precision == 'fp16':
+        parser.error('--precision fp16 needs dynamic loss scaling, which a CUDA graph cannot hold; '
+                     'add --no_cuda_graph or use bf16')
+    if args.seed == '0':
+        print('NOTE: seed 0 is the seed of the validation split; the paper\'s trials use seeds 1..15')
+    if args.name is None:
+        args.name = f'{args.dataset}_train_weight{args.bn_weight:g}_c{args.c:g}'
+    args.path = args.path or os.path.join('.', 'training', '')
+    return args
+
+
+def resolve_device(name):
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f'--device {name!r} is not a torch device (examples: cpu, cuda, cuda:0)') from None
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ValueError(f'--device {name} asked for CUDA, but no CUDA GPU is available; use --device cpu')
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f'--device {name}: only {torch.cuda.device_count()} CUDA device(s) present')
+    elif device.type != 'cpu':
+        try:
+            torch.empty(1, device=device)
+        except Exception:
+            raise ValueError(f'--device {name} is not available on this machine') from None
+    return device
