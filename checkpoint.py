@@ -134,27 +134,28 @@ def find_start(args, paths):
             return 'new', None
         state = 'finished' if is_finished(record) else 'unfinished'
         raise CheckpointError(f'{args.name} already has {state} results in {paths["results"]}: add --resume to '
-                            f'continue it, or --overwrite to train it again from scratch', status=USAGE)
+                              f'continue it, or --overwrite to train it again from scratch', status=USAGE)
     if not has_checkpoint:
         if is_finished(record):
             return 'finished', record
         if has_results:
             raise CheckpointError(f'cannot resume {args.name}: it has results but no checkpoint '
-                                f'({paths["checkpoint"]}); use --overwrite instead to train it again', status=USAGE)
+                                  f'({paths["checkpoint"]}); use --overwrite instead to train it again',
+                                  status=USAGE)
         return 'new', None
     checkpoint = load_checkpoint(paths['checkpoint'])
     differences = config_differences(checkpoint['config'], vars(args))
     if differences:
         raise CheckpointError(f'cannot resume {args.name}: its checkpoint was made with other settings '
-                            f'({"; ".join(differences)}); use the original flags or another --name', status=USAGE)
+                              f'({"; ".join(differences)}); use the original flags or another --name', status=USAGE)
     saved_epochs, completed = checkpoint['config']['num_epochs'], checkpoint['completed_epochs']
     if args.num_epochs != saved_epochs and not args.change_num_epochs:
         raise CheckpointError(f'cannot resume {args.name}: --num_epochs {args.num_epochs} differs from the '
-                            f'checkpoint\'s {saved_epochs}, which changes the cosine schedule; add '
-                            f'--change_num_epochs to accept that', status=USAGE)
+                              f'checkpoint\'s {saved_epochs}, which changes the cosine schedule; add '
+                              f'--change_num_epochs to accept that', status=USAGE)
     if args.num_epochs < completed:
         raise CheckpointError(f'cannot resume {args.name} with --num_epochs {args.num_epochs}: '
-                            f'{completed} epochs are already done', status=USAGE)
+                              f'{completed} epochs are already done', status=USAGE)
     if completed >= args.num_epochs:
         return 'finished', checkpoint['record']
     return 'resume', checkpoint
