@@ -30,7 +30,7 @@ EXPERIMENT_SETTINGS = ('dataset', 'network', 'batch_size', 'learning_rate', 'sch
                        'channels_last', 'sync_bn')
 
 
-USAGE, FAILURE = 2, 1  # exit statuses: the flags do not fit the existing run; a file is bad
+USAGE, FAILURE = 2, 1  # exit statuses: a usage error (flags); a problem with files, data or training
 
 
 class CheckpointError(Exception):

@@ -90,7 +90,8 @@ def configurations(args):
 
 def plan(args, common):
     """Every (configuration, seed) run with its train.py flags, checked by train.py's own parser."""
-    for flag in common + [f for flags in configurations(args).values() for f in flags]:
+    configs = configurations(args)
+    for flag in common + [f for flags in configs.values() for f in flags]:
         if flag.split('=')[0] in SWEEP_CONTROLLED:
             raise SweepError(f'{flag} is set by the sweep for every run; leave it out')
     runs = []
@@ -99,7 +100,7 @@ def plan(args, common):
     def refuse(message):
         raise SweepError(f'train.py flags: {message}')
     parser.error = refuse
-    for config, flags in configurations(args).items():
+    for config, flags in configs.items():
         for seed in parse_seeds(args.seeds):
             name = f'{config}_seed{seed}'
             argv = [*common, *flags, '--name', name, '--seed', str(seed), '--path', args.path, '--resume']
@@ -214,20 +215,17 @@ def main(argv=None):
     if args.runs_per_gpu < 1 or (args.gpus is not None and args.gpus < 0):
         p.error('--runs_per_gpu must be >= 1 and --gpus >= 0')
     try:
-        runs = plan(args, common)
+        runs, slot_list = plan(args, common), slots(args)
     except SweepError as error:
         p.error(str(error))
-    try:
-        slot_list = slots(args)
-    except SweepError as error:
-        p.error(str(error))
+    states = [state(run) for run in runs]
     if args.dry_run:
-        for index, run in enumerate(runs):
-            print(f"[{index}] {state(run):>8}  python train.py {shlex.join(run['argv'])}")
-        print(f'{len(runs)} runs, {sum(state(r) == "finished" for r in runs)} finished; '
+        for index, (run, run_state) in enumerate(zip(runs, states)):
+            print(f"[{index}] {run_state:>8}  python train.py {shlex.join(run['argv'])}")
+        print(f'{len(runs)} runs, {states.count("finished")} finished; '
               f'{len(slot_list)} at a time on {slot_list[0][0]}')
         return 0
-    todo = [run for run in runs if state(run) != 'finished']
+    todo = [run for run, run_state in zip(runs, states) if run_state != 'finished']
     print(f'{len(runs)} runs: {len(runs) - len(todo)} already finished, {len(todo)} to do, '
           f'{len(slot_list)} at a time on {slot_list[0][0]}', flush=True)
     sweep = Sweep(todo, slot_list)

@@ -20,7 +20,8 @@ import time
 import torch
 import torch.nn as nn
 
-from checkpoint import CheckpointError, find_start, restore_checkpoint, save_checkpoint, save_torch, write_text
+from checkpoint import (FAILURE, CheckpointError, find_start, restore_checkpoint, save_checkpoint, save_torch,
+                        write_text)
 from distributed import Distributed, setup
 from data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, DatasetError, ImageBatches, channel_mean_std,
                   load_dataset, split_train_validation)
@@ -28,11 +29,10 @@ from fast_path import TrainStep, autocast
 from networks import construct_network
 from results import check_writable, new_record, output_paths, results_text
 from seeds import make_complex, make_deterministic
-from train_args import USAGE, OneLineParser, build_parser, resolve_device, validate_args  # noqa: F401 (re-exported)
+from train_args import OneLineParser, build_parser, resolve_device, validate_args  # noqa: F401 (re-exported)
 from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
 
 EVAL_BATCH_SIZE = 1000  # evaluation uses running BN statistics, so its batch size only affects speed
-FAILURE = 1  # exit status of a problem with files, data or training (USAGE, 2: with the flags)
 
 
 class TrainingError(Exception):
@@ -43,12 +43,8 @@ class TrainingError(Exception):
         self.status = status
 
 
-class RunStopped(Exception):
-    """A signal stopped the run after its checkpoint and results were written."""
-
-    def __init__(self, message, status):
-        super().__init__(message)
-        self.status = status
+class RunStopped(TrainingError):
+    """A signal stopped the run after its checkpoint and results were written (status 128 + signal)."""
 
 
 class StopOnSignal:
@@ -168,8 +164,6 @@ def build_optimizer(network, args):
     return optimizer, scheduler
 
 
-
-
 def make_criterion():
     return nn.CrossEntropyLoss()
 
@@ -268,11 +262,13 @@ def train(args, argv, world):
     say(f'{args.name}: {args.network} on {args.dataset} ({len(data["train"])} train, {len(data["val"])} val, '
         f'{len(data["test"])} test) for {args.num_epochs} epochs on {device}{parallel}', flush=True)
 
-    def checkpoint(completed_epochs, steps_done=0):
+    def save_progress(completed_epochs, steps_done=0):
+        """The checkpoint, then the results (rank 0 only): a crash between them leaves the checkpoint ahead."""
         record['wall_time_s'] = elapsed_before + time.time() - started
         if world.is_main:
             save_checkpoint(paths['checkpoint'], record, network, optimizer, scheduler, train_step, data_order,
                             completed_epochs, steps_done, epoch_start_state)
+            write_results(paths, record)
 
     def stopped(signum, where):
         return RunStopped(f'stopped by {signal.Signals(signum).name} {where}; checkpoint {paths["checkpoint"]}. '
@@ -293,9 +289,7 @@ def train(args, argv, world):
             start_step = 0
             if steps_done < steps_per_epoch:
                 record['status'] = 'interrupted'
-                checkpoint(epoch - 1, steps_done)
-                if world.is_main:
-                    write_results(paths, record)
+                save_progress(epoch - 1, steps_done)
                 raise stopped(stop.received, f'at epoch {epoch}, step {steps_done}/{steps_per_epoch}')
             bad_step = train_step.first_nonfinite_step(steps_per_epoch)
             bad_step = world.min(steps_per_epoch if bad_step is None else bad_step, device)
@@ -325,9 +319,7 @@ def train(args, argv, world):
             record['epochs'].append(row)
             record.update(final_test_accuracy=test['accuracy'],
                           status='finished' if epoch == args.num_epochs else 'running')
-            checkpoint(epoch)
-            if world.is_main:
-                write_results(paths, record)
+            save_progress(epoch)
             say(f"epoch {epoch:>3}/{args.num_epochs}  train_loss {row['train_loss']:.4f}  "
                 f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:6.2f}%  "
                 f"test_acc {row['test_accuracy']:6.2f}%  lr {learning_rate:.3g}  {row['epoch_time_s']:.1f}s"
@@ -348,15 +340,9 @@ def run(argv=None):
     except RunStopped as stopped:
         print(f'train.py: {stopped}', file=sys.stderr)
         sys.exit(stopped.status)
-    except TrainingError as error:
+    except (TrainingError, CheckpointError, DatasetError) as error:
         print(f'train.py: error: {error}', file=sys.stderr)
-        sys.exit(error.status)
-    except CheckpointError as error:
-        print(f'train.py: error: {error}', file=sys.stderr)
-        sys.exit(error.status)
-    except DatasetError as error:
-        print(f'train.py: error: {error}', file=sys.stderr)
-        sys.exit(FAILURE)
+        sys.exit(getattr(error, 'status', FAILURE))
     except OSError as error:  # a full disk, a vanished folder: the files written before stay complete
         print(f'train.py: error: {error.strerror or error}: {error.filename or ""}', file=sys.stderr)
         sys.exit(FAILURE)

@@ -8,13 +8,12 @@ import os
 
 import torch
 
+from checkpoint import USAGE
 from data import TRAINABLE_DATASETS
 from fast_path import PRECISIONS
 from networks import INPUT_NORMS, NETWORKS
 
 __all__ = ['USAGE', 'OneLineParser', 'build_parser', 'validate_args', 'resolve_device']
-
-USAGE = 2  # exit status of a usage error
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line ('prog: error: ...', exit 2) instead of the whole usage block."""
