@@ -13,13 +13,16 @@ Two things keep the graph faithful to the eager protocol:
     the optimizer's state (momentum buffers) stays a plain torch SGD state.
   * a graph has fixed shapes, so the last, smaller batch of an epoch is trained
     with an eager step on the same model and optimizer.
-Nothing here calls ``.item()``: losses accumulate on the device.
+fp16 needs dynamic loss scaling; torch.amp.GradScaler decides on the host whether
+to skip a step, so ``LossScaler`` keeps GradScaler's rule on the device instead
+and ``sgd_step`` skips an overflowing step with tensor arithmetic. Nothing here
+calls ``.item()``: losses accumulate on the device.
 """
 import contextlib
 
 import torch
 
-__all__ = ['PRECISIONS', 'autocast', 'sgd_step', 'TrainStep']
+__all__ = ['PRECISIONS', 'autocast', 'sgd_step', 'LossScaler', 'TrainStep']
 
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture, as CUDA graphs require
@@ -45,39 +48,88 @@ def _check_plain_sgd(optimizer):
 
 
 @torch.no_grad()
-def sgd_step(optimizer, negative_lrs):
+def sgd_step(optimizer, negative_lrs, found_inf=None):
     """One torch.optim.SGD step (momentum, weight decay, dampening 0) with lrs read from tensors.
 
     ``negative_lrs[i]`` is a 0-d tensor holding ``-param_groups[i]['lr']`` on the
     parameters' device. Momentum buffers are the optimizer's own
-    ``state[p]['momentum_buffer']`` and must exist (after one ordinary step).
-    Launches only device work, so it can be captured in a CUDA graph.
+    ``state[p]['momentum_buffer']`` and must exist (after one ordinary step, or
+    zeros: SGD's first step equals a step from a zero buffer). When ``found_inf``
+    (a 0-d tensor) is non-zero, the step leaves weights and momentum buffers exactly
+    as they were, as GradScaler's skipped step does. Launches only device work, so
+    it can be captured in a CUDA graph.
     """
     _check_plain_sgd(optimizer)
+    skip = None if found_inf is None else found_inf > 0
+    keep = None if skip is None else (~skip).float()
     for group, negative_lr in zip(optimizer.param_groups, negative_lrs):
         params = [p for p in group['params'] if p.grad is not None]
         if not params:
             continue
         grads = [p.grad for p in params]
+        if skip is not None:  # inf * 0 is NaN, so an overflowed gradient is replaced, not scaled
+            grads = [torch.where(skip, 0.0, grad) for grad in grads]
         if group['weight_decay'] != 0:
             grads = torch._foreach_add(grads, params, alpha=group['weight_decay'])
+            if keep is not None:
+                torch._foreach_mul_(grads, keep)
         if group['momentum'] != 0:
             buffers = [optimizer.state[p]['momentum_buffer'] for p in params]
-            torch._foreach_mul_(buffers, group['momentum'])
+            momentum = group['momentum'] if skip is None else torch.where(skip, 1.0, group['momentum'])
+            torch._foreach_mul_(buffers, momentum)
             torch._foreach_add_(buffers, grads)
             grads = buffers
-        torch._foreach_add_(params, torch._foreach_mul(grads, negative_lr))
+        torch._foreach_add_(params, torch._foreach_mul(grads, negative_lr if keep is None else negative_lr * keep))
+
+
+class LossScaler:
+    """fp16 dynamic loss scaling with torch.amp.GradScaler's rule, held on the device.
+
+    The loss is multiplied by ``scale`` before backward; ``unscale_`` divides the
+    gradients by it and sets ``found_inf`` if any is inf or NaN (the step is then
+    skipped); ``update`` halves the scale after an overflow and doubles it after
+    ``growth_interval`` clean steps. No host synchronisation, so the whole fp16
+    step fits in a CUDA graph. ``state_dict`` uses GradScaler's format.
+    """
+
+    def __init__(self, device, init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000):
+        self.scale = torch.full((), init_scale, device=device)
+        self.growth_tracker = torch.zeros((), dtype=torch.int32, device=device)
+        self.found_inf = torch.zeros((), device=device)
+        self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
+
+    def unscale_(self, optimizer):
+        grads = [p.grad for group in optimizer.param_groups for p in group['params'] if p.grad is not None]
+        self.found_inf.zero_()
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found_inf,
+                                                         self.scale.double().reciprocal().float())
+
+    def update(self):
+        torch._amp_update_scale_(self.scale, self.growth_tracker, self.found_inf, self.growth_factor,
+                                 self.backoff_factor, self.growth_interval)
+
+    def state_dict(self):
+        return {'scale': self.scale.item(), 'growth_factor': self.growth_factor,
+                'backoff_factor': self.backoff_factor, 'growth_interval': self.growth_interval,
+                '_growth_tracker': int(self.growth_tracker.item())}
+
+    def load_state_dict(self, state):
+        self.scale.fill_(state['scale'])
+        self.growth_tracker.fill_(state['_growth_tracker'])
+        self.growth_factor, self.backoff_factor = state['growth_factor'], state['backoff_factor']
+        self.growth_interval = state['growth_interval']
 
 
 class TrainStep:
     """Trains ``network`` on one batch per call; whole-step CUDA graph where possible.
 
-    ``use_graph`` needs a CUDA device, plain SGD and a precision other than fp16
-    (fp16's dynamic loss scaling checks for overflow on the host). On the device,
-    ``loss_sum`` accumulates each step's loss times its batch size and
-    ``step_losses[i]`` holds the loss of step i of the epoch (``max_steps`` of them),
-    so a non-finite loss can be traced to its step after the epoch, without a
-    host-device synchronisation per step.
+    ``use_graph`` needs a CUDA device and plain SGD. With fp16 every step, eager or
+    captured, uses ``LossScaler`` and ``sgd_step``. On the device, ``loss_sum``
+    accumulates each step's loss times its batch size and ``step_losses[i]`` holds
+    the loss of step i of the epoch (``max_steps`` of them), so a non-finite loss
+    can be traced to its step after the epoch, without a host-device
+    synchronisation per step. (A step that fp16 skips for overflowing gradients
+    still has a finite loss: skipping is loss scaling at work, not divergence.)
     """
 
     def __init__(self, network, optimizer, criterion, device, precision='fp32', channels_last=False,
@@ -88,11 +140,16 @@ class TrainStep:
             _check_plain_sgd(optimizer)
             if self.device.type != 'cuda':
                 raise ValueError('CUDA graphs need a CUDA device')
-            if precision == 'fp16':
-                raise ValueError('fp16 needs dynamic loss scaling, which a CUDA graph cannot hold; '
-                                 'use bf16 or turn the graph off')
         self.use_graph = use_graph
-        self.scaler = torch.amp.GradScaler(self.device.type) if precision == 'fp16' else None
+        self.scaler = None
+        if precision == 'fp16':
+            _check_plain_sgd(optimizer)
+            self.scaler = LossScaler(self.device)
+            for group in optimizer.param_groups:
+                for p in group['params'] if group['momentum'] != 0 else ():
+                    optimizer.state[p].setdefault('momentum_buffer', torch.zeros_like(p))
+        self.negative_lrs = [torch.zeros((), device=self.device) for _ in optimizer.param_groups]
+        self.tensor_lrs = None  # the lrs that negative_lrs hold
         self.loss_sum = torch.zeros((), device=self.device)
         self.step_losses = torch.zeros(max_steps, device=self.device)
         self.step_index = torch.zeros(1, dtype=torch.long, device=self.device)
@@ -115,6 +172,16 @@ class TrainStep:
         bad = (~torch.isfinite(self.step_losses[:num_steps])).nonzero()
         return int(bad[0]) if len(bad) else None
 
+    def scaler_state(self):
+        return None if self.scaler is None else self.scaler.state_dict()
+
+    def _refresh_lrs(self):
+        lrs = [group['lr'] for group in self.optimizer.param_groups]
+        if lrs != self.tensor_lrs:  # once per epoch with a per-epoch schedule
+            for tensor, lr in zip(self.negative_lrs, lrs):
+                tensor.fill_(-lr)
+            self.tensor_lrs = lrs
+
     def _record(self, weighted_loss, batch_size):
         self.loss_sum += weighted_loss
         slot = self.step_index.remainder(self.step_losses.shape[0])  # wraps if begin_epoch is never called
@@ -128,44 +195,45 @@ class TrainStep:
         with autocast(self.device, self.precision):
             loss = self.criterion(self.network(images), labels)
         weighted = loss * loss_weight if loss_weight != 1.0 else loss
-        if self.scaler is not None:
-            self.scaler.scale(weighted).backward()
-        else:
-            weighted.backward()
+        (weighted * self.scaler.scale if self.scaler is not None else weighted).backward()
         return loss.detach().float() * labels.shape[0]
+
+    def _update(self):
+        """The optimizer step from the gradients in place, as device work only (capturable)."""
+        if self.scaler is None:
+            sgd_step(self.optimizer, self.negative_lrs)
+        else:
+            self.scaler.unscale_(self.optimizer)
+            sgd_step(self.optimizer, self.negative_lrs, self.scaler.found_inf)
+            self.scaler.update()
 
     def _eager(self, images, labels, loss_weight=1.0):
         self.optimizer.zero_grad(set_to_none=True)
         weighted_loss = self._forward_backward(self._format(images), labels, loss_weight)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
+        if self.scaler is None:
             self.optimizer.step()
+        else:
+            self._refresh_lrs()
+            self._update()
         self._record(weighted_loss, labels.shape[0])
         self.eager_steps += 1
 
     def _capture(self, images, labels):
         self.static_images = torch.empty_like(self._format(images))
         self.static_labels = torch.empty_like(labels)
-        self.negative_lrs = [torch.zeros((), device=self.device) for _ in self.optimizer.param_groups]
-        self.graph_lrs = None
+        self._refresh_lrs()
         self.optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             weighted_loss = self._forward_backward(self.static_images, self.static_labels)
-            sgd_step(self.optimizer, self.negative_lrs)
+            self._update()
             self._record(weighted_loss, labels.shape[0])
         self.graph_batch_size = labels.shape[0]
         # Keep the captured gradients alive and visible (checkpoints, inspection).
         self.static_grads = [p.grad for group in self.optimizer.param_groups for p in group['params']]
 
     def _replay(self, images, labels):
-        lrs = [group['lr'] for group in self.optimizer.param_groups]
-        if lrs != self.graph_lrs:  # once per epoch with a per-epoch schedule
-            for tensor, lr in zip(self.negative_lrs, lrs):
-                tensor.fill_(-lr)
-            self.graph_lrs = lrs
+        self._refresh_lrs()
         self.static_images.copy_(images)
         self.static_labels.copy_(labels)
         self.graph.replay()

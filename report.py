@@ -88,6 +88,12 @@ def _mean_std(values):
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def arithmetic(config):
+    """How a run computed: 'fp32 eager', 'bf16 channels_last graph', ... (older results: fp32 eager)."""
+    return ' '.join([config.get('precision', 'fp32')] + (['channels_last'] if config.get('channels_last') else [])
+                    + ['graph' if config.get('cuda_graph') else 'eager'])
+
+
 def summarize(groups):
     rows = []
     for label, seeds in groups.items():
@@ -96,6 +102,7 @@ def summarize(groups):
         best = [r['record']['test_accuracy_at_best'] for r in finished.values()]
         final = [r['record']['final_test_accuracy'] for r in finished.values()]
         rows.append({'configuration': label, 'bn_weight': config['bn_weight'], 'c': config['c'],
+                     'arithmetic': arithmetic(config),
                      'input_norm': config['input_norm'], 'dataset': config['dataset'], 'network': config['network'],
                      'num_epochs': config['num_epochs'], 'seeds': list(finished),
                      'unfinished_seeds': sorted(set(seeds) - set(finished)),
@@ -116,9 +123,9 @@ def compare(groups, baseline):
         paired = sorted(set(done[label]) & set(done[baseline]))
         ours = [done[label][s]['test_accuracy_at_best'] for s in paired]
         theirs = [done[baseline][s]['test_accuracy_at_best'] for s in paired]
-        p_value, note = None, ''
+        p_value, p_two_sided, note = None, None, ''
         try:
-            p_value = evaluate(ours, theirs)
+            p_value, p_two_sided = evaluate(ours, theirs), evaluate(ours, theirs, 'two-sided')
         except ValueError as error:
             note = str(error)
         comparisons.append({
@@ -127,7 +134,8 @@ def compare(groups, baseline):
             'only_in_baseline': sorted(set(done[baseline]) - set(done[label])),
             'differences': [a - b for a, b in zip(ours, theirs)],
             'mean_difference': float(np.mean(np.subtract(ours, theirs))) if paired else None,
-            'p_value': p_value, 'significant': p_value is not None and p_value <= SIGNIFICANCE, 'note': note})
+            'p_value': p_value, 'significant': p_value is not None and p_value <= SIGNIFICANCE,
+            'p_value_two_sided': p_two_sided, 'note': note})
     return comparisons
 
 
@@ -140,28 +148,31 @@ def _seed_list(seeds):
 
 
 def markdown(rows, comparisons, baseline):
-    lines = ['| configuration | dataset | network | epochs | bn_weight | c | input_norm | seeds | '
-             'test acc. at best val. (%) | final test acc. (%) |', '|' + '---|' * 10]
+    lines = ['| configuration | dataset | network | epochs | bn_weight | c | input_norm | arithmetic | seeds | '
+             'test acc. at best val. (%) | final test acc. (%) |', '|' + '---|' * 11]
     for r in rows:
         lines.append(f"| {r['configuration']} | {r['dataset']} | {r['network']} | {r['num_epochs']} | "
-                     f"{r['bn_weight']:g} | {r['c']:g} | {r['input_norm']} | {len(r['seeds'])} | "
+                     f"{r['bn_weight']:g} | {r['c']:g} | {r['input_norm']} | {r['arithmetic']} | {len(r['seeds'])} | "
                      f"{_pm(r['best'])} | {_pm(r['final'])} |")
     if comparisons:
         lines += ['', f'One-sided paired t-test over seeds (configuration > {baseline}), test accuracy at the '
-                      f'best-validation epoch; * marks p <= {SIGNIFICANCE}.', '',
-                  '| comparison | paired seeds | mean paired difference (points) | p-value | significant |',
-                  '|---|---|---|---|---|']
+                      f'best-validation epoch; * marks p <= {SIGNIFICANCE}. The two-sided p-value asks whether '
+                      f'the two differ at all (for settings that should not matter, such as the arithmetic).', '',
+                  '| comparison | paired seeds | mean paired difference (points) | p-value | significant | '
+                  'two-sided p-value |', '|---|---|---|---|---|---|']
         for c in comparisons:
             p = 'n/a' if c['p_value'] is None else f"{c['p_value']:.4g}{' *' if c['significant'] else ''}"
+            p2 = 'n/a' if c['p_value_two_sided'] is None else f"{c['p_value_two_sided']:.4g}"
             diff = 'n/a' if c['mean_difference'] is None else f"{c['mean_difference']:+.2f}"
             lines.append(f"| {c['configuration']} vs {baseline} | {len(c['paired_seeds'])} | {diff} | {p} | "
-                         f"{'yes' if c['significant'] else 'no'} |")
+                         f"{'yes' if c['significant'] else 'no'} | {p2} |")
     elif baseline:
         lines += ['', f'No comparison: there are no results named {baseline!r} (choose one with --baseline).']
     notes = []
     for r in rows:
         if r['unfinished_seeds']:
-            notes.append(f"{r['configuration']}: unfinished runs (left out) for seeds {_seed_list(r['unfinished_seeds'])}")
+            notes.append(f"{r['configuration']}: unfinished runs (left out) for seeds "
+                         f"{_seed_list(r['unfinished_seeds'])}")
     for c in comparisons:
         if c['only_in_configuration']:
             notes.append(f"{c['configuration']}: seeds without a {baseline} partner (left out of the test): "
@@ -181,18 +192,18 @@ def write_csv(path, rows, comparisons):
     with open(path, 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['configuration', 'dataset', 'network', 'num_epochs', 'bn_weight', 'c', 'input_norm',
-                         'n_seeds', 'seeds', 'unfinished_seeds', 'best_test_mean', 'best_test_std', 'final_test_mean',
-                         'final_test_std', 'baseline', 'paired_seeds', 'mean_paired_difference', 'p_value',
-                         'significant', 'unpaired_seeds'])
+                         'arithmetic', 'n_seeds', 'seeds', 'unfinished_seeds', 'best_test_mean', 'best_test_std',
+                         'final_test_mean', 'final_test_std', 'baseline', 'paired_seeds', 'mean_paired_difference',
+                         'p_value', 'significant', 'p_value_two_sided', 'unpaired_seeds'])
         for r in rows:
             c = by_label.get(r['configuration'], {})
             unpaired = c.get('only_in_configuration', []) + c.get('only_in_baseline', [])
             writer.writerow([r['configuration'], r['dataset'], r['network'], r['num_epochs'], r['bn_weight'], r['c'],
-                             r['input_norm'], len(r['seeds']), ' '.join(map(str, r['seeds'])),
+                             r['input_norm'], r['arithmetic'], len(r['seeds']), ' '.join(map(str, r['seeds'])),
                              ' '.join(map(str, r['unfinished_seeds'])), *r['best'], *r['final'],
                              c.get('baseline', ''), ' '.join(map(str, c.get('paired_seeds', []))),
                              c.get('mean_difference', ''), c.get('p_value', ''), c.get('significant', ''),
-                             ' '.join(map(str, sorted(set(unpaired))))])
+                             c.get('p_value_two_sided', ''), ' '.join(map(str, sorted(set(unpaired))))])
 
 
 def write_report(groups, out, baseline='baseline', plots=True):

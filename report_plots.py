@@ -63,7 +63,8 @@ def paired_accuracies(groups, comparisons, baseline, path):
 
 def curves(groups, path):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    keys = (('train_loss', 'training loss'), ('val_loss', 'validation loss'), ('val_accuracy', 'validation accuracy (%)'))
+    keys = (('train_loss', 'training loss'), ('val_loss', 'validation loss'),
+            ('val_accuracy', 'validation accuracy (%)'))
     for label, seeds in groups.items():
         finished = [r['record']['epochs'] for r in seeds.values() if is_finished(r['record'])]
         if not finished:

@@ -88,8 +88,9 @@ def configurations(args):
     return {name: configs[name] for name in chosen}
 
 
-def plan(args, common):
-    """Every (configuration, seed) run with its train.py flags, checked by train.py's own parser."""
+def plan(args, common, device='cpu'):
+    """Every (configuration, seed) run with its train.py flags, checked by train.py's own parser
+    for the kind of device the runs will get ('cpu' or 'cuda')."""
     configs = configurations(args)
     for flag in common + [f for flags in configs.values() for f in flags]:
         if flag.split('=')[0] in SWEEP_CONTROLLED:
@@ -104,7 +105,7 @@ def plan(args, common):
         for seed in parse_seeds(args.seeds):
             name = f'{config}_seed{seed}'
             argv = [*common, *flags, '--name', name, '--seed', str(seed), '--path', args.path, '--resume']
-            parsed = validate_args(parser.parse_args(argv + ['--device', 'cpu']), parser)
+            parsed = validate_args(parser.parse_args(argv + ['--device', device]), parser)
             runs.append({'config': config, 'seed': seed, 'name': name, 'argv': argv,
                          'paths': output_paths(parsed.path, parsed.dataset, name, parsed.data_dir)})
     if args.task_index is not None:
@@ -215,7 +216,8 @@ def main(argv=None):
     if args.runs_per_gpu < 1 or (args.gpus is not None and args.gpus < 0):
         p.error('--runs_per_gpu must be >= 1 and --gpus >= 0')
     try:
-        runs, slot_list = plan(args, common), slots(args)
+        slot_list = slots(args)
+        runs = plan(args, common, slot_list[0][0])
     except SweepError as error:
         p.error(str(error))
     states = [state(run) for run in runs]

@@ -25,13 +25,19 @@ def _as_vector(values, name):
     return array
 
 
-def evaluate(d1, d2):
+ALTERNATIVES = ('greater', 'two-sided', 'less')
+
+
+def evaluate(d1, d2, alternative='greater'):
     """p-value of the one-sided paired t-test that ``d1`` is greater than ``d2``.
 
     ``d1[i]`` and ``d2[i]`` must come from the same seed. Accepts lists, NumPy
     arrays and torch tensors. The proposed method is significantly better than
-    the baseline when the p-value is <= 0.05.
+    the baseline when the p-value is <= 0.05. ``alternative='two-sided'`` asks
+    instead whether the two differ at all (e.g. two precisions of one method).
     """
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f'alternative must be one of {", ".join(ALTERNATIVES)}, got {alternative!r}')
     a, b = _as_vector(d1, 'd1'), _as_vector(d2, 'd2')
     if a.shape != b.shape:
         raise ValueError(f'd1 and d2 must be paired (same length), got {a.size} and {b.size} values')
@@ -40,7 +46,7 @@ def evaluate(d1, d2):
     if np.all(a == b):
         raise ValueError('d1 and d2 are identical: every paired difference is 0, '
                          'so the t-test is undefined')
-    return float(stats.ttest_rel(a, b, alternative='greater').pvalue)
+    return float(stats.ttest_rel(a, b, alternative=alternative).pvalue)
 
 
 def _values_by_seed(items, side):
@@ -64,10 +70,12 @@ def main(argv=None):
     """python t_test.py --proposed 91.7 93.4 ... --baseline 91.0 92.7 ...   (or result files/folders)"""
     from train_args import OneLineParser
     parser = OneLineParser(prog='t_test.py', description='One-sided paired t-test that --proposed is greater '
-                                                         'than --baseline.')
+                                                         'than --baseline (or two-sided: that they differ).')
     parser.add_argument('--proposed', nargs='+', required=True,
                         help='numbers (one per seed), or train.py result files/folders (paired by seed)')
     parser.add_argument('--baseline', nargs='+', required=True, help='the same for the baseline')
+    parser.add_argument('--two_sided', action='store_true',
+                        help='test whether the two differ in either direction (e.g. fp32 against bf16)')
     args = parser.parse_args(argv)
     try:
         proposed_by_seed, proposed = _values_by_seed(args.proposed, 'proposed')
@@ -81,12 +89,14 @@ def main(argv=None):
                 print(f'seeds without a partner, left out: {", ".join(map(str, unpaired))}')
             proposed = [proposed_by_seed[s] for s in seeds]
             baseline = [baseline_by_seed[s] for s in seeds]
-        p_value = evaluate(proposed, baseline)
+        p_value = evaluate(proposed, baseline, 'two-sided' if args.two_sided else 'greater')
     except Exception as error:  # bad numbers, unreadable or mixed files: one line, no traceback
         parser.exit(2, f't_test.py: error: {error}\n')
     difference = float(np.mean(np.subtract(proposed, baseline)))
-    verdict = 'proposed is significantly greater' if p_value <= 0.05 else 'not significant'
-    print(f'one-sided paired t-test, {len(proposed)} pairs: mean difference {difference:+.4g}, '
+    sides = 'two-sided' if args.two_sided else 'one-sided'
+    verdict = 'not significant' if p_value > 0.05 else (
+        'significantly different' if args.two_sided else 'proposed is significantly greater')
+    print(f'{sides} paired t-test, {len(proposed)} pairs: mean difference {difference:+.4g}, '
           f'p = {p_value:.4g} ({verdict} at 0.05)')
     return p_value
 

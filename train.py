@@ -16,12 +16,13 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import torch
 import torch.nn as nn
 
-from checkpoint import (FAILURE, CheckpointError, find_start, restore_checkpoint, save_checkpoint, save_torch,
-                        write_text)
+from checkpoint import (FAILURE, BackgroundWriter, CheckpointError, checkpoint_state, find_start,
+                        restore_checkpoint, save_torch, write_text)
 from distributed import Distributed, setup
 from data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, DatasetError, ImageBatches, channel_mean_std,
                   load_dataset, split_train_validation)
@@ -151,6 +152,10 @@ def prepare_data(args, paths, device):
     }
 
 
+# With fp16 (and in a CUDA graph) SGD steps through fast_path.sgd_step, which the scheduler cannot see.
+warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`')
+
+
 def build_optimizer(network, args):
     if args.weight_decay == 0 and args.c <= 1:
         parameters = [p for p in network.parameters() if p.requires_grad]
@@ -174,6 +179,18 @@ RUN_CONTROL_FLAGS = ('resume', 'overwrite', 'change_num_epochs')  # how to start
 def write_results(paths, record):
     write_text(paths['txt'], results_text(record['config'], record['epochs']))
     write_text(paths['json'], json.dumps(record, indent=1) + '\n')
+
+
+def write_progress(paths, state, best_weights, announce=None):
+    """The best weights (when they just improved), the checkpoint, then the results: a crash in between
+    leaves the checkpoint ahead of the results, and resuming redoes the epoch. ``announce`` (the epoch's
+    log line) is printed only then, so an epoch in the log is an epoch that a resume will not redo."""
+    if best_weights:
+        save_torch(state['network'], paths['weights'])
+    save_torch(state, paths['checkpoint'])
+    write_results(paths, state['record'])
+    if announce:
+        print(('\r\x1b[K' if sys.stdout.isatty() else '') + announce, flush=True)  # over any progress bar
 
 
 def resume_command(argv):
@@ -262,19 +279,21 @@ def train(args, argv, world):
     say(f'{args.name}: {args.network} on {args.dataset} ({len(data["train"])} train, {len(data["val"])} val, '
         f'{len(data["test"])} test) for {args.num_epochs} epochs on {device}{parallel}', flush=True)
 
-    def save_progress(completed_epochs, steps_done=0):
-        """The checkpoint, then the results (rank 0 only): a crash between them leaves the checkpoint ahead."""
+    writer = BackgroundWriter()
+
+    def save_progress(completed_epochs, steps_done=0, best_weights=False, announce=None):
+        """Snapshot the run on the CPU now and write it (rank 0 only) while the next epoch trains."""
         record['wall_time_s'] = elapsed_before + time.time() - started
         if world.is_main:
-            save_checkpoint(paths['checkpoint'], record, network, optimizer, scheduler, train_step, data_order,
-                            completed_epochs, steps_done, epoch_start_state)
-            write_results(paths, record)
+            state = checkpoint_state(record, network, optimizer, scheduler, train_step, data_order,
+                                     completed_epochs, steps_done, epoch_start_state)
+            writer.submit(write_progress, paths, state, best_weights, announce)
 
     def stopped(signum, where):
         return RunStopped(f'stopped by {signal.Signals(signum).name} {where}; checkpoint {paths["checkpoint"]}. '
                           f'Resume with: {resume_command(argv)}', 128 + signum)
 
-    with StopOnSignal() as stop:
+    with StopOnSignal() as stop, writer:  # leaving the block waits for the last write
         for epoch in range(first_epoch, args.num_epochs + 1):
             epoch_started = time.time()
             if start_step == 0:
@@ -311,19 +330,16 @@ def train(args, argv, world):
                    'learning_rate': learning_rate, 'epoch_time_s': time.time() - epoch_started}
             improved = record['best_val_accuracy'] is None or val['accuracy'] > record['best_val_accuracy']
             if improved:
-                if world.is_main:
-                    save_torch({key: value.detach().cpu() for key, value in network.state_dict().items()},
-                               paths['weights'])
                 record.update(best_epoch=epoch, best_val_accuracy=val['accuracy'],
                               test_accuracy_at_best=test['accuracy'])
             record['epochs'].append(row)
             record.update(final_test_accuracy=test['accuracy'],
                           status='finished' if epoch == args.num_epochs else 'running')
-            save_progress(epoch)
-            say(f"epoch {epoch:>3}/{args.num_epochs}  train_loss {row['train_loss']:.4f}  "
+            save_progress(epoch, best_weights=improved, announce=(
+                f"epoch {epoch:>3}/{args.num_epochs}  train_loss {row['train_loss']:.4f}  "
                 f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:6.2f}%  "
                 f"test_acc {row['test_accuracy']:6.2f}%  lr {learning_rate:.3g}  {row['epoch_time_s']:.1f}s"
-                f"{'  *best' if improved else ''}", flush=True)
+                f"{'  *best' if improved else ''}"))
             if world.any(stop.received is not None, device) and epoch < args.num_epochs:
                 raise stopped(stop.received or signal.SIGTERM, f'after epoch {epoch}')
 

@@ -1,12 +1,13 @@
 import os
 import random
+import threading
 
 import numpy as np
 import pytest
 import torch
 
-from checkpoint import (CHECKPOINT_FORMAT, CheckpointError, atomic_write, config_differences, load_checkpoint,
-                        restore_rng_states, rng_states, save_torch, write_text)
+from checkpoint import (CHECKPOINT_FORMAT, BackgroundWriter, CheckpointError, atomic_write, config_differences,
+                        cpu_copy, load_checkpoint, restore_rng_states, rng_states, save_torch, write_text)
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -54,3 +55,53 @@ def test_config_differences_name_each_setting():
     saved = {'bn_weight': 0.1, 'c': 100.0, 'seed': '1', 'path': 'a', 'device': 'cpu'}
     current = {'bn_weight': 1.0, 'c': 100.0, 'seed': '2', 'path': 'b', 'device': 'cuda'}
     assert config_differences(saved, current) == ["bn_weight: 0.1 -> 1.0", "seed: '1' -> '2'"]
+
+
+def test_cpu_copy_is_a_snapshot_that_later_training_cannot_change():
+    network = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9)
+    network(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    live = {'network': network.state_dict(), 'optimizer': optimizer.state_dict(), 'epochs': [{'epoch': 1}]}
+    snapshot = cpu_copy(live)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    optimizer.step()  # in-place updates of weights and momentum buffers
+    live['epochs'].append({'epoch': 2})
+    assert not torch.equal(before['weight'], network.weight.detach())
+    for key, value in before.items():
+        assert torch.equal(snapshot['network'][key], value)
+    assert not torch.equal(snapshot['optimizer']['state'][0]['momentum_buffer'],
+                           optimizer.state[network.weight]['momentum_buffer'])
+    assert snapshot['epochs'] == [{'epoch': 1}] and type(snapshot['network']) is type(live['network'])
+
+
+def test_background_writer_runs_jobs_in_order_and_hands_errors_to_the_caller(tmp_path, capsys):
+    order, release = [], threading.Event()
+
+    def slow(name):
+        release.wait(5)
+        order.append(name)
+
+    writer = BackgroundWriter()
+    writer.submit(slow, 'first')
+    assert order == []  # submit returns while the job runs
+    release.set()
+    writer.submit(slow, 'second')  # waits for 'first'
+    writer.wait()
+    assert order == ['first', 'second']
+
+    def full_disk():
+        raise OSError(28, 'No space left on device')
+
+    writer.submit(full_disk)
+    with pytest.raises(OSError, match='No space'):
+        writer.submit(slow, 'third')  # the previous job's error surfaces at the next call ...
+    writer.wait()  # ... once
+    with pytest.raises(OSError, match='No space'):
+        with writer:
+            writer.submit(full_disk)  # ... or when the block ends
+    with pytest.raises(ValueError, match='training failed'):
+        with writer:
+            writer.submit(full_disk)
+            raise ValueError('training failed')  # the block's own error wins; the write error is reported
+    assert 'also failed to write a file' in capsys.readouterr().err

@@ -15,7 +15,7 @@ def test_cifar_read_from_the_real_on_disk_format(tmp_path, name, classes):
     written = write_cifar(str(tmp_path), name)
     data = load_dataset(name, str(tmp_path), download=False)
     first_file = 'data_batch_1' if name == 'cifar10' else 'train'
-    n_train = sum(len(l) for f, (_, l) in written.items() if 'test' not in f)
+    n_train = sum(len(labels) for f, (_, labels) in written.items() if 'test' not in f)
     assert data.train_images.shape == (n_train, 3, 32, 32) and data.train_images.dtype == torch.uint8
     assert data.test_images.shape == (50, 3, 32, 32) and data.num_classes == classes
     raw, labels = written[first_file]

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from data import ImageBatches
-from fast_path import TrainStep, autocast, sgd_step
+from fast_path import LossScaler, TrainStep, autocast, sgd_step
 from networks import construct_network
 from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
 
@@ -61,13 +61,69 @@ def test_sgd_step_refuses_other_optimizers():
                   nn.CrossEntropyLoss(), 'cuda' if torch.cuda.is_available() else 'cpu', use_graph=True)
 
 
-def test_graph_needs_cuda_and_refuses_fp16():
+def test_graph_needs_cuda():
     network = small_network()
     with pytest.raises(ValueError, match='CUDA graphs need a CUDA device'):
         TrainStep(network, optimizer_for(network), nn.CrossEntropyLoss(), 'cpu', use_graph=True)
-    if torch.cuda.is_available():
-        with pytest.raises(ValueError, match='fp16'):
-            TrainStep(network.cuda(), optimizer_for(network), nn.CrossEntropyLoss(), 'cuda', 'fp16', use_graph=True)
+
+
+class OverflowAt(nn.Module):
+    """Cross-entropy whose loss is made so large on the given (1-based) calls that the scaled loss overflows."""
+
+    def __init__(self, calls):
+        super().__init__()
+        self.overflow_calls, self.calls = set(calls), 0
+
+    def forward(self, logits, labels):
+        self.calls += 1
+        loss = nn.functional.cross_entropy(logits, labels)
+        return loss * 1e38 if self.calls in self.overflow_calls else loss
+
+
+@pytest.mark.filterwarnings(r'ignore:Detected call of `lr_scheduler\.step\(\)`')  # our SGD steps are sgd_step's
+def test_fp16_step_with_device_loss_scaling_matches_grad_scaler_and_sgd():
+    """Same batches through TrainStep's fp16 path and through torch.amp.GradScaler + torch.optim.SGD:
+    overflowing steps are skipped, the scale backs off and grows by GradScaler's rule, and the weights,
+    momentum buffers and scale agree step by step."""
+    reference, ours = small_network(), small_network()
+    opt_ref, opt_ours = optimizer_for(reference), optimizer_for(ours)
+    sched_ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt_ref, T_max=4, eta_min=1e-8)
+    sched_ours = torch.optim.lr_scheduler.CosineAnnealingLR(opt_ours, T_max=4, eta_min=1e-8)
+    scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** 10, growth_interval=3)
+    criterion_ref, overflow_calls = OverflowAt([1, 5, 6]), [1, 5, 6]  # the very first step too: no momentum yet
+    step = TrainStep(ours, opt_ours, OverflowAt(overflow_calls), 'cpu', 'fp16', max_steps=4)
+    step.scaler = LossScaler('cpu', init_scale=2.0 ** 10, growth_interval=3)
+    torch.manual_seed(1)
+    scales = []
+    for epoch in range(3):
+        step.begin_epoch()
+        for _ in range(4):
+            x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
+            opt_ref.zero_grad()
+            with torch.autocast('cpu', dtype=torch.float16):
+                loss = criterion_ref(reference(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt_ref)
+            scaler.update()
+            step(x, y)
+            assert step.scaler.scale.item() == scaler.get_scale()
+            scales.append(scaler.get_scale())
+            for (name, a), b in zip(reference.state_dict().items(), ours.state_dict().values()):
+                assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-7), (epoch, name)
+            for p_ref, p_ours in zip(reference.parameters(), ours.parameters()):
+                buffer = opt_ref.state[p_ref].get('momentum_buffer')
+                expected = torch.zeros_like(p_ref) if buffer is None else buffer
+                assert torch.allclose(expected, opt_ours.state[p_ours]['momentum_buffer'], rtol=1e-5, atol=1e-7)
+        sched_ref.step(), sched_ours.step()
+    assert scales[0] == 2.0 ** 9 and any(b > a for a, b in zip(scales, scales[1:]))  # backed off, then grew
+    state = step.scaler.state_dict()
+    assert state['scale'] == scaler.state_dict()['scale'] and state['_growth_tracker'] == scaler.state_dict()[
+        '_growth_tracker']
+    restored = LossScaler('cpu')
+    restored.load_state_dict(scaler.state_dict())  # GradScaler's format, as older checkpoints hold
+    assert restored.scale.item() == scaler.get_scale() and restored.growth_interval == 3
+    start = dict(small_network().named_parameters())
+    assert min((p - start[n]).abs().max().item() for n, p in ours.named_parameters()) > 1e-6
 
 
 def run_steps(device, precision='fp32', channels_last=False, use_graph=False, epochs=2, n=70, batch_size=16):
@@ -132,5 +188,14 @@ def test_cuda_graph_matches_eager_step_by_step_in_fp32():
 @requires_cuda
 @pytest.mark.parametrize('precision', ['bf16', 'fp16'])
 def test_mixed_precision_on_cuda_trains(precision):
-    state, losses = run_steps('cuda', precision=precision, channels_last=True, use_graph=precision == 'bf16')
+    state, losses = run_steps('cuda', precision=precision, channels_last=True, use_graph=True)
     assert all(torch.isfinite(v).all() for v in state.values()) and all(l < 5 for l in losses)  # noqa: E741
+
+
+@requires_cuda
+def test_cuda_graph_matches_eager_in_fp16_with_loss_scaling():
+    eager_state, eager_losses = run_steps('cuda', precision='fp16', use_graph=False, epochs=3)
+    graph_state, graph_losses = run_steps('cuda', precision='fp16', use_graph=True, epochs=3)
+    assert graph_losses == pytest.approx(eager_losses, rel=1e-2)
+    for name in eager_state:
+        assert torch.allclose(eager_state[name], graph_state[name], rtol=2e-2, atol=1e-3), name

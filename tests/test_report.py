@@ -53,17 +53,20 @@ def test_report_table_pairs_by_seed_and_names_what_is_left_out(results, tmp_path
     assert report.main([str(results / 'fake' / 'results'), '--out', str(out)]) == 0
     text = (out / 'report.md').read_text()
     mean, std = np.mean(BASELINE), np.std(BASELINE, ddof=1)
-    assert f'| baseline | fake | resnet18 | 3 | 1 | 1 | dataset | 5 | {mean:.2f} ± {std:.2f} |' in text
+    assert f'| baseline | fake | resnet18 | 3 | 1 | 1 | dataset | fp32 eager | 5 | {mean:.2f} ± {std:.2f} |' in text
     assert f'{np.mean(PROPOSED):.2f} ± {np.std(PROPOSED, ddof=1):.2f}' in text
     p_value = t_test.evaluate(PROPOSED[:5], BASELINE)
     difference = np.mean(np.subtract(PROPOSED[:5], BASELINE))
     assert p_value <= 0.05
-    assert f'| proposed vs baseline | 5 | {difference:+.2f} | {p_value:.4g} * | yes |' in text
+    two_sided = t_test.evaluate(PROPOSED[:5], BASELINE, 'two-sided')
+    assert two_sided == pytest.approx(2 * p_value)  # the mean difference is positive
+    assert f'| proposed vs baseline | 5 | {difference:+.2f} | {p_value:.4g} * | yes | {two_sided:.4g} |' in text
     assert 'proposed: unfinished runs (left out) for seeds 7' in text
     assert 'proposed: seeds without a baseline partner (left out of the test): 6' in text
     rows = list(csv.DictReader((out / 'report.csv').open()))
     assert [r['configuration'] for r in rows] == ['baseline', 'proposed']
     assert float(rows[1]['p_value']) == pytest.approx(p_value) and rows[1]['significant'] == 'True'
+    assert float(rows[1]['p_value_two_sided']) == pytest.approx(two_sided) and rows[1]['arithmetic'] == 'fp32 eager'
     assert rows[1]['paired_seeds'] == '1 2 3 4 5' and rows[1]['unpaired_seeds'] == '6'
     assert float(rows[0]['final_test_mean']) == pytest.approx(mean - 0.5)
     for png in ('paired_accuracies.png', 'curves.png', 'bn_scales.png'):
@@ -109,6 +112,9 @@ def test_t_test_cli_numbers_and_result_files(results, capsys):
     out = capsys.readouterr().out
     assert p == pytest.approx(t_test.evaluate(PROPOSED[:5], BASELINE))
     assert 'seeds without a partner, left out: 6' in out and 'significantly greater' in out
+    p = t_test.main(['--proposed', '91.7', '93.4', '92.2', '90.0', '91.9',
+                     '--baseline', '91.0', '92.7', '92.2', '90.1', '91.5', '--two_sided'])
+    assert p == pytest.approx(2 * 0.0573692, abs=2e-6) and 'two-sided paired t-test' in capsys.readouterr().out
     for argv, message in ((['--proposed', '1', '2', '--baseline', '1'], 'same length'),
                           (['--proposed', str(folder), '--baseline', '1', '2'], 'several configurations'),
                           (['--proposed', str(folder / 'proposed_seed*.json'), '--baseline', '1', '2'],

@@ -37,6 +37,17 @@ def test_user_configurations_from_flags_and_file(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[0].split('--name ')[1].startswith('proposed_seed2')
 
 
+def test_runs_are_checked_for_the_device_they_will_get(tmp_path, capsys, monkeypatch):
+    half = ['--dry_run', '--configs', 'half', '--config', 'half=--precision fp16', '--path', str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(half + ['--gpus', '0'] + TINY)
+    assert exit_info.value.code == 2 and 'fp16 needs a CUDA device' in capsys.readouterr().err
+    monkeypatch.setattr(sweep.torch.cuda, 'is_available', lambda: True)  # as on a GPU machine
+    monkeypatch.setattr(sweep, 'slots', lambda args: [('cuda', '0')])
+    assert sweep.main(half + TINY) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == '15 runs, 0 finished; 1 at a time on cuda'
+
+
 @pytest.mark.parametrize('argv, message', [
     (['--seeds', '1-x'], '--seeds'),
     (['--configs', 'proposd'], 'unknown configuration(s) proposd'),

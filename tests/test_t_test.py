@@ -23,12 +23,21 @@ def test_readme_example_matches_the_paired_t_formula():
     assert p == pytest.approx(0.0573692, abs=1e-6)  # not significant at 0.05
 
 
+def test_two_sided_and_less_alternatives():
+    assert evaluate(NEW, BASE, 'two-sided') == pytest.approx(2 * evaluate(NEW, BASE), rel=1e-12)
+    assert evaluate(NEW, BASE, 'less') == pytest.approx(1 - evaluate(NEW, BASE), rel=1e-12)
+    assert evaluate(BASE, NEW, 'two-sided') == pytest.approx(evaluate(NEW, BASE, 'two-sided'), rel=1e-12)
+    with pytest.raises(ValueError, match='alternative must be one of'):
+        evaluate(NEW, BASE, 'bigger')
+
+
 def test_direction_and_input_types():
     better = [x + 1 + 0.1 * i for i, x in enumerate(BASE)]
     assert evaluate(better, BASE) < 0.001
     assert evaluate(BASE, better) > 0.999
     expected = evaluate(NEW, BASE)
-    assert evaluate(torch.tensor(NEW, dtype=torch.float64), torch.tensor(BASE, dtype=torch.float64)) == pytest.approx(expected)
+    as_float64 = lambda values: torch.tensor(values, dtype=torch.float64)  # noqa: E731
+    assert evaluate(as_float64(NEW), as_float64(BASE)) == pytest.approx(expected)
     assert evaluate(tuple(NEW), np.array(BASE)) == pytest.approx(expected)
     assert evaluate(torch.tensor(NEW), torch.tensor(BASE)) == pytest.approx(expected, rel=1e-4)  # float32
 
