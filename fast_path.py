@@ -136,18 +136,18 @@ class TrainStep:
                  use_graph=False, max_steps=1):
         self.network, self.optimizer, self.criterion = network, optimizer, criterion
         self.device, self.precision, self.channels_last = torch.device(device), precision, channels_last
-        if use_graph:
+        if use_graph or precision == 'fp16':  # both step through sgd_step
             _check_plain_sgd(optimizer)
-            if self.device.type != 'cuda':
-                raise ValueError('CUDA graphs need a CUDA device')
+        if use_graph and self.device.type != 'cuda':
+            raise ValueError('CUDA graphs need a CUDA device')
         self.use_graph = use_graph
         self.scaler = None
         if precision == 'fp16':
-            _check_plain_sgd(optimizer)
             self.scaler = LossScaler(self.device)
             for group in optimizer.param_groups:
-                for p in group['params'] if group['momentum'] != 0 else ():
-                    optimizer.state[p].setdefault('momentum_buffer', torch.zeros_like(p))
+                if group['momentum'] != 0:
+                    for p in group['params']:
+                        optimizer.state[p].setdefault('momentum_buffer', torch.zeros_like(p))
         self.negative_lrs = [torch.zeros((), device=self.device) for _ in optimizer.param_groups]
         self.tensor_lrs = None  # the lrs that negative_lrs hold
         self.loss_sum = torch.zeros((), device=self.device)

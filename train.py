@@ -152,7 +152,7 @@ def prepare_data(args, paths, device):
     }
 
 
-# With fp16 (and in a CUDA graph) SGD steps through fast_path.sgd_step, which the scheduler cannot see.
+# With fp16 every SGD step goes through fast_path.sgd_step, which the scheduler cannot see.
 warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`')
 
 
