@@ -24,6 +24,9 @@ __all__ = ['ScaleBatchNorm1d', 'ScaleBatchNorm2d', 'ScaleBatchNorm3d',
 
 def resolve_bn_weight(bn_weight):
     """The initial scale actually used: ``bn_weight``, or 1.0 when it is <= 0."""
+    if isinstance(bn_weight, bool):  # ScaleBatchNorm2d(64, 1e-5, 0.1, True, False): torch's positional order
+        raise ValueError(f'bn_weight must be a number, got {bn_weight!r} (the 5th positional argument is '
+                         f'bn_weight, as in the original code; pass track_running_stats by keyword)')
     try:
         value = float(bn_weight)
     except (TypeError, ValueError):
@@ -38,8 +41,9 @@ class _ScaleBatchNorm(_BatchNorm):
     input_dims = ()
     input_layout = ''
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, bn_weight=1.0, device=None, dtype=None):
+    # bn_weight is the 5th positional argument, as in the original code's ScaleBatchNorm2d.
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, bn_weight=1.0, *,
+                 track_running_stats=True, device=None, dtype=None):
         # Set before the base constructor, which calls reset_parameters().
         self.bn_weight = resolve_bn_weight(bn_weight)
         super().__init__(num_features, eps, momentum, affine, track_running_stats,

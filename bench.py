@@ -90,11 +90,10 @@ def fast_path(args, device, images, labels):
     train_step = TrainStep(network, optimizer, nn.CrossEntropyLoss(), device, args.precision, args.channels_last,
                            use_graph=device.type == 'cuda' and not args.no_cuda_graph)
     data = ImageBatches(images, labels, device)
-    generator = torch.Generator().manual_seed(1)
 
     def batches():
         while True:
-            yield from ((x, y) for x, y, _ in data.shuffled(args.batch_size, generator))
+            yield from ((x, y) for x, y, _ in data.shuffled(args.batch_size))
 
     stream = batches()
     return lambda: train_step(*next(stream))

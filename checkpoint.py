@@ -24,7 +24,7 @@ __all__ = ['CHECKPOINT_FORMAT', 'EXPERIMENT_SETTINGS', 'CheckpointError', 'atomi
            'save_torch', 'rng_states', 'restore_rng_states', 'load_checkpoint', 'config_differences',
            'find_start', 'cpu_copy', 'checkpoint_state', 'BackgroundWriter', 'restore_checkpoint']
 
-CHECKPOINT_FORMAT = 'revisiting-bn-checkpoint-v1'
+CHECKPOINT_FORMAT = 'revisiting-bn-checkpoint-v2'  # v2: the original code's data order (torch's generator)
 # Settings that define the experiment: a resumed run must use the same ones. Paths, names, the
 # device and --no_cuda_graph may change; num_epochs only when the user allows it explicitly.
 EXPERIMENT_SETTINGS = ('dataset', 'network', 'batch_size', 'learning_rate', 'scheduler', 'momentum',
@@ -74,8 +74,8 @@ def save_torch(obj, path):
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def rng_states(data_order):
-    """Python, NumPy, torch CPU and CUDA generator states, and the data-order generator's."""
+def rng_states():
+    """Python, NumPy, torch CPU (which also draws the data order) and CUDA generator states."""
     version, state, gauss = random.getstate()
     key, mt, position, has_gauss, cached = np.random.get_state()
     return {
@@ -83,11 +83,10 @@ def rng_states(data_order):
         'numpy': [key, torch.from_numpy(mt.astype(np.int64)), position, has_gauss, cached],
         'torch': torch.get_rng_state(),
         'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        'data_order': data_order.get_state(),
     }
 
 
-def restore_rng_states(states, data_order):
+def restore_rng_states(states):
     version, state, gauss = states['python']
     random.setstate((version, tuple(state), gauss))
     key, mt, position, has_gauss, cached = states['numpy']
@@ -95,7 +94,6 @@ def restore_rng_states(states, data_order):
     torch.set_rng_state(states['torch'])
     if states['cuda'] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states['cuda'][:torch.cuda.device_count()])
-    data_order.set_state(states['data_order'])
 
 
 def load_checkpoint(path):
@@ -105,6 +103,9 @@ def load_checkpoint(path):
     except Exception as error:
         raise CheckpointError(f'checkpoint {path} is corrupt or unreadable '
                               f'({type(error).__name__}: {str(error).splitlines()[0][:200]})') from None
+    if isinstance(checkpoint, dict) and checkpoint.get('format') == 'revisiting-bn-checkpoint-v1':
+        raise CheckpointError(f'{path} was written by an older train.py whose data order differs from the '
+                              f'original code\'s; finish that run with the version that started it, or --overwrite')
     if not isinstance(checkpoint, dict) or checkpoint.get('format') != CHECKPOINT_FORMAT:
         raise CheckpointError(f'{path} is not a train.py checkpoint (no {CHECKPOINT_FORMAT!r} marker)')
     missing = [k for k in ('config', 'network', 'optimizer', 'record', 'rng', 'completed_epochs', 'steps_done')
@@ -175,13 +176,13 @@ def cpu_copy(obj):
     return obj
 
 
-def checkpoint_state(record, network, optimizer, scheduler, train_step, data_order, completed_epochs,
-                     steps_done=0, epoch_start_state=None):
+def checkpoint_state(record, network, optimizer, scheduler, train_step, completed_epochs, steps_done=0,
+                     epoch_start_rng=None):
     """Everything needed to continue, at an epoch boundary or mid-epoch after ``steps_done`` steps,
     as a CPU snapshot that can be written while training goes on."""
     mid_epoch = None
     if steps_done:
-        mid_epoch = {'start_data_order': epoch_start_state, 'loss_sum': train_step.loss_sum,
+        mid_epoch = {'epoch_start_rng': epoch_start_rng, 'loss_sum': train_step.loss_sum,
                      'step_losses': train_step.step_losses}
     return cpu_copy({
         'format': CHECKPOINT_FORMAT, 'config': record['config'], 'record': record,
@@ -189,7 +190,7 @@ def checkpoint_state(record, network, optimizer, scheduler, train_step, data_ord
         'network': network.state_dict(), 'optimizer': optimizer.state_dict(),
         'scheduler': scheduler.state_dict() if scheduler is not None else None,
         'grad_scaler': train_step.scaler_state(),
-        'rng': rng_states(data_order),
+        'rng': rng_states(),
     })
 
 
@@ -239,7 +240,7 @@ class BackgroundWriter:
         return False
 
 
-def restore_checkpoint(checkpoint, args, network, optimizer, scheduler, train_step, data_order):
+def restore_checkpoint(checkpoint, args, network, optimizer, scheduler, train_step):
     network.load_state_dict(checkpoint['network'])
     optimizer.load_state_dict(checkpoint['optimizer'])
     if scheduler is not None:
@@ -247,9 +248,9 @@ def restore_checkpoint(checkpoint, args, network, optimizer, scheduler, train_st
         scheduler.T_max = args.num_epochs  # differs only with --change_num_epochs
     if train_step.scaler is not None and checkpoint['grad_scaler']:
         train_step.scaler.load_state_dict(checkpoint['grad_scaler'])
-    restore_rng_states(checkpoint['rng'], data_order)
+    restore_rng_states(checkpoint['rng'])
     mid_epoch = checkpoint['mid_epoch']
     if checkpoint['steps_done']:
         train_step.begin_epoch(checkpoint['steps_done'], mid_epoch['loss_sum'], mid_epoch['step_losses'])
-        return mid_epoch['start_data_order']
+        return mid_epoch['epoch_start_rng']
     return None

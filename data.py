@@ -212,13 +212,19 @@ def load_dataset(name, root, download=True, fake_size=50000):
 
 
 def split_train_validation(labels):
-    """The paper's split: a stratified 10% of the training set, the same for every trial seed."""
+    """The paper's split: a stratified 10% of the training set, the same for every trial seed.
+
+    As in the original, the indices keep train_test_split's (shuffled) order: the training
+    subset is indexed in that order, which the epoch's permutation then reorders.
+    """
     from sklearn.model_selection import train_test_split
     labels = np.asarray(labels)
+    # random_state=make_complex(0) draws exactly what the original draws from NumPy's global
+    # generator after np.random.seed(make_complex(0)), without touching that generator.
     train_index, validation_index = train_test_split(
         np.arange(len(labels)), test_size=VALIDATION_FRACTION, stratify=labels,
         random_state=make_complex(VALIDATION_SPLIT_SEED))
-    return torch.from_numpy(np.sort(train_index)), torch.from_numpy(np.sort(validation_index))
+    return torch.from_numpy(train_index), torch.from_numpy(validation_index)
 
 
 def channel_mean_std(images):
@@ -233,54 +239,67 @@ def channel_mean_std(images):
     return tuple(means), tuple(stds)
 
 
+def draw_loader_seed():
+    """The draw a torch DataLoader makes from torch's global generator each time it starts an epoch
+    (its iterator's base seed, for worker processes); made here only to keep that stream as the
+    original code's."""
+    return torch.empty((), dtype=torch.int64).random_().item()
+
+
 class ImageBatches:
     """A uint8 image set held on ``device``, served as float batches built by tensor ops.
 
-    Images are scaled to [0, 1] and, when ``mean``/``std`` are given, normalised
-    per channel. ``shuffled`` draws the order and the horizontal flips (the
-    protocol's only augmentation) from ``generator``, a CPU generator, so a seed
-    gives the same batches on every device.
+    The pixels and the random draws are those of the original code's
+    ``DataLoader(Subset(dataset, index), shuffle=True)`` with ``RandomHorizontalFlip``,
+    ``ToTensor`` and (optionally) ``Normalize``: images become x / 255, then
+    (x - mean) / std; an epoch's order is ``torch.randperm`` from a generator seeded
+    by a draw from torch's global generator, and each image in that order is flipped
+    when its ``torch.rand(1) < 0.5``. So a seed gives the original's batches, on every
+    device (all draws are on the CPU).
     """
 
     def __init__(self, images, labels, device, mean=None, std=None):
         self.images = images.to(device)
         self.labels = labels.to(device)
-        channels = images.shape[1]
-        mean = torch.tensor(mean if mean is not None else (0.0,) * channels, dtype=torch.float32)
-        std = torch.tensor(std if std is not None else (1.0,) * channels, dtype=torch.float32)
-        self.scale = (1 / (255 * std)).view(1, -1, 1, 1).to(device)
-        self.shift = (mean / std).view(1, -1, 1, 1).to(device)
+        shape = (1, -1, 1, 1)
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(shape).to(device)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(shape).to(device)
 
     def __len__(self):
         return self.images.shape[0]
 
     def _to_float(self, images):
-        return images.float() * self.scale - self.shift
+        images = images.float().div(255)  # ToTensor
+        return images if self.mean is None else images.sub(self.mean).div(self.std)  # Normalize
 
-    def shuffled(self, batch_size, generator, start_batch=0, shard=None, min_batch=1):
-        """One training epoch: random order, each image flipped left-right with probability 1/2.
+    def shuffled(self, batch_size, start_batch=0, shard=None, min_batch=1):
+        """One training epoch: the original's random order and flips, from torch's global generator.
 
-        ``start_batch`` skips the first batches of the epoch (resuming mid-epoch): the
-        order and flips are still drawn whole, so the generator ends in the same state.
-        ``shard`` picks this process's part of each batch (data-parallel training); a
-        last batch smaller than ``min_batch`` images is left out. Yields
-        (images, labels, size of the whole batch).
+        ``start_batch`` skips the first batches of the epoch (resuming mid-epoch, with the
+        generator set back to the epoch's start): the order and flips are still drawn whole,
+        so the generator ends in the same state. ``shard`` picks this process's part of
+        each batch (data-parallel training); a last batch smaller than ``min_batch``
+        images is left out. Yields (images, labels, size of the whole batch).
         """
         n = len(self)
-        order = torch.randperm(n, generator=generator).to(self.images.device)
-        flip = (torch.rand(n, generator=generator) < 0.5).to(self.images.device)
+        draw_loader_seed()
+        sampler = torch.Generator().manual_seed(draw_loader_seed())  # RandomSampler's own seed
+        order = torch.randperm(n, generator=sampler).to(self.images.device)
+        flip = (torch.rand(n) < 0.5).to(self.images.device)  # one RandomHorizontalFlip draw per image
         for start in range(start_batch * batch_size, n, batch_size):
-            index = order[start:start + batch_size]
-            if len(index) < min_batch:
+            stop = min(start + batch_size, n)
+            if stop - start < min_batch:
                 break
-            whole = len(index)
-            index = shard(index) if shard is not None else index
-            images = self._to_float(self.images[index])
-            images = torch.where(flip[index].view(-1, 1, 1, 1), images.flip(3), images)
-            yield images, self.labels[index], whole
+            positions = slice(start, stop) if shard is None else shard(
+                torch.arange(start, stop, device=self.images.device))
+            images = self._to_float(self.images[order[positions]])
+            images = torch.where(flip[positions].view(-1, 1, 1, 1), images.flip(3), images)
+            yield images, self.labels[order[positions]], stop - start
 
     def in_order(self, batch_size, shard=None):
-        """Evaluation: every image once (of this process's ``shard`` of the set), unflipped."""
+        """Evaluation: every image once (of this process's ``shard`` of the set), unflipped, in
+        batches of ``batch_size`` as the original's evaluation DataLoader gives them."""
+        draw_loader_seed()
         index = torch.arange(len(self), device=self.images.device)
         index = shard(index) if shard is not None else index
         for start in range(0, len(index), batch_size):
@@ -291,7 +310,3 @@ class ImageBatches:
         """Batches per epoch: the last, smaller one counts when it has at least ``min_batch`` images."""
         full, rest = divmod(len(self), batch_size)
         return full + (1 if rest >= min_batch and rest > 0 else 0)
-
-    def images_per_epoch(self, batch_size, min_batch=1):
-        full, rest = divmod(len(self), batch_size)
-        return full * batch_size + (rest if rest >= min_batch else 0)

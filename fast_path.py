@@ -125,8 +125,8 @@ class TrainStep:
 
     ``use_graph`` needs a CUDA device and plain SGD. With fp16 every step, eager or
     captured, uses ``LossScaler`` and ``sgd_step``. On the device, ``loss_sum``
-    accumulates each step's loss times its batch size and ``step_losses[i]`` holds
-    the loss of step i of the epoch (``max_steps`` of them), so a non-finite loss
+    adds up each step's (mean) loss in float64, as the original adds ``loss.item()``,
+    and ``step_losses[i]`` holds the loss of step i of the epoch (``max_steps`` of them), so a non-finite loss
     can be traced to its step after the epoch, without a host-device
     synchronisation per step. (A step that fp16 skips for overflowing gradients
     still has a finite loss: skipping is loss scaling at work, not divergence.)
@@ -150,7 +150,7 @@ class TrainStep:
                         optimizer.state[p].setdefault('momentum_buffer', torch.zeros_like(p))
         self.negative_lrs = [torch.zeros((), device=self.device) for _ in optimizer.param_groups]
         self.tensor_lrs = None  # the lrs that negative_lrs hold
-        self.loss_sum = torch.zeros((), device=self.device)
+        self.loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         self.step_losses = torch.zeros(max_steps, device=self.device)
         self.step_index = torch.zeros(1, dtype=torch.long, device=self.device)
         self.eager_steps = 0
@@ -182,10 +182,10 @@ class TrainStep:
                 tensor.fill_(-lr)
             self.tensor_lrs = lrs
 
-    def _record(self, weighted_loss, batch_size):
-        self.loss_sum += weighted_loss
+    def _record(self, loss):
+        self.loss_sum += loss
         slot = self.step_index.remainder(self.step_losses.shape[0])  # wraps if begin_epoch is never called
-        self.step_losses.index_copy_(0, slot, weighted_loss.view(1) / batch_size)
+        self.step_losses.index_copy_(0, slot, loss.float().view(1))
         self.step_index += 1
 
     def _format(self, images):
@@ -196,7 +196,7 @@ class TrainStep:
             loss = self.criterion(self.network(images), labels)
         weighted = loss * loss_weight if loss_weight != 1.0 else loss
         (weighted * self.scaler.scale if self.scaler is not None else weighted).backward()
-        return loss.detach().float() * labels.shape[0]
+        return weighted.detach().double()
 
     def _update(self):
         """The optimizer step from the gradients in place, as device work only (capturable)."""
@@ -209,13 +209,13 @@ class TrainStep:
 
     def _eager(self, images, labels, loss_weight=1.0):
         self.optimizer.zero_grad(set_to_none=True)
-        weighted_loss = self._forward_backward(self._format(images), labels, loss_weight)
+        loss = self._forward_backward(self._format(images), labels, loss_weight)
         if self.scaler is None:
             self.optimizer.step()
         else:
             self._refresh_lrs()
             self._update()
-        self._record(weighted_loss, labels.shape[0])
+        self._record(loss)
         self.eager_steps += 1
 
     def _capture(self, images, labels):
@@ -225,9 +225,9 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            weighted_loss = self._forward_backward(self.static_images, self.static_labels)
+            loss = self._forward_backward(self.static_images, self.static_labels)
             self._update()
-            self._record(weighted_loss, labels.shape[0])
+            self._record(loss)
         self.graph_batch_size = labels.shape[0]
         # Keep the captured gradients alive and visible (checkpoints, inspection).
         self.static_grads = [p.grad for group in self.optimizer.param_groups for p in group['params']]

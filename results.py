@@ -3,7 +3,7 @@
 With --path P, --dataset D and --name N:
   P/D/networks/N-best.pt   state_dict of the best-validation epoch
   P/D/networks/N-last.pt   checkpoint to resume from (see checkpoint.py)
-  P/D/results/N.txt        the original code's layout: 'key: value,,,,' lines, then a CSV table
+  P/D/results/N.txt        the original code's results file: 'Setting: value,,,, ' lines, then a CSV table
   P/D/results/N.json       configuration, every epoch's metrics, best epoch, versions, status
 """
 import json
@@ -12,8 +12,8 @@ import platform
 
 import torch
 
-__all__ = ['RESULT_COLUMNS', 'output_paths', 'check_writable', 'results_text', 'new_record', 'read_record',
-           'is_finished']
+__all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'output_paths', 'check_writable', 'results_text', 'new_record',
+           'read_record', 'is_finished']
 
 RESULT_COLUMNS = ('epoch', 'train_loss', 'val_loss', 'val_accuracy', 'test_accuracy')
 
@@ -43,14 +43,20 @@ def check_writable(folder):
     return None
 
 
+# The original code's results file: these settings, in this order and spelling, then the table.
+TEXT_SETTINGS = (('Name', 'name'), ('Dataset', 'dataset'), ('Network', 'network'), ('Batch Size', 'batch_size'),
+                 ('Num Epochs', 'num_epochs'), ('Learning Rate', 'learning_rate'), ('LR Scheduler', 'scheduler'),
+                 ('Momentum', 'momentum'), ('Weight Decay', 'weight_decay'), ('BN Intial Scale', 'bn_weight'),
+                 ('LR Reduction Value', 'c'), ('Input Normalization Method', 'input_norm'))
+
+
 def results_text(config, epochs):
-    """The original code's results layout: settings as 'key: value,,,,' lines, then a CSV table."""
-    padding = ',' * (len(RESULT_COLUMNS) - 1)
-    lines = [f'{key}: {value}{padding}' for key, value in config.items()]
-    lines.append(','.join(RESULT_COLUMNS))
-    for row in epochs:
-        lines.append(f"{row['epoch']},{row['train_loss']:.6f},{row['val_loss']:.6f},"
-                     f"{row['val_accuracy']:.4f},{row['test_accuracy']:.4f}")
+    """The original code's results file, byte for byte: 'Setting: value,,,, ' lines, then a CSV table
+    with 0-based epochs and every value as Python prints it (the JSON holds everything else)."""
+    lines = [f'{label}: {config[key]},,,, ' for label, key in TEXT_SETTINGS]
+    lines.append(','.join(RESULT_COLUMNS) + ' ')
+    lines += [f"{row['epoch'] - 1},{row['train_loss']},{row['val_loss']},{row['val_accuracy']},"
+              f"{row['test_accuracy']} " for row in epochs]
     return '\n'.join(lines) + '\n'
 
 

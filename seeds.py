@@ -21,7 +21,8 @@ def make_complex(simple_seed, verbose=False):
     """
     complex_seed = int(hashlib.md5(str(simple_seed).encode('utf-8')).hexdigest()[-8:], 16)
     if verbose:
-        print(f'seed {simple_seed!s} -> {complex_seed}')
+        print(f'Original seed: {simple_seed}, Complex seed: {complex_seed}, '
+              f'Binary value: {bin(complex_seed)[2:].zfill(32)}')
     return complex_seed
 
 

@@ -11,10 +11,14 @@ __all__ = ['evaluate']
 
 
 def _as_vector(values, name):
+    """A 1-D NumPy array of ``values``, in their own floating dtype as the original passes them to
+    SciPy (a float32 tensor is tested in float32); integers become float64, as SciPy makes them."""
     if hasattr(values, 'detach'):  # torch.Tensor, without importing torch here
         values = values.detach().cpu().numpy()
     try:
-        array = np.asarray(values, dtype=np.float64)
+        array = np.asarray(values)
+        if not np.issubdtype(array.dtype, np.floating):
+            array = array.astype(np.float64)
     except (TypeError, ValueError):
         raise ValueError(f'{name} must be a sequence of numbers') from None
     if array.ndim != 1:

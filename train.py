@@ -20,6 +20,7 @@ import warnings
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from checkpoint import (FAILURE, BackgroundWriter, CheckpointError, checkpoint_state, find_start,
                         restore_checkpoint, save_torch, write_text)
@@ -29,12 +30,9 @@ from data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, DatasetError, ImageBatc
 from fast_path import TrainStep, autocast
 from networks import construct_network
 from results import check_writable, new_record, output_paths, results_text
-from seeds import make_complex, make_deterministic
+from seeds import make_deterministic
 from train_args import OneLineParser, build_parser, resolve_device, validate_args  # noqa: F401 (re-exported)
 from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
-
-EVAL_BATCH_SIZE = 1000  # evaluation uses running BN statistics, so its batch size only affects speed
-
 
 class TrainingError(Exception):
     """A problem that ends the run with a one-line message and a non-zero exit status."""
@@ -90,12 +88,11 @@ class Progress:
             print('\r' + ' ' * (len(self.label) + 50) + '\r', end='', flush=True)
 
 
-def train_one_epoch(train_step, batches, batch_size, generator, start_step=0, stop=None, label='',
-                    world=Distributed()):
+def train_one_epoch(train_step, batches, batch_size, start_step=0, stop=None, label='', world=Distributed()):
     """One pass over the shuffled, flipped training set, from batch ``start_step`` on.
 
     Returns the number of steps done in the epoch: all of them, or fewer when ``stop``
-    received a signal. The loss stays on the device (``train_step.loss_sum``): no per-step sync.
+    received a signal. The losses stay on the device (``train_step.loss_sum``): no per-step sync.
     Under torchrun each process trains on its shard of every batch; a share of an
     unevenly split last batch is weighted so the averaged gradient is the whole batch's mean.
     """
@@ -103,8 +100,8 @@ def train_one_epoch(train_step, batches, batch_size, generator, start_step=0, st
     total = batches.num_batches(batch_size, min_batch=world.world_size)
     progress = Progress(total, label)
     step = start_step
-    for images, labels, whole in batches.shuffled(batch_size, generator, start_batch=start_step,
-                                                  shard=world.shard, min_batch=world.world_size):
+    for images, labels, whole in batches.shuffled(batch_size, start_batch=start_step, shard=world.shard,
+                                                  min_batch=world.world_size):
         train_step(images, labels, loss_weight=labels.shape[0] * world.world_size / whole)
         step += 1
         progress.update(step)
@@ -115,21 +112,26 @@ def train_one_epoch(train_step, batches, batch_size, generator, start_step=0, st
 
 
 @torch.no_grad()
-def validate(network, batches, criterion, precision='fp32', channels_last=False, world=Distributed()):
+def validate(network, batches, batch_size, precision='fp32', channels_last=False, world=Distributed()):
     """Mean loss and accuracy (percent) over a whole evaluation set, with running BN statistics.
-    Under torchrun each process evaluates a disjoint shard and the sums are added: exact, no duplicates."""
+
+    The original's arithmetic: batches of ``batch_size``, each batch's summed cross-entropy added
+    in float64, divided by the set's size; accuracy is (correct / size) x 100. Nothing is read
+    back until the end. Under torchrun each process evaluates a disjoint shard and the sums are
+    added: exact counts, no duplicates."""
     network.eval()
     device = batches.images.device
-    total_loss, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
-    for images, labels in batches.in_order(EVAL_BATCH_SIZE, shard=world.shard):
+    total_loss = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for images, labels in batches.in_order(batch_size, shard=world.shard):
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
             logits = network(images)
-        total_loss += criterion(logits.float(), labels) * labels.shape[0]
-        correct += (logits.argmax(dim=1) == labels).sum()
+        total_loss += F.cross_entropy(logits.float(), labels, reduction='sum').double()
+        correct += (torch.max(logits, 1)[1] == labels).sum()
     world.sum(total_loss), world.sum(correct)
-    return {'loss': total_loss.item() / len(batches), 'accuracy': 100.0 * correct.item() / len(batches)}
+    return {'loss': total_loss.item() / len(batches), 'accuracy': correct.item() / len(batches) * 100.0}
 
 
 def prepare_data(args, paths, device):
@@ -161,8 +163,7 @@ def build_optimizer(network, args):
         parameters = [p for p in network.parameters() if p.requires_grad]
     else:
         parameters = adjust_weight_decay_and_learning_rate(network, args.weight_decay, args.learning_rate, args.c)
-    optimizer = torch.optim.SGD(parameters, lr=args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
+    optimizer = torch.optim.SGD(parameters, lr=args.learning_rate, momentum=args.momentum)
     scheduler = None
     if args.scheduler == 'cos':
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.num_epochs, eta_min=1e-8)
@@ -255,16 +256,14 @@ def train(args, argv, world):
     steps_per_epoch = data['train'].num_batches(args.batch_size, min_batch=world.world_size)
     train_step = TrainStep(world.wrap(network, device), optimizer, criterion, device, args.precision,
                            args.channels_last, use_graph=args.cuda_graph, max_steps=steps_per_epoch)
-    data_order = torch.Generator().manual_seed(make_complex(args.seed))
 
     config = {key: value for key, value in vars(args).items() if key not in RUN_CONTROL_FLAGS}
     record = new_record(config, device, paths['weights'], fake_data=data['is_fake'], input_mean=data['mean'],
                         input_std=data['std'], train_size=len(data['train']), val_size=len(data['val']),
                         test_size=len(data['test']), world_size=world.world_size)
-    first_epoch, start_step, epoch_start_state = 1, 0, None
+    first_epoch, start_step, epoch_start_rng = 1, 0, None
     if start == 'resume':
-        epoch_start_state = restore_checkpoint(previous, args, network, optimizer, scheduler, train_step,
-                                               data_order)
+        epoch_start_rng = restore_checkpoint(previous, args, network, optimizer, scheduler, train_step)
         record = {**previous['record'], 'config': config, 'status': 'running', 'world_size': world.world_size}
         first_epoch, start_step = previous['completed_epochs'] + 1, previous['steps_done']
         say(f'resuming {args.name} from {paths["checkpoint"]} at epoch {first_epoch}, step {start_step}')
@@ -285,8 +284,8 @@ def train(args, argv, world):
         """Snapshot the run on the CPU now and write it (rank 0 only) while the next epoch trains."""
         record['wall_time_s'] = elapsed_before + time.time() - started
         if world.is_main:
-            state = checkpoint_state(record, network, optimizer, scheduler, train_step, data_order,
-                                     completed_epochs, steps_done, epoch_start_state)
+            state = checkpoint_state(record, network, optimizer, scheduler, train_step, completed_epochs,
+                                     steps_done, epoch_start_rng)
             writer.submit(write_progress, paths, state, best_weights, announce)
 
     def stopped(signum, where):
@@ -297,13 +296,13 @@ def train(args, argv, world):
         for epoch in range(first_epoch, args.num_epochs + 1):
             epoch_started = time.time()
             if start_step == 0:
-                epoch_start_state = data_order.get_state()
+                epoch_start_rng = torch.get_rng_state()  # the epoch's order and flips are drawn from it
                 train_step.begin_epoch()
             else:
-                data_order.set_state(epoch_start_state)  # the resumed epoch re-draws its order and flips
+                torch.set_rng_state(epoch_start_rng)  # the resumed epoch re-draws its order and flips
             learning_rate = optimizer.param_groups[0]['lr']
             # Processes must agree on where to stop, so under torchrun a signal takes effect at the epoch's end.
-            steps_done = train_one_epoch(train_step, data['train'], args.batch_size, data_order, start_step,
+            steps_done = train_one_epoch(train_step, data['train'], args.batch_size, start_step,
                                          None if world.enabled else stop, f'epoch {epoch}/{args.num_epochs}', world)
             start_step = 0
             if steps_done < steps_per_epoch:
@@ -318,17 +317,17 @@ def train(args, argv, world):
             if scheduler is not None:
                 scheduler.step()
             world.broadcast_buffers(network)
-            val, test = (validate(network, data[part], criterion, args.precision, args.channels_last, world)
+            val, test = (validate(network, data[part], args.batch_size, args.precision, args.channels_last, world)
                          for part in ('val', 'test'))
             if not math.isfinite(val['loss']):
                 raise TrainingError(f'non-finite validation loss after epoch {epoch}; stopped, keeping the '
                                     f'checkpoint and results of epoch {epoch - 1}')
-            train_loss = world.sum(train_step.loss_sum.clone()).item()
-            row = {'epoch': epoch, 'train_loss': train_loss / data['train'].images_per_epoch(
-                       args.batch_size, min_batch=world.world_size),
+            # The original's training loss: the mean over the epoch's batches of each batch's mean loss.
+            train_loss = world.sum(train_step.loss_sum.clone()).item() / world.world_size
+            row = {'epoch': epoch, 'train_loss': train_loss / steps_per_epoch,
                    'val_loss': val['loss'], 'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'],
                    'learning_rate': learning_rate, 'epoch_time_s': time.time() - epoch_started}
-            improved = record['best_val_accuracy'] is None or val['accuracy'] > record['best_val_accuracy']
+            improved = val['accuracy'] > (record['best_val_accuracy'] or 0.0)  # as the original: from 0
             if improved:
                 record.update(best_epoch=epoch, best_val_accuracy=val['accuracy'],
                               test_accuracy_at_best=test['accuracy'])

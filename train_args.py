@@ -45,7 +45,7 @@ def build_parser():
     p.add_argument('--device', default=default_device, help='torch device: cpu, cuda, cuda:0, ...')
     p.add_argument('--bn_weight', default=0.1, type=float,
                    help='initial value of every BN scale (<= 0 means the standard 1.0)')
-    p.add_argument('--c', default=100.0, type=float,
+    p.add_argument('--c', default=100, type=float,  # an int default, as in the original: names say c100
                    help='BN scales train with learning_rate / c (applied only when c > 1)')
     p.add_argument('--input_norm', default='bn', choices=INPUT_NORMS,
                    help="'bn': a BN layer before the network (scale bn_weight x 0.58, shift frozen at 0); "
@@ -109,7 +109,7 @@ def validate_args(args, parser):
         problems.append('--resume and --overwrite contradict each other: choose one')
     if args.change_num_epochs and not args.resume:
         problems.append('--change_num_epochs only applies with --resume')
-    if args.name is not None and (not args.name or os.sep in args.name or args.name in ('.', '..')):
+    if args.name and (os.sep in args.name or args.name in ('.', '..')):
         problems.append(f'--name must be a plain file name, got {args.name!r}')
     if problems:
         parser.error('; '.join(problems))
@@ -122,8 +122,8 @@ def validate_args(args, parser):
     args.cuda_graph = args.device.startswith('cuda') and not args.no_cuda_graph
     if args.seed == '0':
         print('NOTE: seed 0 is the seed of the validation split; the paper\'s trials use seeds 1..15')
-    if args.name is None:
-        args.name = f'{args.dataset}_train_weight{args.bn_weight:g}_c{args.c:g}'
+    if not args.name:  # the original's default name, values as Python prints them: weight0.1_c100, weight1.0_c1.0
+        args.name = f'{args.dataset}_train_weight{args.bn_weight}_c{args.c}'
     args.path = args.path or os.path.join('.', 'training', '')
     return args
 

@@ -25,16 +25,19 @@ def _non_negative(name, value):
 
 
 def adjust_weight_decay_and_learning_rate(network, weight_decay=1e-4, learning_rate=0.1, c=0, skip_list=()):
-    """Split the trainable parameters of ``network`` into three optimizer groups.
+    """Split the trainable parameters of ``network`` into three optimizer groups, in this order.
 
-    1. ``bias``: every bias, plus the names in ``skip_list``: no weight decay.
-    2. ``norm_scale``: the scale (weight) of every normalisation layer: no weight
+    1. ``bias``: no weight decay. Every other parameter that is one-dimensional
+       once squeezed (biases, gains) and the names in ``skip_list``.
+    2. ``norm_scale``: the scale (weight) of every normalisation layer, found by
+       module type, and the names in ``skip_list`` that contain 'weight': no weight
        decay, learning rate ``learning_rate / c`` when ``c > 1``.
     3. ``weight``: every other parameter (conv and linear weights): ``weight_decay``.
 
-    Scales are found by the module that owns them, so any model works. Parameters
-    with ``requires_grad=False`` are left out; shared parameters appear once.
-    Each group carries its own ``lr``, so the result can go to any torch optimizer.
+    As in the original code, only the ``norm_scale`` group carries an ``lr`` (and only
+    when c > 1); the other groups take the optimizer's ``lr``. Parameters with
+    ``requires_grad=False`` are left out; shared parameters appear once, in the order
+    of ``network.named_parameters()``.
     """
     _non_negative('weight_decay', weight_decay)
     _non_negative('learning_rate', learning_rate)
@@ -45,23 +48,21 @@ def adjust_weight_decay_and_learning_rate(network, weight_decay=1e-4, learning_r
     if unknown:
         raise ValueError(f'skip_list names parameters the network does not have: {", ".join(unknown)}')
 
-    biases, scales, weights, seen = [], [], [], set()
-    for module_name, module in network.named_modules():
-        for param_name, param in module.named_parameters(recurse=False):
-            if id(param) in seen or not param.requires_grad:
-                continue
-            seen.add(id(param))
-            full_name = f'{module_name}.{param_name}' if module_name else param_name
-            if isinstance(module, NORM_LAYER_TYPES) and param_name == 'weight':
-                scales.append(param)
-            elif param_name == 'bias' or full_name in skip:
-                biases.append(param)
-            else:
-                weights.append(param)
+    scale_ids = {id(module.weight) for module in network.modules()
+                 if isinstance(module, NORM_LAYER_TYPES) and isinstance(getattr(module, 'weight', None), nn.Parameter)}
+    biases, scales, weights = [], [], []
+    for name, param in network.named_parameters():
+        if not param.requires_grad:
+            continue
+        if id(param) in scale_ids or (name in skip and 'weight' in name):
+            scales.append(param)
+        elif param.squeeze().dim() == 1 or name in skip:
+            biases.append(param)
+        else:
+            weights.append(param)
 
-    scale_lr = learning_rate / c if c > 1 else learning_rate
-    return [
-        {'params': biases, 'weight_decay': 0.0, 'lr': learning_rate, 'name': 'bias'},
-        {'params': scales, 'weight_decay': 0.0, 'lr': scale_lr, 'name': 'norm_scale'},
-        {'params': weights, 'weight_decay': weight_decay, 'lr': learning_rate, 'name': 'weight'},
-    ]
+    scale_group = {'params': scales, 'weight_decay': 0.0, 'name': 'norm_scale'}
+    if c > 1:
+        scale_group['lr'] = learning_rate / c
+    return [{'params': biases, 'weight_decay': 0.0, 'name': 'bias'}, scale_group,
+            {'params': weights, 'weight_decay': weight_decay, 'name': 'weight'}]

@@ -13,10 +13,11 @@ sys.path.insert(0, ROOT)
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 
 
-def write_cifar(root, name='cifar10', per_batch=40, test_size=50, seed=0):
-    """Write a small CIFAR-10/100 in torchvision's extracted on-disk format (pickled batches)."""
+def write_cifar(root, name='cifar10', per_batch=40, test_size=50, seed=0, classes=None):
+    """Write a small CIFAR-10/100 in torchvision's extracted on-disk format (pickled batches); labels cycle
+    through the first ``classes`` classes (all by default)."""
     rng = np.random.default_rng(seed)
-    folder, files, label_key, classes = {
+    folder, files, label_key, all_classes = {
         'cifar10': ('cifar-10-batches-py', [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch'], 'labels', 10),
         'cifar100': ('cifar-100-python', ['train', 'test'], 'fine_labels', 100),
     }[name]
@@ -25,7 +26,7 @@ def write_cifar(root, name='cifar10', per_batch=40, test_size=50, seed=0):
     for file in files:
         n = test_size if 'test' in file else per_batch * (5 if name == 'cifar100' else 1)
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = (np.arange(n) % classes).tolist()
+        labels = (np.arange(n) % (classes or all_classes)).tolist()
         batch = {'batch_label': file, 'data': data, label_key: labels, 'filenames': [f'{i}.png' for i in range(n)]}
         with open(os.path.join(root, folder, file), 'wb') as f:
             pickle.dump(batch, f, protocol=2)
@@ -66,3 +67,86 @@ def fashion_mnist_root(tmp_path):
     for file in os.listdir(FASHION_MNIST_DIR):
         os.symlink(os.path.join(FASHION_MNIST_DIR, file), raw / file)
     return str(tmp_path)
+
+
+# ----------------------------------------------------------------------------- the original code, as oracles
+# What the paper's code does, written out plainly so tests can compare our optimised code with it bit for bit.
+
+def original_network(network_name, num_classes, bn_weight, input_norm, in_channels=3, cifar_stem=True):
+    """The original construct_network's arithmetic: torchvision's ResNet with every BN scale at bn_weight
+    (<= 0 meaning 1), the 3x3 stem, then every conv Kaiming-normal and every linear weight
+    kaiming_uniform_(fan_in, relu, a=sqrt(5)) (the ReLU gain: a is ignored), biases 0, and an input BN whose
+    scale is bn_weight * 0.58 mapped to 1.0 when <= 0."""
+    import math
+    from functools import partial
+
+    import torch.nn as nn
+    import torchvision
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    class BN(_BatchNorm):
+        def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, bn_weight=1.0):
+            super().__init__(num_features, eps, momentum, affine)
+            nn.init.constant_(self.weight, 1.0 if bn_weight <= 0 else bn_weight)
+            nn.init.constant_(self.bias, 0)
+
+        def _check_input_dim(self, x):
+            pass
+
+    network = getattr(torchvision.models, network_name)(
+        num_classes=num_classes, norm_layer=partial(BN, eps=1e-5, momentum=0.1, bn_weight=bn_weight))
+    if cifar_stem:
+        network.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        network.maxpool = nn.Identity()
+    for m in network.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode='fan_in', nonlinearity='relu', a=0)
+        elif isinstance(m, nn.Linear):
+            nn.init.kaiming_uniform_(m.weight, mode='fan_in', nonlinearity='relu', a=math.sqrt(5))
+    for m in network.modules():
+        if getattr(m, 'bias', None) is not None:
+            nn.init.constant_(m.bias, 0)
+    if input_norm == 'bn':
+        input_bn = BN(in_channels, eps=1e-5, momentum=0.1, bn_weight=bn_weight * 0.58, affine=True)
+        input_bn.bias.requires_grad = False
+        network = nn.Sequential(input_bn, network)
+    return network
+
+
+def original_parameter_groups(network, weight_decay, learning_rate, c, skip_list=()):
+    """The original adjust_weight_decay_and_learning_rate: by shape and name. A trainable parameter that is 1-D
+    once squeezed (or named in skip_list) gets no weight decay, and lr / c too when 'weight' is in its name;
+    everything else gets weight decay. Only the lr / c group names an lr, and only when c > 1."""
+    decay, no_decay, scales = [], [], []
+    for name, param in network.named_parameters():
+        if not param.requires_grad:
+            continue
+        if len(param.squeeze().shape) == 1 or name in skip_list:
+            (scales if 'weight' in name else no_decay).append(param)
+        else:
+            decay.append(param)
+    scale_group = {'params': scales, 'weight_decay': 0.0}
+    if c > 1:
+        scale_group['lr'] = learning_rate / c
+    return [{'params': no_decay, 'weight_decay': 0.0}, scale_group, {'params': decay, 'weight_decay': weight_decay}]
+
+
+def original_loader(hwc, labels, batch_size, index=None, train=False, mean=None, std=None):
+    """The original's DataLoader: over a Subset in the split's order (index), per-image PIL images; for training
+    shuffled, with RandomHorizontalFlip; then ToTensor (and Normalize with mean/std)."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    steps = ([transforms.RandomHorizontalFlip(p=0.5)] if train else []) + [transforms.ToTensor()]
+    transform = transforms.Compose(steps + ([transforms.Normalize(mean, std)] if mean else []))
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(hwc)
+
+        def __getitem__(self, i):
+            return transform(Image.fromarray(hwc[i])), int(labels[i])
+
+    dataset = Images() if index is None else torch.utils.data.Subset(Images(), index)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=train)

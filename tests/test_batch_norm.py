@@ -63,6 +63,15 @@ def test_initial_scale_and_shift():
         ScaleBatchNorm2d(4, bn_weight='big')
 
 
+def test_positional_arguments_are_the_original_codes():
+    """The original's signature is (num_features, eps, momentum, affine, bn_weight): the 5th is bn_weight."""
+    bn = ScaleBatchNorm2d(64, 1e-5, 0.1, True, 0.1)
+    assert torch.all(bn.weight == torch.tensor(0.1)) and bn.track_running_stats
+    with pytest.raises(ValueError, match='5th positional argument is bn_weight'):
+        ScaleBatchNorm2d(64, 1e-5, 0.1, True, False)  # torch's order would mean track_running_stats=False
+    assert ScaleBatchNorm2d(4, track_running_stats=False).running_mean is None
+
+
 def test_weights_load_into_either_class():
     ours = ScaleBatchNorm2d(6, bn_weight=0.2)
     ours(torch.randn(4, 6, 3, 3))

@@ -19,14 +19,14 @@ def test_shards_split_every_batch_without_overlap_and_drop_a_too_small_last_batc
     seen, sizes = [], []
     for rank in range(4):
         world = Distributed(rank, 4)
-        shards = list(batches.shuffled(8, torch.Generator().manual_seed(0), shard=world.shard, min_batch=4))
+        torch.manual_seed(0)
+        shards = list(batches.shuffled(8, shard=world.shard, min_batch=4))
         sizes.append([(len(y), whole) for _, y, whole in shards])
         seen += [y.tolist() for _, y, _ in shards]
     assert sizes[0] == [(2, 8), (2, 8), (2, 5)] and sizes[3] == [(2, 8), (2, 8), (1, 5)]  # 21 = 8 + 8 + 5
-    dropped = list(batches.shuffled(8, torch.Generator().manual_seed(0), shard=Distributed(0, 6).shard, min_batch=6))
+    dropped = list(batches.shuffled(8, shard=Distributed(0, 6).shard, min_batch=6))
     assert [whole for _, _, whole in dropped] == [8, 8]  # 5 images cannot be split over 6 processes
-    assert batches.num_batches(8, min_batch=4) == 3 and batches.images_per_epoch(8, min_batch=4) == 21
-    assert batches.num_batches(8, min_batch=6) == 2 and batches.images_per_epoch(8, min_batch=6) == 16
+    assert batches.num_batches(8, min_batch=4) == 3 and batches.num_batches(8, min_batch=6) == 2
 
 
 def test_shards_cover_each_image_once():
@@ -35,7 +35,8 @@ def test_shards_cover_each_image_once():
     labels = []
     for rank in range(3):
         world = Distributed(rank, 3)
-        for _, y, whole in batches.shuffled(9, torch.Generator().manual_seed(0), shard=world.shard, min_batch=3):
+        torch.manual_seed(0)  # every process draws the same order from its own, identically seeded generator
+        for _, y, whole in batches.shuffled(9, shard=world.shard, min_batch=3):
             labels += y.tolist()
     assert sorted(labels) == list(range(21))
     evaluated = [y.tolist() for rank in range(3)
@@ -72,11 +73,11 @@ def test_torchrun_two_processes_gloo_exact_evaluation_rank0_files(tmp_path):
                                parser)
     data = train.prepare_data(args, output_paths(args.path, 'fake', 'ddp'), torch.device('cpu'))
     best = record['epochs'][record['best_epoch'] - 1]
-    for part, key in (('val', 'val'), ('test', 'test')):
-        result = train.validate(network, data[part], torch.nn.CrossEntropyLoss())
-        assert result['accuracy'] == pytest.approx(best[f'{key}_accuracy'])
-    assert train.validate(network, data['val'], torch.nn.CrossEntropyLoss())['loss'] == pytest.approx(
-        best['val_loss'], rel=1e-5)
+    for part in ('val', 'test'):
+        assert train.validate(network, data[part], 64)['accuracy'] == best[f'{part}_accuracy']  # counts: exact
+    # The shards' batches differ from one process's, so each float32 batch sum (<= 64 terms) rounds differently:
+    # at most 64 x 2^-24 = 4e-6 relative. A wrong shard (a missing or doubled image) is off by ~1 / 20 = 5%.
+    assert train.validate(network, data['val'], 64)['loss'] == pytest.approx(best['val_loss'], rel=1e-5)
     sorted_files = sorted(p.name for p in (tmp_path / 'fake').rglob('*') if p.is_file())
     assert sorted_files == ['ddp-best.pt', 'ddp-last.pt', 'ddp.json', 'ddp.txt']
 

@@ -5,7 +5,9 @@ import torch
 import torch.nn as nn
 
 from batch_norm import ScaleBatchNorm2d
+from conftest import original_network
 from networks import INPUT_BN_FACTOR, NETWORKS, construct_network
+from seeds import make_complex
 
 
 def batch_norms(model):
@@ -30,7 +32,7 @@ def test_cifar_network_matches_the_paper():
     assert isinstance(model, nn.Sequential) and len(model) == 2
     input_bn, resnet = model
     assert isinstance(input_bn, ScaleBatchNorm2d) and input_bn.num_features == 3
-    assert torch.allclose(input_bn.weight, torch.full((3,), 0.1 * INPUT_BN_FACTOR))
+    assert torch.equal(input_bn.weight, torch.full((3,), 0.1 * INPUT_BN_FACTOR))
     assert torch.all(input_bn.bias == 0) and not input_bn.bias.requires_grad
     conv1 = resnet.conv1
     assert (conv1.in_channels, conv1.kernel_size, conv1.stride, conv1.padding) == (3, (3, 3), (1, 1), (1, 1))
@@ -45,18 +47,51 @@ def test_cifar_network_matches_the_paper():
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_weight_initialisation():
+@pytest.mark.parametrize('network_name, fan_in', [('resnet18', 512), ('resnet50', 2048)])
+def test_linear_layers_start_as_in_the_original_code(network_name, fan_in):
+    """kaiming_uniform_(fan_in, relu, a=sqrt(5)): the ReLU gain, so U(-sqrt(6/fan_in), sqrt(6/fan_in)), std
+    sqrt(2/fan_in) (0.0625 for ResNet-18's fc, 0.0312 for ResNet-50's), not nn.Linear's default std 1/sqrt(3 fan_in)."""
     torch.manual_seed(0)
-    resnet = construct_network('resnet18', num_classes=100, dataset='cifar100', input_norm='dataset')
-    conv = resnet.layer4[1].conv2.weight  # 512 x 512 x 3 x 3: Kaiming normal, fan_in, ReLU gain
-    fan_in = conv.shape[1] * 9
-    assert conv.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=0.01)
-    assert abs(conv.mean().item()) < 1e-3
-    fc = resnet.fc.weight  # Kaiming uniform, a=sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-    bound = 1 / math.sqrt(512)
-    assert fc.abs().max().item() <= bound and fc.abs().max().item() > 0.99 * bound
-    assert fc.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+    resnet = construct_network(network_name, num_classes=100, dataset='cifar100', input_norm='dataset')
+    conv = resnet.conv1.weight  # Kaiming normal, fan_in, ReLU gain: 1728 values, so the std's standard error is 1.7%
+    assert conv.std().item() == pytest.approx(math.sqrt(2 / (3 * 9)), rel=0.05)
+    fc = resnet.fc.weight
+    bound = math.sqrt(6 / fan_in)
+    assert bound * 0.99 < fc.abs().max().item() <= bound
+    # 100 x fan_in values: the sample std is within 1% of sqrt(2/fan_in) (its standard error is ~0.3%)
+    assert fc.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=0.01)
     assert torch.all(resnet.fc.bias == 0) and resnet.fc.out_features == 100
+
+
+@pytest.mark.parametrize('bn_weight, expected', [(-1, 1.0), (0, 1.0), (0.1, 0.1 * 0.58), (1, 0.58), (2, 1.16)])
+def test_input_bn_scale_is_bn_weight_times_058_then_mapped(bn_weight, expected):
+    """The original multiplies first and maps a value <= 0 to 1.0 afterwards, in the BN constructor."""
+    model = construct_network('resnet18', 10, 'cifar10', bn_weight=bn_weight, input_norm='bn')
+    assert torch.equal(model[0].weight, torch.full((3,), expected, dtype=torch.float32))
+    later = 1.0 if bn_weight <= 0 else bn_weight
+    assert all(torch.equal(m.weight, torch.full_like(m.weight, later)) for m in batch_norms(model[1]))
+
+
+# bn_weight and input_norm only fill constants and wrap the network, so their grid runs on ResNet-18; every
+# other network is compared once, with the input BN (which holds the whole ResNet).
+INITIAL_CASES = [('resnet18', bn_weight, input_norm) for bn_weight in (-1, 0, 0.1, 1) for input_norm in ('bn', 'dataset')]
+INITIAL_CASES += [(network, 0.1, 'bn') for network in NETWORKS[1:]]
+
+
+@pytest.mark.parametrize('network_name, bn_weight, input_norm', INITIAL_CASES)
+def test_every_initial_tensor_equals_the_original_code(network_name, bn_weight, input_norm):
+    """Same torch seed, then ours and the original's arithmetic (conftest.original_network): every parameter and
+    buffer bit for bit, and the same frozen parameters."""
+    torch.manual_seed(make_complex(7))
+    ours = construct_network(network_name, 10, 'cifar10', bn_weight=bn_weight, input_norm=input_norm)
+    torch.manual_seed(make_complex(7))
+    original = original_network(network_name, 10, bn_weight, input_norm)
+    mine, theirs = ours.state_dict(), original.state_dict()
+    assert list(mine) == list(theirs)
+    for key in mine:
+        assert mine[key].dtype == theirs[key].dtype and torch.equal(mine[key], theirs[key]), key
+    assert [(n, p.requires_grad) for n, p in ours.named_parameters()] == [
+        (n, p.requires_grad) for n, p in original.named_parameters()]
 
 
 def test_fashionmnist_dataset_input_norm_and_default_scale():
@@ -64,8 +99,8 @@ def test_fashionmnist_dataset_input_norm_and_default_scale():
     assert not isinstance(model, nn.Sequential) and model.conv1.in_channels == 1
     assert all(torch.all(m.weight == 1) for m in batch_norms(model))
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    with_bn = construct_network('resnet18', 10, 'fashionmnist', bn_weight=-1, input_norm='bn')
-    assert torch.allclose(with_bn[0].weight, torch.tensor([INPUT_BN_FACTOR]))
+    with_bn = construct_network('resnet18', 10, 'fashionmnist', bn_weight=1, input_norm='bn')
+    assert torch.equal(with_bn[0].weight, torch.tensor([INPUT_BN_FACTOR]))
 
 
 def test_bottleneck_network_and_imagenet_stem():

@@ -1,5 +1,6 @@
 """Resume after kills and signals, refusals to resume the wrong run, non-finite losses."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -181,7 +182,7 @@ def test_finished_run_is_not_retrained(tmp_path, capsys):
 
 @pytest.mark.parametrize('extra, expected', [
     (['--bn_weight', '1'], 'bn_weight: 0.1 -> 1.0'),
-    (['--seed', '2', '--c', '1'], "c: 100.0 -> 1.0; seed: '1' -> '2'"),
+    (['--seed', '2', '--c', '1'], "c: 100 -> 1.0; seed: '1' -> '2'"),
     (['--network', 'resnet34'], "network: 'resnet18' -> 'resnet34'"),
     (['--batch_size', '32', '--input_norm', 'dataset'], "batch_size: 16 -> 32; input_norm: 'bn' -> 'dataset'"),
     (['--num_epochs', '6'], '--num_epochs 6 differs from the checkpoint\'s 4'),
@@ -199,7 +200,8 @@ def test_change_num_epochs_extends_the_cosine_schedule(tmp_path, capsys):
     finish(tmp_path, '--num_epochs', '2')
     record = finish(tmp_path, '--num_epochs', '3', '--resume', '--change_num_epochs')
     lrs = [e['learning_rate'] for e in record['epochs']]
-    assert len(lrs) == 3 and lrs[0] == 0.1 and lrs[1] == pytest.approx(0.05)
+    halfway = 1e-8 + (0.1 - 1e-8) * (1 + math.cos(math.pi / 2)) / 2  # 0.05 + 5e-9
+    assert len(lrs) == 3 and lrs[0] == 0.1 and lrs[1] == pytest.approx(halfway, rel=1e-12)  # float64 roundings
     assert lrs[2] == pytest.approx(1e-8, abs=1e-9)  # the 2-epoch schedule had reached its minimum
     status, message = run_status(capsys, FLAGS + ['--path', str(tmp_path), '--resume', '--change_num_epochs',
                                                   '--num_epochs', '2'])

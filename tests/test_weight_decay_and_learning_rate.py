@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from networks import construct_network
+from conftest import original_parameter_groups
+from networks import NETWORKS, construct_network
 from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
 
 
@@ -28,19 +29,38 @@ def test_resnet_groups_cover_every_trainable_parameter_once():
     assert ids(groups['bias']['params']) == {id(p) for n, p in named.items() if n.endswith('bias') and p.requires_grad}
     assert (groups['bias']['weight_decay'], groups['norm_scale']['weight_decay']) == (0.0, 0.0)
     assert groups['weight']['weight_decay'] == 1e-4
-    assert groups['norm_scale']['lr'] == pytest.approx(0.001)
-    assert groups['bias']['lr'] == groups['weight']['lr'] == 0.1
+    assert groups['norm_scale']['lr'] == 0.1 / 100
+    assert 'lr' not in groups['bias'] and 'lr' not in groups['weight']  # they take the optimizer's, as the original
+
+
+@pytest.mark.parametrize('network_name', NETWORKS)
+@pytest.mark.parametrize('input_norm, c', [('bn', 100), ('dataset', 1)])
+def test_groups_equal_the_original_codes_for_every_network(network_name, input_norm, c):
+    """The original sorts by shape and name (conftest.original_parameter_groups); ours finds scales by module type.
+    On every network construct_network builds for 3-channel data the groups hold the same parameters in the
+    same order with the same settings."""
+    with torch.device('meta'):  # shapes and names are all that matter here: skip the initialisation's cost
+        model = construct_network(network_name, 10, 'cifar10', bn_weight=0.1, input_norm=input_norm)
+    ours = adjust_weight_decay_and_learning_rate(model, weight_decay=1e-4, learning_rate=0.1, c=c)
+    theirs = original_parameter_groups(model, weight_decay=1e-4, learning_rate=0.1, c=c)
+    assert len(ours) == len(theirs) == 3
+    for mine, original in zip(ours, theirs):
+        assert [id(p) for p in mine['params']] == [id(p) for p in original['params']]
+        assert {k: v for k, v in mine.items() if k not in ('params', 'name')} == {
+            k: v for k, v in original.items() if k != 'params'}
 
 
 @pytest.mark.parametrize('c', [0, 0.5, 1])
 def test_no_reduction_unless_c_above_one(c):
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     groups = by_name(adjust_weight_decay_and_learning_rate(model, learning_rate=0.3, c=c))
-    assert groups['norm_scale']['lr'] == 0.3
+    assert all('lr' not in g for g in groups.values())  # every group takes the optimizer's learning rate
+    optimizer = torch.optim.SGD(list(groups.values()), lr=0.3)
+    assert [g['lr'] for g in optimizer.param_groups] == [0.3, 0.3, 0.3]
 
 
 class Custom(nn.Module):
-    """Norm layers found by module type, not by name or shape: a 1-D 'scale' here is a plain weight."""
+    """Norm scales found by module type; other 1-D parameters (the 'gain') get no weight decay, as in the original."""
     def __init__(self):
         super().__init__()
         self.embed = nn.Linear(4, 8)
@@ -58,11 +78,12 @@ class Custom(nn.Module):
 
 def test_any_model_and_skip_list():
     model = Custom()
-    groups = by_name(adjust_weight_decay_and_learning_rate(model, c=10, skip_list=('head.weight',)))
-    assert ids(groups['norm_scale']['params']) == ids([model.group.weight, model.layer.weight])
+    groups = by_name(adjust_weight_decay_and_learning_rate(model, c=10, skip_list=('head.weight', 'embed.bias')))
+    # As in the original, a skip_list name containing 'weight' joins the lr / c group.
+    assert ids(groups['norm_scale']['params']) == ids([model.group.weight, model.layer.weight, model.head.weight])
     assert ids(groups['bias']['params']) == ids([model.embed.bias, model.group.bias, model.layer.bias,
-                                                model.head.bias, model.head.weight])
-    assert ids(groups['weight']['params']) == ids([model.embed.weight, model.gain])
+                                                model.gain, model.head.bias])
+    assert ids(groups['weight']['params']) == ids([model.embed.weight])
     with pytest.raises(ValueError, match='head.wieght'):
         adjust_weight_decay_and_learning_rate(model, skip_list=('head.wieght',))
 
@@ -76,7 +97,8 @@ def test_works_with_torch_optimizers(optimizer):
     before = model.group.weight.detach().clone()
     model(torch.randn(5, 4)).sum().backward()
     opt.step()
-    assert [g['lr'] for g in opt.param_groups] == [0.01, 0.0001, 0.01]
+    assert opt.param_groups[1]['lr'] == 0.0001  # the scales' lr / c; the others keep the optimizer's own lr
+    assert opt.param_groups[0]['lr'] == opt.param_groups[2]['lr'] == opt.defaults['lr']
     assert not torch.equal(before, model.group.weight)
 
 
@@ -94,6 +116,8 @@ def test_scale_update_is_c_times_smaller():
         opt.step()
         steps.append({n: (p - start[n]).detach() for n, p in model.named_parameters()})
     assert steps[0]['1.weight'].abs().min() > 1e-4
+    # Each step is read back as (w - lr x g) - w in float64: the subtraction loses up to ulp(w) ~ 2e-16 against
+    # a step of >= 1e-6 (c = 100), so the two agree to ~2e-10 relative; a wrong c is off by a factor.
     assert torch.allclose(steps[0]['1.weight'] / 100, steps[1]['1.weight'], rtol=1e-9, atol=0)
     assert torch.allclose(steps[0]['0.weight'], steps[1]['0.weight'], rtol=1e-9, atol=0)
 
