@@ -1,4 +1,4 @@
-"""Batch normalisation whose scale (gamma) starts at a chosen constant.
+"""Batch normalisation whose scale (gamma) starts at a chosen constant, and the registry of normalisation kinds.
 
 Davis & Frank (ECCV 2022) observe that the learned BN scale stays close to its
 initial value, so the usual gamma = 1 lets BN's normalised (unit-variance)
@@ -14,12 +14,17 @@ inherited unchanged, so outputs, gradients, running statistics and state_dict
 keys are exactly those of ``nn.BatchNorm1d/2d/3d``.
 """
 import math
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Optional
 
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ['ScaleBatchNorm1d', 'ScaleBatchNorm2d', 'ScaleBatchNorm3d',
-           'resolve_bn_weight', 'convert_to_scale_batch_norm']
+__all__ = ['ScaleBatchNorm1d', 'ScaleBatchNorm2d', 'ScaleBatchNorm3d', 'resolve_bn_weight',
+           'convert_to_scale_batch_norm', 'Norm', 'NORMS', 'BN_EPS', 'BN_MOMENTUM']
+
+BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # torchvision's defaults; the paper keeps them
 
 
 def resolve_bn_weight(bn_weight):
@@ -125,3 +130,28 @@ def convert_to_scale_batch_norm(module, bn_weight=0.1):
         if converted is not child:
             setattr(module, name, converted)
     return module
+
+
+@dataclass(frozen=True)
+class Norm:
+    """One kind of normalisation a network can be built with.
+
+    ``layer2d(num_features)`` makes a layer for (N, C, H, W) inputs, ``layer1d`` one for
+    (N, C) inputs (None where the kind has none), and ``scale_types`` are the module types
+    whose ``weight`` is a normalisation scale (the parameter groups give it lr / c).
+    """
+    layer2d: Callable
+    layer1d: Optional[Callable]
+    scale_types: tuple
+
+    def configured(self, **options):
+        """The same kind with ``options`` (bn_weight, ...) bound into both layer makers."""
+        bind = lambda make: None if make is None else partial(make, **options)  # noqa: E731
+        return Norm(bind(self.layer2d), bind(self.layer1d), self.scale_types)
+
+
+# name -> kind; a network takes its layers from here, so adding a kind is one entry plus its layer code.
+NORMS = {
+    'bn': Norm(partial(ScaleBatchNorm2d, eps=BN_EPS, momentum=BN_MOMENTUM, affine=True),
+               partial(ScaleBatchNorm1d, eps=BN_EPS, momentum=BN_MOMENTUM, affine=True), (_ScaleBatchNorm,)),
+}

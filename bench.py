@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 
 from data import ImageBatches, load_dataset
-from fast_path import PRECISIONS, TrainStep
+from engine import TrainStep
+from fast_path import PRECISIONS
 from networks import NETWORKS, construct_network
 from seeds import make_deterministic
 from train_args import OneLineParser
@@ -122,7 +123,7 @@ def main(argv=None):
     cuda = torch.cuda.is_available()
     p = OneLineParser(prog='bench.py', description=__doc__.split('\n\n')[0])
     p.add_argument('--device', default='cuda' if cuda else 'cpu', help='torch device to benchmark on')
-    p.add_argument('--network', default='resnet18', choices=NETWORKS, help='network to train')
+    p.add_argument('--network', default='resnet18', choices=tuple(NETWORKS), help='network to train')
     p.add_argument('--batch_size', type=int, default=None, help='batch size (default: 128 on CUDA, 32 on CPU)')
     p.add_argument('--train_size', type=int, default=None,
                    help=f'training images, also used for the 180-epoch projection (default: {PAPER_TRAIN_SIZE} '

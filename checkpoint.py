@@ -1,46 +1,36 @@
-"""Crash-safe files and resumable checkpoints.
+"""Crash-safe files and checkpoints: what a run saves after each epoch, how it is written, and how it is restored.
 
 Every file a run writes goes through ``atomic_write``: a temporary file in the
 same folder, flushed to disk, then renamed over the target, so a crash at any
 moment leaves either the previous complete file or the new complete one.
 
 A checkpoint holds everything needed to continue a run exactly: model,
-optimizer (with its lr/c group), scheduler, the position in training (epoch and
-step), every RNG state, the metrics so far and the configuration. RNG states
-are stored as tensors and lists so that checkpoints load with
-``torch.load(weights_only=True)``: no arbitrary pickled objects.
+optimizer (with its lr/c group), scheduler, the position in training (epoch, and
+within it the training step's state), every RNG state, the metrics so far and
+the configuration. RNG states are stored as tensors and lists so that
+checkpoints load with ``torch.load(weights_only=True)``: no arbitrary pickled objects.
 """
 import os
 import random
 import sys
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from results import is_finished, read_record
+from errors import RunError
+from results import results_json, results_text
 
-__all__ = ['CHECKPOINT_FORMAT', 'EXPERIMENT_SETTINGS', 'CheckpointError', 'atomic_write', 'write_text',
-           'save_torch', 'rng_states', 'restore_rng_states', 'load_checkpoint', 'config_differences',
-           'find_start', 'cpu_copy', 'checkpoint_state', 'BackgroundWriter', 'restore_checkpoint']
+__all__ = ['CHECKPOINT_FORMAT', 'CheckpointError', 'atomic_write', 'write_text', 'save_torch', 'write_results',
+           'rng_states',
+           'restore_rng_states', 'load_checkpoint', 'cpu_copy', 'checkpoint_state', 'restore_checkpoint',
+           'BackgroundWriter', 'CheckpointSaver']
 
 CHECKPOINT_FORMAT = 'revisiting-bn-checkpoint-v2'  # v2: the original code's data order (torch's generator)
-# Settings that define the experiment: a resumed run must use the same ones. Paths, names, the
-# device and --no_cuda_graph may change; num_epochs only when the user allows it explicitly.
-EXPERIMENT_SETTINGS = ('dataset', 'network', 'batch_size', 'learning_rate', 'scheduler', 'momentum',
-                       'weight_decay', 'bn_weight', 'c', 'input_norm', 'seed', 'fake_size', 'precision',
-                       'channels_last', 'sync_bn')
 
 
-USAGE, FAILURE = 2, 1  # exit statuses: a usage error (flags); a problem with files, data or training
-
-
-class CheckpointError(Exception):
+class CheckpointError(RunError):
     """A checkpoint is corrupt, foreign, or does not match the requested run."""
-
-    def __init__(self, message, status=FAILURE):
-        super().__init__(message)
-        self.status = status
 
 
 def atomic_write(path, write):
@@ -72,6 +62,12 @@ def write_text(path, text):
 
 def save_torch(obj, path):
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_results(paths, record):
+    """The run's two results files: the original's .txt and the JSON record."""
+    write_text(paths['txt'], results_text(record['config'], record['epochs']))
+    write_text(paths['json'], results_json(record))
 
 
 def rng_states():
@@ -108,60 +104,11 @@ def load_checkpoint(path):
                               f'original code\'s; finish that run with the version that started it, or --overwrite')
     if not isinstance(checkpoint, dict) or checkpoint.get('format') != CHECKPOINT_FORMAT:
         raise CheckpointError(f'{path} is not a train.py checkpoint (no {CHECKPOINT_FORMAT!r} marker)')
-    missing = [k for k in ('config', 'network', 'optimizer', 'record', 'rng', 'completed_epochs', 'steps_done')
+    missing = [k for k in ('config', 'network', 'optimizer', 'record', 'rng', 'completed_epochs', 'train_step')
                if k not in checkpoint]
     if missing:
         raise CheckpointError(f'checkpoint {path} is incomplete: it lacks {", ".join(missing)}')
     return checkpoint
-
-
-def config_differences(saved, current, keys=EXPERIMENT_SETTINGS):
-    """'key: saved -> current' for every experiment setting that differs."""
-    return [f'{key}: {saved.get(key)!r} -> {current.get(key)!r}' for key in keys
-            if saved.get(key) != current.get(key)]
-
-
-def find_start(args, paths):
-    """How a run starts: ('new', None), ('resume', checkpoint) or ('finished', results record).
-
-    Without --resume, existing results or a checkpoint are never overwritten unless
-    --overwrite says so. With --resume, the checkpoint must come from the same
-    experiment (EXPERIMENT_SETTINGS) and, unless --change_num_epochs, the same
-    number of epochs; a finished run is reported, not retrained.
-    """
-    record = read_record(paths['json'])
-    has_results = os.path.exists(paths['json'])
-    has_checkpoint = os.path.exists(paths['checkpoint'])
-    if not args.resume:
-        if args.overwrite or not (has_results or has_checkpoint):
-            return 'new', None
-        state = 'finished' if is_finished(record) else 'unfinished'
-        raise CheckpointError(f'{args.name} already has {state} results in {paths["results"]}: add --resume to '
-                              f'continue it, or --overwrite to train it again from scratch', status=USAGE)
-    if not has_checkpoint:
-        if is_finished(record):
-            return 'finished', record
-        if has_results:
-            raise CheckpointError(f'cannot resume {args.name}: it has results but no checkpoint '
-                                  f'({paths["checkpoint"]}); use --overwrite instead to train it again',
-                                  status=USAGE)
-        return 'new', None
-    checkpoint = load_checkpoint(paths['checkpoint'])
-    differences = config_differences(checkpoint['config'], vars(args))
-    if differences:
-        raise CheckpointError(f'cannot resume {args.name}: its checkpoint was made with other settings '
-                              f'({"; ".join(differences)}); use the original flags or another --name', status=USAGE)
-    saved_epochs, completed = checkpoint['config']['num_epochs'], checkpoint['completed_epochs']
-    if args.num_epochs != saved_epochs and not args.change_num_epochs:
-        raise CheckpointError(f'cannot resume {args.name}: --num_epochs {args.num_epochs} differs from the '
-                              f'checkpoint\'s {saved_epochs}, which changes the cosine schedule; add '
-                              f'--change_num_epochs to accept that', status=USAGE)
-    if args.num_epochs < completed:
-        raise CheckpointError(f'cannot resume {args.name} with --num_epochs {args.num_epochs}: '
-                              f'{completed} epochs are already done', status=USAGE)
-    if completed >= args.num_epochs:
-        return 'finished', checkpoint['record']
-    return 'resume', checkpoint
 
 
 def cpu_copy(obj):
@@ -176,81 +123,102 @@ def cpu_copy(obj):
     return obj
 
 
-def checkpoint_state(record, network, optimizer, scheduler, train_step, completed_epochs, steps_done=0,
-                     epoch_start_rng=None):
-    """Everything needed to continue, at an epoch boundary or mid-epoch after ``steps_done`` steps,
-    as a CPU snapshot that can be written while training goes on."""
-    mid_epoch = None
-    if steps_done:
-        mid_epoch = {'epoch_start_rng': epoch_start_rng, 'loss_sum': train_step.loss_sum,
-                     'step_losses': train_step.step_losses}
+def checkpoint_state(record, network, optimizer, scheduler, train_step, completed_epochs):
+    """Everything needed to continue after ``completed_epochs`` epochs (and, mid-epoch, the training step's
+    position in the next one), as a CPU snapshot that can be written while training goes on."""
     return cpu_copy({
         'format': CHECKPOINT_FORMAT, 'config': record['config'], 'record': record,
-        'completed_epochs': completed_epochs, 'steps_done': steps_done, 'mid_epoch': mid_epoch,
+        'completed_epochs': completed_epochs, 'train_step': train_step.state_dict(),
         'network': network.state_dict(), 'optimizer': optimizer.state_dict(),
         'scheduler': scheduler.state_dict() if scheduler is not None else None,
-        'grad_scaler': train_step.scaler_state(),
         'rng': rng_states(),
     })
 
 
 class BackgroundWriter:
-    """Runs file writes on one background thread, so the GPU trains the next epoch while a checkpoint
-    (about 90 MB for ResNet-18 with its momentum buffers) is serialised and synced to disk.
+    """Runs file writes on one background thread (concurrent.futures), so the GPU trains the next epoch while a
+    checkpoint (about 90 MB for ResNet-18 with its momentum buffers) is serialised and synced to disk.
 
-    Jobs run one at a time, in order: ``submit`` first waits for the previous one. The
-    error of a failed job is raised in the training thread at the next ``submit`` or
-    ``wait``. As a context manager it waits for the last job on exit; when the block
-    is already failing, that error wins and a write error is only reported on stderr.
+    Jobs run one at a time, in order: ``submit`` first waits for the previous one, so at most
+    one is in flight. The error of a failed job is raised in the training thread at the next
+    ``submit`` or ``wait``. As a context manager it waits for the last job on exit; when the
+    block is already failing, that error wins and a write error is only reported on stderr.
     """
 
     def __init__(self):
-        self._thread, self._error = None, None
-
-    def _run(self, job, args):
-        try:
-            job(*args)
-        except BaseException as error:  # handed to the training thread
-            self._error = error
+        self._pool, self._pending = None, None
 
     def submit(self, job, *args):
         self.wait()
-        self._thread = threading.Thread(target=self._run, args=(job, args), name='checkpoint-writer')
-        self._thread.start()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='checkpoint-writer')
+        self._pending = self._pool.submit(job, *args)
 
     def wait(self):
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, traceback):
-        if exc_type is None:
-            self.wait()
-            return False
         try:
-            self.wait()
-        except Exception as error:
-            print(f'also failed to write a file: {error}', file=sys.stderr)
+            if exc_type is None:
+                self.wait()
+            else:
+                try:
+                    self.wait()
+                except Exception as error:
+                    print(f'also failed to write a file: {error}', file=sys.stderr)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
         return False
 
 
-def restore_checkpoint(checkpoint, args, network, optimizer, scheduler, train_step):
+def restore_checkpoint(checkpoint, network, optimizer, scheduler, train_step, num_epochs):
     network.load_state_dict(checkpoint['network'])
     optimizer.load_state_dict(checkpoint['optimizer'])
     if scheduler is not None:
         scheduler.load_state_dict(checkpoint['scheduler'])
-        scheduler.T_max = args.num_epochs  # differs only with --change_num_epochs
-    if train_step.scaler is not None and checkpoint['grad_scaler']:
-        train_step.scaler.load_state_dict(checkpoint['grad_scaler'])
+        scheduler.T_max = num_epochs  # differs only with --change_num_epochs
+    train_step.load_state_dict(checkpoint['train_step'])
     restore_rng_states(checkpoint['rng'])
-    mid_epoch = checkpoint['mid_epoch']
-    if checkpoint['steps_done']:
-        train_step.begin_epoch(checkpoint['steps_done'], mid_epoch['loss_sum'], mid_epoch['step_losses'])
-        return mid_epoch['epoch_start_rng']
-    return None
+
+
+def _write_progress(paths, state, best_weights, announce):
+    """The best weights (when they just improved), the checkpoint, then the results: a crash in between
+    leaves the checkpoint ahead of the results, and resuming redoes the epoch. ``announce`` (the epoch's
+    log line) is printed only then, so an epoch in the log is an epoch that a resume will not redo."""
+    if best_weights:
+        save_torch(state['network'], paths['weights'])
+    save_torch(state, paths['checkpoint'])
+    write_results(paths, state['record'])
+    if announce:
+        print(('\r\x1b[K' if sys.stdout.isatty() else '') + announce, flush=True)  # over any progress bar
+
+
+class CheckpointSaver:
+    """Saves a run after each epoch, or when a signal stops it mid-epoch: a CPU snapshot now, the files
+    (best weights, checkpoint, results) written by a BackgroundWriter while the next epoch trains. Saves
+    nothing where ``enabled`` is false (torchrun processes other than rank 0). As a context manager it
+    waits for the last write on exit."""
+
+    def __init__(self, paths, network, optimizer, scheduler, train_step, enabled=True):
+        self.paths, self.enabled = paths, enabled
+        self.parts = network, optimizer, scheduler, train_step
+        self.writer = BackgroundWriter()
+
+    def save(self, record, completed_epochs, best_weights=False, announce=None):
+        if self.enabled:
+            state = checkpoint_state(record, *self.parts, completed_epochs)
+            self.writer.submit(_write_progress, self.paths, state, best_weights, announce)
+
+    def __enter__(self):
+        self.writer.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.writer.__exit__(*exc)

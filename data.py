@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from errors import RunError
 from seeds import make_complex
 
 __all__ = ['DATASETS', 'TRAINABLE_DATASETS', 'PAPER_CIFAR10_MEAN', 'PAPER_CIFAR10_STD', 'DatasetError',
@@ -50,7 +51,7 @@ FAKE_MIN_SIZE = 100  # the stratified 10% split needs at least one image per cla
 FAKE_DATA_SEED = 'fake data'
 
 
-class DatasetError(Exception):
+class DatasetError(RunError):
     """A dataset is missing, cannot be downloaded, or its files are corrupt."""
 
 

@@ -1,31 +1,27 @@
-"""The training step, eager or captured whole in one CUDA graph, with optional mixed precision.
+"""The arithmetic a CUDA graph can hold: SGD with learning rates in device tensors, fp16 loss scaling on the device.
 
 At batch 128 a CIFAR ResNet-18 step is a few hundred small kernels, so an eager
-loop on a fast GPU is bound by kernel-launch overhead. Capturing forward,
-backward and optimizer step once in a CUDA graph and replaying it removes that.
-
-Two things keep the graph faithful to the eager protocol:
+loop on a fast GPU is bound by kernel-launch overhead; engine.TrainStep captures
+forward, backward and optimizer step once in a CUDA graph and replays it. Two
+things keep that graph faithful to the eager protocol:
   * torch.optim.SGD reads the learning rate as a Python number (baked into a
     graph at capture), so the captured update is ``sgd_step`` below, which does
-    SGD's exact arithmetic with each group's lr held in a device tensor that is
+    SGD's arithmetic with each group's lr held in a device tensor that is
     refreshed from ``param_group['lr']`` whenever the scheduler changes it. The
     lr/c group, momentum and weight decay therefore behave as in eager mode, and
     the optimizer's state (momentum buffers) stays a plain torch SGD state.
-  * a graph has fixed shapes, so the last, smaller batch of an epoch is trained
-    with an eager step on the same model and optimizer.
-fp16 needs dynamic loss scaling; torch.amp.GradScaler decides on the host whether
-to skip a step, so ``LossScaler`` keeps GradScaler's rule on the device instead
-and ``sgd_step`` skips an overflowing step with tensor arithmetic. Nothing here
-calls ``.item()``: losses accumulate on the device.
+  * fp16 needs dynamic loss scaling; torch.amp.GradScaler decides on the host
+    whether to skip a step, so ``LossScaler`` keeps GradScaler's rule on the
+    device instead and ``sgd_step`` skips an overflowing step with tensor arithmetic.
+Nothing here calls ``.item()`` on the training path.
 """
 import contextlib
 
 import torch
 
-__all__ = ['PRECISIONS', 'autocast', 'sgd_step', 'LossScaler', 'TrainStep']
+__all__ = ['PRECISIONS', 'autocast', 'check_plain_sgd', 'sgd_step', 'LossScaler']
 
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture, as CUDA graphs require
 
 
 def autocast(device, precision):
@@ -38,7 +34,7 @@ def autocast(device, precision):
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype, cache_enabled=False)
 
 
-def _check_plain_sgd(optimizer):
+def check_plain_sgd(optimizer):
     if type(optimizer) is not torch.optim.SGD:
         raise ValueError(f'sgd_step needs torch.optim.SGD, got {type(optimizer).__name__}')
     for group in optimizer.param_groups:
@@ -59,7 +55,7 @@ def sgd_step(optimizer, negative_lrs, found_inf=None):
     as they were, as GradScaler's skipped step does. Launches only device work, so
     it can be captured in a CUDA graph.
     """
-    _check_plain_sgd(optimizer)
+    check_plain_sgd(optimizer)
     skip = None if found_inf is None else found_inf > 0
     keep = None if skip is None else (~skip).float()
     for group, negative_lr in zip(optimizer.param_groups, negative_lrs):
@@ -118,142 +114,3 @@ class LossScaler:
         self.growth_tracker.fill_(state['_growth_tracker'])
         self.growth_factor, self.backoff_factor = state['growth_factor'], state['backoff_factor']
         self.growth_interval = state['growth_interval']
-
-
-class TrainStep:
-    """Trains ``network`` on one batch per call; whole-step CUDA graph where possible.
-
-    ``use_graph`` needs a CUDA device and plain SGD. With fp16 every step, eager or
-    captured, uses ``LossScaler`` and ``sgd_step``. On the device, ``loss_sum``
-    adds up each step's (mean) loss in float64, as the original adds ``loss.item()``,
-    and ``step_losses[i]`` holds the loss of step i of the epoch (``max_steps`` of them), so a non-finite loss
-    can be traced to its step after the epoch, without a host-device
-    synchronisation per step. (A step that fp16 skips for overflowing gradients
-    still has a finite loss: skipping is loss scaling at work, not divergence.)
-    """
-
-    def __init__(self, network, optimizer, criterion, device, precision='fp32', channels_last=False,
-                 use_graph=False, max_steps=1):
-        self.network, self.optimizer, self.criterion = network, optimizer, criterion
-        self.device, self.precision, self.channels_last = torch.device(device), precision, channels_last
-        if use_graph or precision == 'fp16':  # both step through sgd_step
-            _check_plain_sgd(optimizer)
-        if use_graph and self.device.type != 'cuda':
-            raise ValueError('CUDA graphs need a CUDA device')
-        self.use_graph = use_graph
-        self.scaler = None
-        if precision == 'fp16':
-            self.scaler = LossScaler(self.device)
-            for group in optimizer.param_groups:
-                if group['momentum'] != 0:
-                    for p in group['params']:
-                        optimizer.state[p].setdefault('momentum_buffer', torch.zeros_like(p))
-        self.negative_lrs = [torch.zeros((), device=self.device) for _ in optimizer.param_groups]
-        self.tensor_lrs = None  # the lrs that negative_lrs hold
-        self.loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        self.step_losses = torch.zeros(max_steps, device=self.device)
-        self.step_index = torch.zeros(1, dtype=torch.long, device=self.device)
-        self.eager_steps = 0
-        self.graph = None
-
-    def begin_epoch(self, start_step=0, loss_sum=None, step_losses=None):
-        """Reset the epoch's device accumulators in place (a captured graph holds their addresses);
-        a run resumed mid-epoch passes the values saved at ``start_step``."""
-        if loss_sum is None:
-            self.loss_sum.zero_()
-            self.step_losses.zero_()
-        else:
-            self.loss_sum.copy_(loss_sum)
-            self.step_losses.copy_(step_losses)
-        self.step_index.fill_(start_step)
-
-    def first_nonfinite_step(self, num_steps):
-        """Index (from 0) of the epoch's first step whose loss was NaN or inf, or None. Synchronises."""
-        bad = (~torch.isfinite(self.step_losses[:num_steps])).nonzero()
-        return int(bad[0]) if len(bad) else None
-
-    def scaler_state(self):
-        return None if self.scaler is None else self.scaler.state_dict()
-
-    def _refresh_lrs(self):
-        lrs = [group['lr'] for group in self.optimizer.param_groups]
-        if lrs != self.tensor_lrs:  # once per epoch with a per-epoch schedule
-            for tensor, lr in zip(self.negative_lrs, lrs):
-                tensor.fill_(-lr)
-            self.tensor_lrs = lrs
-
-    def _record(self, loss):
-        self.loss_sum += loss
-        slot = self.step_index.remainder(self.step_losses.shape[0])  # wraps if begin_epoch is never called
-        self.step_losses.index_copy_(0, slot, loss.float().view(1))
-        self.step_index += 1
-
-    def _format(self, images):
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
-
-    def _forward_backward(self, images, labels, loss_weight=1.0):
-        with autocast(self.device, self.precision):
-            loss = self.criterion(self.network(images), labels)
-        weighted = loss * loss_weight if loss_weight != 1.0 else loss
-        (weighted * self.scaler.scale if self.scaler is not None else weighted).backward()
-        return weighted.detach().double()
-
-    def _update(self):
-        """The optimizer step from the gradients in place, as device work only (capturable)."""
-        if self.scaler is None:
-            sgd_step(self.optimizer, self.negative_lrs)
-        else:
-            self.scaler.unscale_(self.optimizer)
-            sgd_step(self.optimizer, self.negative_lrs, self.scaler.found_inf)
-            self.scaler.update()
-
-    def _eager(self, images, labels, loss_weight=1.0):
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self._forward_backward(self._format(images), labels, loss_weight)
-        if self.scaler is None:
-            self.optimizer.step()
-        else:
-            self._refresh_lrs()
-            self._update()
-        self._record(loss)
-        self.eager_steps += 1
-
-    def _capture(self, images, labels):
-        self.static_images = torch.empty_like(self._format(images))
-        self.static_labels = torch.empty_like(labels)
-        self._refresh_lrs()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            loss = self._forward_backward(self.static_images, self.static_labels)
-            self._update()
-            self._record(loss)
-        self.graph_batch_size = labels.shape[0]
-        # Keep the captured gradients alive and visible (checkpoints, inspection).
-        self.static_grads = [p.grad for group in self.optimizer.param_groups for p in group['params']]
-
-    def _replay(self, images, labels):
-        self._refresh_lrs()
-        self.static_images.copy_(images)
-        self.static_labels.copy_(labels)
-        self.graph.replay()
-
-    def __call__(self, images, labels, loss_weight=1.0):
-        """One step. ``loss_weight`` multiplies the loss that is backpropagated: data-parallel training
-        uses it to weight a process's share of an unevenly split last batch (eager steps only)."""
-        if not self.use_graph:
-            return self._eager(images, labels, loss_weight)
-        if self.graph is None and self.eager_steps < GRAPH_WARMUP_STEPS:
-            # Warm-up steps are real training steps, run on a side stream so that lazy
-            # initialisation (cuBLAS/cuDNN handles, autograd streams) happens before capture.
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                self._eager(images, labels)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            return None
-        if self.graph is None:
-            self._capture(images, labels)  # records the step without running it
-        if labels.shape[0] == self.graph_batch_size:
-            return self._replay(images, labels)
-        return self._eager(images, labels)  # the last, smaller batch of an epoch

@@ -1,4 +1,4 @@
-"""ResNets for the paper's experiments, built from torchvision with ScaleBatchNorm2d.
+"""The networks of the paper's experiments, chosen by name, with their normalisation layers and initialisation.
 
 ``construct_network`` mirrors the original code, initial tensors included: the
 torchvision ResNet with every BN scale starting at ``bn_weight``; a CIFAR-style
@@ -13,20 +13,33 @@ from functools import partial
 import torch.nn as nn
 import torchvision
 
-from batch_norm import ScaleBatchNorm2d, resolve_bn_weight
+from batch_norm import BN_EPS, BN_MOMENTUM, NORMS, ScaleBatchNorm2d, resolve_bn_weight
 from data import DATASETS
 
 __all__ = ['NETWORKS', 'INPUT_NORMS', 'INPUT_BN_FACTOR', 'construct_network',
            'initialize_weights', 'zero_biases']
 
-NETWORKS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
 INPUT_NORMS = ('bn', 'dataset')
 # Standard deviation of ReLU(z) for z ~ N(0, 1), i.e. sqrt(1/2 - 1/(2*pi)) ~ 0.58: the
 # input BN's scale starts at bn_weight x 0.58 so the images enter the first conv at
 # the spread the later, post-ReLU BN layers produce.
 INPUT_BN_FACTOR = 0.58
-# torchvision's default; the paper keeps it.
-BN_EPS, BN_MOMENTUM = 1e-5, 0.1
+
+
+def torchvision_resnet(name, num_classes, info, norm):
+    """torchvision's ResNet; small images get a 3x3 stride-1 stem without max-pool taking the dataset's channels."""
+    resnet = getattr(torchvision.models, name)(weights=None, num_classes=num_classes, norm_layer=norm.layer2d)
+    if info.small_images:
+        resnet.conv1 = nn.Conv2d(info.channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        resnet.maxpool = nn.Identity()
+    elif info.channels != 3:
+        resnet.conv1 = nn.Conv2d(info.channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return resnet
+
+
+# name -> builder(num_classes, dataset info, norm) -> network; adding a network is one entry here plus its code.
+NETWORKS = {name: partial(torchvision_resnet, name)
+            for name in ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')}
 
 
 def initialize_weights(network):
@@ -56,44 +69,39 @@ def zero_biases(network):
     return network
 
 
-def construct_network(network_name='resnet18', num_classes=10, dataset='cifar10', bn_weight=1.0,
-                      input_norm='bn'):
-    """Build a torchvision ResNet prepared as in the paper.
+def _check_choice(kind, value, choices):
+    if value not in choices:
+        raise ValueError(f'unknown {kind} {value!r}; choose one of: {", ".join(choices)}')
 
-    Small-image datasets (CIFAR-10/100, Fashion-MNIST, fake) get a 3x3 stride-1
-    stem without max-pool that takes the dataset's channel count; 'imagenet'
-    keeps torchvision's stem. With ``input_norm='bn'`` the result is
-    ``nn.Sequential(input_bn, resnet)`` where ``input_bn`` is a ScaleBatchNorm2d
-    over the input channels, its scale starting at bn_weight x 0.58 and its
-    shift frozen at 0.
+
+def construct_network(network_name='resnet18', num_classes=10, dataset='cifar10', bn_weight=1.0,
+                      input_norm='bn', norm='bn'):
+    """Build a network of the registry prepared as in the paper.
+
+    Every normalisation layer is ``norm`` (a name in batch_norm.NORMS) with its scale
+    starting at ``bn_weight``; then the original's initialisation and zero biases. With
+    ``input_norm='bn'`` the result is ``nn.Sequential(input_bn, network)`` where
+    ``input_bn`` is a ScaleBatchNorm2d over the input channels, its scale starting at
+    bn_weight x 0.58 and its shift frozen at 0.
     """
-    if network_name not in NETWORKS:
-        raise ValueError(f'unknown network {network_name!r}; choose one of: {", ".join(NETWORKS)}')
-    if dataset not in DATASETS:
-        raise ValueError(f'unknown dataset {dataset!r}; choose one of: {", ".join(DATASETS)}')
-    if input_norm not in INPUT_NORMS:
-        raise ValueError(f'unknown input_norm {input_norm!r}; choose one of: {", ".join(INPUT_NORMS)}')
+    _check_choice('network', network_name, NETWORKS)
+    _check_choice('dataset', dataset, DATASETS)
+    _check_choice('input_norm', input_norm, INPUT_NORMS)
+    _check_choice('norm', norm, NORMS)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f'num_classes must be a positive integer, got {num_classes!r}')
     bn_weight, raw_bn_weight = resolve_bn_weight(bn_weight), float(bn_weight)
     info = DATASETS[dataset]
 
-    norm_layer = partial(ScaleBatchNorm2d, eps=BN_EPS, momentum=BN_MOMENTUM, affine=True, bn_weight=bn_weight)
-    resnet = getattr(torchvision.models, network_name)(weights=None, num_classes=num_classes,
-                                                       norm_layer=norm_layer)
-    if info.small_images:
-        resnet.conv1 = nn.Conv2d(info.channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        resnet.maxpool = nn.Identity()
-    elif info.channels != 3:
-        resnet.conv1 = nn.Conv2d(info.channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    initialize_weights(resnet)
-    zero_biases(resnet)
+    network = NETWORKS[network_name](num_classes, info, NORMS[norm].configured(bn_weight=bn_weight))
+    initialize_weights(network)
+    zero_biases(network)
     if input_norm == 'dataset':
-        return resnet
+        return network
 
     # As in the original: the factor applies to the flag's value, and a product <= 0 means 1.0,
     # so --bn_weight 0 or -1 starts the input BN at 1.0 (not 0.58).
     input_bn = ScaleBatchNorm2d(info.channels, eps=BN_EPS, momentum=BN_MOMENTUM, affine=True,
                                 bn_weight=raw_bn_weight * INPUT_BN_FACTOR)
     input_bn.bias.requires_grad_(False)  # the input BN only rescales; its shift stays 0
-    return nn.Sequential(input_bn, resnet)
+    return nn.Sequential(input_bn, network)

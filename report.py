@@ -15,71 +15,18 @@ distribution of every BN scale after training against its initial value.
 """
 import argparse
 import csv
-import glob
 import os
-import re
 import sys
 
 import numpy as np
 
-from checkpoint import EXPERIMENT_SETTINGS
-from results import is_finished, read_record
+from results import ResultsError, group_runs, is_finished, load_runs
 from t_test import evaluate
+from train_args import OneLineParser
 
-__all__ = ['ReportError', 'load_runs', 'group_runs', 'summarize', 'compare', 'write_report', 'main']
+__all__ = ['summarize', 'compare', 'write_report', 'main']
 
-SEED_SUFFIX = re.compile(r'_seed(\d+)$')
 SIGNIFICANCE = 0.05
-
-
-class ReportError(Exception):
-    """Result files that cannot be reported: none found, duplicates, mixed settings."""
-
-
-def result_files(inputs):
-    files = []
-    for item in inputs:
-        matches = sorted(glob.glob(item)) or [item]
-        for match in matches:
-            if os.path.isdir(match):
-                files += sorted(glob.glob(os.path.join(match, '**', '*.json'), recursive=True))
-            elif os.path.isfile(match):
-                files.append(match)
-            else:
-                raise ReportError(f'{item}: no such file or folder')
-    return files
-
-
-def load_runs(inputs):
-    """Every train.py result under ``inputs`` as dicts: label, seed, record, file."""
-    runs = []
-    for file in result_files(inputs):
-        record = read_record(file)
-        if not record or 'config' not in record or 'epochs' not in record:
-            continue  # not a train.py results file (a sweep's own files, a bench JSON, ...)
-        name, seed = record['config']['name'], int(record['config']['seed'])
-        runs.append({'label': SEED_SUFFIX.sub('', name), 'seed': seed, 'record': record, 'file': file})
-    if not runs:
-        raise ReportError(f'no train.py results (*.json) found in {", ".join(inputs)}')
-    return runs
-
-
-def group_runs(runs):
-    """{label: {seed: run}}; refuses two results for one seed and mixed settings within a label."""
-    groups = {}
-    for run in runs:
-        seeds = groups.setdefault(run['label'], {})
-        if run['seed'] in seeds:
-            raise ReportError(f"two results for {run['label']} seed {run['seed']}: {seeds[run['seed']]['file']} "
-                              f"and {run['file']}")
-        seeds[run['seed']] = run
-    for label, seeds in groups.items():
-        settings = {key: {str(run['record']['config'].get(key)) for run in seeds.values()}
-                    for key in EXPERIMENT_SETTINGS + ('num_epochs',) if key != 'seed'}
-        mixed = [f'{key} ({", ".join(sorted(values))})' for key, values in settings.items() if len(values) > 1]
-        if mixed:
-            raise ReportError(f'runs named {label} differ in {"; ".join(mixed)}: give them different names')
-    return groups
 
 
 def _mean_std(values):
@@ -221,7 +168,6 @@ def write_report(groups, out, baseline='baseline', plots=True):
 
 
 def main(argv=None):
-    from train_args import OneLineParser
     p = OneLineParser(prog='report.py', description=__doc__.split('\n\n')[0],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('results', nargs='+', help='result JSON files, folders searched recursively, or glob patterns')
@@ -231,7 +177,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         text = write_report(group_runs(load_runs(args.results)), args.out, args.baseline, not args.no_plots)
-    except (ReportError, OSError) as error:
+    except (ResultsError, OSError) as error:
         print(f'report.py: error: {error}', file=sys.stderr)
         return 1
     print(text, end='')

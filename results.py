@@ -1,46 +1,31 @@
-"""Where a training run's files go, what they hold, and reading them back.
+"""What a run's results files hold, and reading them back: one run's record, or many grouped by configuration.
 
-With --path P, --dataset D and --name N:
-  P/D/networks/N-best.pt   state_dict of the best-validation epoch
-  P/D/networks/N-last.pt   checkpoint to resume from (see checkpoint.py)
-  P/D/results/N.txt        the original code's results file: 'Setting: value,,,, ' lines, then a CSV table
-  P/D/results/N.json       configuration, every epoch's metrics, best epoch, versions, status
+A run named N writes (see runs.py for where):
+  N.txt    the original code's results file: 'Setting: value,,,, ' lines, then a CSV table
+  N.json   configuration, every epoch's metrics, best epoch, versions, status
+Sweeps name runs {configuration}_seed{seed}; ``group_runs`` pairs them back by seed.
 """
+import glob
 import json
 import os
 import platform
+import re
 
 import torch
 
-__all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'output_paths', 'check_writable', 'results_text', 'new_record',
-           'read_record', 'is_finished']
+from errors import RunError
+from train_args import experiment_settings
+
+__all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'new_record',
+           'read_record', 'is_finished', 'result_files', 'load_runs', 'group_runs']
+
+SEED_SUFFIX = re.compile(r'_seed(\d+)$')
+
+
+class ResultsError(RunError):
+    """Result files that cannot be used together: none found, duplicates, mixed settings."""
 
 RESULT_COLUMNS = ('epoch', 'train_loss', 'val_loss', 'val_accuracy', 'test_accuracy')
-
-
-def output_paths(path, dataset, name, data_dir=None):
-    root = os.path.join(path, dataset)
-    return {
-        'images': data_dir or os.path.join(root, 'images'),
-        'networks': os.path.join(root, 'networks'),
-        'results': os.path.join(root, 'results'),
-        'weights': os.path.join(root, 'networks', f'{name}-best.pt'),
-        'checkpoint': os.path.join(root, 'networks', f'{name}-last.pt'),
-        'txt': os.path.join(root, 'results', f'{name}.txt'),
-        'json': os.path.join(root, 'results', f'{name}.json'),
-    }
-
-
-def check_writable(folder):
-    """A one-line reason why ``folder`` could not be created or written, or None. Creates nothing."""
-    existing = os.path.abspath(folder)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        return f'cannot create {folder}: {existing} is a file, not a folder'
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f'cannot write to {folder}: {existing} is not writable'
-    return None
 
 
 # The original code's results file: these settings, in this order and spelling, then the table.
@@ -58,6 +43,10 @@ def results_text(config, epochs):
     lines += [f"{row['epoch'] - 1},{row['train_loss']},{row['val_loss']},{row['val_accuracy']},"
               f"{row['test_accuracy']} " for row in epochs]
     return '\n'.join(lines) + '\n'
+
+
+def results_json(record):
+    return json.dumps(record, indent=1) + '\n'
 
 
 def new_record(config, device, weights_file, **facts):
@@ -84,3 +73,56 @@ def read_record(path):
 
 def is_finished(record):
     return bool(record) and record.get('status') == 'finished'
+
+
+def result_files(inputs):
+    """Every .json file under ``inputs``: files, folders (searched recursively) or glob patterns."""
+    files = []
+    for item in inputs:
+        matches = sorted(glob.glob(item)) or [item]
+        for match in matches:
+            if os.path.isdir(match):
+                files += sorted(glob.glob(os.path.join(match, '**', '*.json'), recursive=True))
+            elif os.path.isfile(match):
+                files.append(match)
+            else:
+                raise ResultsError(f'{item}: no such file or folder')
+    return files
+
+
+def load_runs(inputs):
+    """Every train.py result under ``inputs`` as dicts: label (the name without '_seed<N>'), seed, record, file."""
+    runs = []
+    for file in result_files(inputs):
+        record = read_record(file)
+        if not record or 'config' not in record or 'epochs' not in record:
+            continue  # not a train.py results file (a sweep's own files, a bench JSON, ...)
+        name, seed = record['config']['name'], int(record['config']['seed'])
+        runs.append({'label': SEED_SUFFIX.sub('', name), 'seed': seed, 'record': record, 'file': file})
+    if not runs:
+        raise ResultsError(f'no train.py results (*.json) found in {", ".join(inputs)}')
+    return runs
+
+
+def _canonical(value):
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def group_runs(runs):
+    """{label: {seed: run}}; refuses two results for one seed, and runs of one label whose experiment
+    settings (train_args.experiment_settings, the seed aside) differ."""
+    groups = {}
+    for run in runs:
+        seeds = groups.setdefault(run['label'], {})
+        if run['seed'] in seeds:
+            raise ResultsError(f"two results for {run['label']} seed {run['seed']}: {seeds[run['seed']]['file']} "
+                               f"and {run['file']}")
+        seeds[run['seed']] = run
+    settings = [name for name in experiment_settings() if name != 'seed']
+    for label, seeds in groups.items():
+        values = {name: {repr(_canonical(run['record']['config'].get(name))) for run in seeds.values()}
+                  for name in settings}
+        mixed = [f'{name} ({", ".join(sorted(v))})' for name, v in values.items() if len(v) > 1]
+        if mixed:
+            raise ResultsError(f'runs named {label} differ in {"; ".join(mixed)}: give them different names')
+    return groups

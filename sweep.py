@@ -24,8 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from results import is_finished, output_paths, read_record
-from train_args import OneLineParser, build_parser, validate_args
+import train_args
+from results import ResultsError, group_runs, is_finished, load_runs, read_record
+from runs import output_paths
 
 BUILT_IN = {
     'baseline': ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset'],
@@ -96,7 +97,7 @@ def plan(args, common, device='cpu'):
         if flag.split('=')[0] in SWEEP_CONTROLLED:
             raise SweepError(f'{flag} is set by the sweep for every run; leave it out')
     runs = []
-    parser = build_parser()
+    parser = train_args.build_parser()
 
     def refuse(message):
         raise SweepError(f'train.py flags: {message}')
@@ -105,8 +106,9 @@ def plan(args, common, device='cpu'):
         for seed in parse_seeds(args.seeds):
             name = f'{config}_seed{seed}'
             argv = [*common, *flags, '--name', name, '--seed', str(seed), '--path', args.path, '--resume']
-            parsed = validate_args(parser.parse_args(argv + ['--device', device]), parser)
+            parsed = train_args.validate_args(parser.parse_args(argv + ['--device', device]), parser)
             runs.append({'config': config, 'seed': seed, 'name': name, 'argv': argv,
+                         'settings': train_args.run_config(parsed),
                          'paths': output_paths(parsed.path, parsed.dataset, name, parsed.data_dir)})
     if args.task_index is not None:
         if not 0 <= args.task_index < len(runs):
@@ -116,7 +118,16 @@ def plan(args, common, device='cpu'):
 
 
 def state(run):
-    if is_finished(read_record(run['paths']['json'])):
+    """'finished', 'resume' or 'new'; a run whose recorded experiment settings differ from the planned ones
+    (train_args.experiment_settings, num_epochs included) is refused: its result is not this sweep's."""
+    record = read_record(run['paths']['json'])
+    if record is not None:
+        differences = train_args.setting_differences(record.get('config', {}), run['settings'])
+        if differences:
+            raise SweepError(f"{run['name']} already has {'finished' if is_finished(record) else 'unfinished'} "
+                             f"results made with other settings ({'; '.join(differences)}) in "
+                             f"{run['paths']['json']}: use another --path or configuration name")
+    if is_finished(record):
         return 'finished'
     return 'resume' if os.path.exists(run['paths']['checkpoint']) else 'new'
 
@@ -196,7 +207,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     split = argv.index('--') if '--' in argv else len(argv)
     own, common = argv[:split], argv[split + 1:]
-    p = OneLineParser(prog='sweep.py', description=__doc__.split('\n\n')[0],
+    p = train_args.OneLineParser(prog='sweep.py', description=__doc__.split('\n\n')[0],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--configs', nargs='+', help='configurations to run (default: all defined: baseline, '
                                                 'proposed and any --config/--config_file ones)')
@@ -218,9 +229,9 @@ def main(argv=None):
     try:
         slot_list = slots(args)
         runs = plan(args, common, slot_list[0][0])
+        states = [state(run) for run in runs]
     except SweepError as error:
         p.error(str(error))
-    states = [state(run) for run in runs]
     if args.dry_run:
         for index, (run, run_state) in enumerate(zip(runs, states)):
             print(f"[{index}] {run_state:>8}  python train.py {shlex.join(run['argv'])}")
@@ -245,9 +256,9 @@ def main(argv=None):
         files = [run['paths']['json'] for run in runs if os.path.exists(run['paths']['json'])]
         out = os.path.join(os.path.dirname(runs[0]['paths']['results']), 'report')
         try:
-            print(report.write_report(report.group_runs(report.load_runs(files)), out, args.baseline), end='')
+            print(report.write_report(group_runs(load_runs(files)), out, args.baseline), end='')
             print(f'report written to {out}')
-        except report.ReportError as error:
+        except ResultsError as error:
             print(f'sweep.py: no report: {error}', file=sys.stderr)
     return 1 if failed else 0
 

@@ -59,7 +59,7 @@ def _values_by_seed(items, side):
         return None, [float(item) for item in items]
     except ValueError:
         pass
-    from report import group_runs, load_runs
+    from results import group_runs, load_runs
     groups = group_runs(load_runs(items))
     if len(groups) != 1:
         raise ValueError(f'--{side} holds results of several configurations ({", ".join(groups)}): give one')

@@ -1,6 +1,8 @@
-"""train.py's command line: every flag with its help, and the checks that reject impossible settings.
+"""train.py's command line: every flag with its role and help, and the checks that reject impossible settings.
 
 A usage error is one line, 'train.py: error: ...', with exit status 2, before anything is written.
+Every flag declares its role, and everything that asks "is this the same experiment?" (resume,
+sweep, report) derives the answer from these roles, so a new flag cannot be left out.
 """
 import argparse
 import math
@@ -8,12 +10,19 @@ import os
 
 import torch
 
-from checkpoint import USAGE
 from data import TRAINABLE_DATASETS
+from errors import USAGE
 from fast_path import PRECISIONS
 from networks import INPUT_NORMS, NETWORKS
+from weight_decay_and_learning_rate import SCHEDULERS
 
-__all__ = ['USAGE', 'OneLineParser', 'build_parser', 'validate_args', 'resolve_device']
+__all__ = ['EXPERIMENT', 'PLACE', 'CONTROL', 'OneLineParser', 'build_parser', 'experiment_settings',
+           'setting_differences', 'run_config', 'validate_args', 'resolve_device']
+
+EXPERIMENT = 'experiment'  # defines the result: a resume, a sweep and a report refuse to mix runs that differ in it
+PLACE = 'place'            # where the files and the computation go: may change between sessions of one run
+CONTROL = 'control'        # how this session starts: not part of the run's configuration
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line ('prog: error: ...', exit 2) instead of the whole usage block."""
@@ -26,53 +35,82 @@ def build_parser():
     default_device = 'cuda' if torch.cuda.is_available() else 'cpu'
     p = OneLineParser(prog='train.py', description='Train a ResNet with the paper\'s BN initialisation '
                                                     'and BN-scale learning-rate reduction.',
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--path', default='', help="parent folder for {dataset}/images, /networks and /results; "
-                                              "'' means ./training/")
-    p.add_argument('--name', default=None, help='name of the weights and results files '
-                                                '(default: {dataset}_train_weight{bn_weight}_c{c})')
-    p.add_argument('--dataset', default='cifar10', choices=TRAINABLE_DATASETS,
-                   help="dataset to train on; 'fake' is random CIFAR-shaped data for smoke runs and "
-                        "benchmarks only: its accuracies mean nothing")
-    p.add_argument('--network', default='resnet18', choices=NETWORKS, help='torchvision ResNet to train')
-    p.add_argument('--batch_size', default=128, type=int, help='training batch size')
-    p.add_argument('--num_epochs', default=180, type=int, help='number of training epochs')
-    p.add_argument('--learning_rate', default=0.1, type=float, help='initial SGD learning rate')
-    p.add_argument('--scheduler', default='cos', choices=('cos', 'none'),
-                   help="'cos': cosine annealing to 1e-8, stepped once per epoch; 'none': constant rate")
-    p.add_argument('--momentum', default=0.9, type=float, help='SGD momentum')
-    p.add_argument('--weight_decay', default=1e-4, type=float, help='weight decay on conv and linear weights')
-    p.add_argument('--device', default=default_device, help='torch device: cpu, cuda, cuda:0, ...')
-    p.add_argument('--bn_weight', default=0.1, type=float,
-                   help='initial value of every BN scale (<= 0 means the standard 1.0)')
-    p.add_argument('--c', default=100, type=float,  # an int default, as in the original: names say c100
-                   help='BN scales train with learning_rate / c (applied only when c > 1)')
-    p.add_argument('--input_norm', default='bn', choices=INPUT_NORMS,
-                   help="'bn': a BN layer before the network (scale bn_weight x 0.58, shift frozen at 0); "
-                        "'dataset': fixed per-channel mean/std of the training set")
-    p.add_argument('--seed', default='1', help='trial seed (an integer, hashed with MD5; the paper uses 1..15, '
-                                               '0 is reserved for the validation split)')
-    p.add_argument('--data_dir', default=None,
-                   help='folder holding the dataset files (default: {path}/{dataset}/images)')
-    p.add_argument('--fake_size', default=50000, type=int,
-                   help="number of training images of --dataset fake (the test set is a fifth of it)")
-    p.add_argument('--precision', default='fp32', choices=tuple(PRECISIONS),
-                   help='arithmetic of forward and backward: fp32, or bf16/fp16 autocast (BN weights stay fp32; '
-                        'fp16 only on CUDA, with dynamic loss scaling on the device)')
-    p.add_argument('--channels_last', action='store_true',
-                   help='channels-last memory layout for the network and its inputs (faster with bf16/fp16 on GPUs)')
-    p.add_argument('--no_cuda_graph', action='store_true',
-                   help='on CUDA, run every step eagerly instead of replaying one captured CUDA graph')
-    p.add_argument('--sync_bn', action='store_true',
-                   help='under torchrun (CUDA): BN statistics over the whole batch instead of per process')
-    p.add_argument('--resume', action='store_true',
-                   help='continue from {name}-last.pt (or start, if there is none); a finished run is not retrained')
-    p.add_argument('--overwrite', action='store_true',
-                   help='train from scratch even though results or a checkpoint of this name exist, replacing them')
-    p.add_argument('--change_num_epochs', action='store_true',
-                   help='with --resume, accept a --num_epochs different from the checkpoint\'s; the cosine schedule '
-                        'then decays from the current learning rate to its minimum at the new last epoch')
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    def flag(name, role, **kwargs):
+        p.add_argument(name, **kwargs).role = role
+
+    flag('--path', PLACE, default='', help="parent folder for {dataset}/images, /networks and /results; "
+                                           "'' means ./training/")
+    flag('--name', PLACE, default=None, help='name of the weights and results files '
+                                             '(default: {dataset}_train_weight{bn_weight}_c{c})')
+    flag('--dataset', EXPERIMENT, default='cifar10', choices=TRAINABLE_DATASETS,
+         help="dataset to train on; 'fake' is random CIFAR-shaped data for smoke runs and benchmarks only: "
+              "its accuracies mean nothing")
+    flag('--network', EXPERIMENT, default='resnet18', choices=tuple(NETWORKS), help='network to train')
+    flag('--batch_size', EXPERIMENT, default=128, type=int, help='training batch size')
+    flag('--num_epochs', EXPERIMENT, default=180, type=int, help='number of training epochs')
+    flag('--learning_rate', EXPERIMENT, default=0.1, type=float, help='initial SGD learning rate')
+    flag('--scheduler', EXPERIMENT, default='cos', choices=tuple(SCHEDULERS),
+         help="'cos': cosine annealing to 1e-8, stepped once per epoch; 'none': constant rate")
+    flag('--momentum', EXPERIMENT, default=0.9, type=float, help='SGD momentum')
+    flag('--weight_decay', EXPERIMENT, default=1e-4, type=float, help='weight decay on conv and linear weights')
+    flag('--device', PLACE, default=default_device, help='torch device: cpu, cuda, cuda:0, ...')
+    flag('--bn_weight', EXPERIMENT, default=0.1, type=float,
+         help='initial value of every BN scale (<= 0 means the standard 1.0)')
+    # An int default, as in the original, so the default name says c100 (and c100.0 with --c 100).
+    flag('--c', EXPERIMENT, default=100, type=float,
+         help='BN scales train with learning_rate / c (applied only when c > 1)')
+    flag('--input_norm', EXPERIMENT, default='bn', choices=INPUT_NORMS,
+         help="'bn': a BN layer before the network (scale bn_weight x 0.58, shift frozen at 0); "
+              "'dataset': fixed per-channel mean/std of the training set")
+    flag('--seed', EXPERIMENT, default='1', help='trial seed (an integer, hashed with MD5; the paper uses 1..15, '
+                                                 '0 is reserved for the validation split)')
+    flag('--data_dir', PLACE, default=None, help='folder holding the dataset files (default: {path}/{dataset}/images)')
+    flag('--fake_size', EXPERIMENT, default=50000, type=int,
+         help="number of training images of --dataset fake (the test set is a fifth of it)")
+    flag('--precision', EXPERIMENT, default='fp32', choices=tuple(PRECISIONS),
+         help='arithmetic of forward and backward: fp32, or bf16/fp16 autocast (BN weights stay fp32; '
+              'fp16 only on CUDA, with dynamic loss scaling on the device)')
+    flag('--channels_last', EXPERIMENT, action='store_true',
+         help='channels-last memory layout for the network and its inputs (faster with bf16/fp16 on GPUs)')
+    flag('--no_cuda_graph', PLACE, action='store_true',
+         help='on CUDA, run every step eagerly instead of replaying one captured CUDA graph')
+    flag('--sync_bn', EXPERIMENT, action='store_true',
+         help='under torchrun (CUDA): BN statistics over the whole batch instead of per process')
+    flag('--resume', CONTROL, action='store_true',
+         help='continue from {name}-last.pt (or start, if there is none); a finished run is not retrained')
+    flag('--overwrite', CONTROL, action='store_true',
+         help='train from scratch even though results or a checkpoint of this name exist, replacing them')
+    flag('--change_num_epochs', CONTROL, action='store_true',
+         help='with --resume, accept a --num_epochs different from the checkpoint\'s; the cosine schedule '
+              'then decays from the current learning rate to its minimum at the new last epoch')
     return p
+
+
+def _roles(parser=None):
+    parser = parser or build_parser()
+    return {action.dest: action.role for action in parser._actions if action.dest != 'help'}
+
+
+def experiment_settings():
+    """The flags (by name) that define an experiment, in the parser's order."""
+    return tuple(name for name, role in _roles().items() if role == EXPERIMENT)
+
+
+def setting_differences(saved, current, names=None):
+    """'name: saved -> current' for every experiment setting (or every one of ``names``) that differs.
+    Numbers compare by value (a default c of 100 equals --c 100.0)."""
+    names = experiment_settings() if names is None else names
+    return [f'{name}: {saved.get(name)!r} -> {current.get(name)!r}' for name in names
+            if saved.get(name) != current.get(name)]
+
+
+def run_config(args):
+    """The configuration a run records: every flag but the ones that only control this session,
+    plus what validation derived from them (cuda_graph)."""
+    control = {name for name, role in _roles().items() if role == CONTROL}
+    return {key: value for key, value in vars(args).items() if key not in control}
 
 
 def _finite(value):

@@ -1,4 +1,4 @@
-"""Optimizer parameter groups for the paper's learning-rate reduction on BN scales.
+"""The optimizer: parameter groups for the paper's learning-rate reduction on BN scales, SGD and its schedule.
 
 The paper shows the BN scale's gradient is large relative to the scale itself,
 so with the usual learning rate gamma quickly leaves the small initial value
@@ -8,15 +8,26 @@ c times lower. Biases and scales get no weight decay; conv/linear weights do.
 """
 import math
 
+import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _NormBase
 
-__all__ = ['NORM_LAYER_TYPES', 'adjust_weight_decay_and_learning_rate']
+from batch_norm import NORMS
 
-# Every normalisation layer with a learnable scale: all BatchNorm and InstanceNorm
-# variants (ours included, through _NormBase), SyncBatchNorm, GroupNorm, LayerNorm, RMSNorm.
-NORM_LAYER_TYPES = tuple(t for t in (_NormBase, nn.GroupNorm, nn.LayerNorm, getattr(nn, 'RMSNorm', None))
-                         if t is not None)
+__all__ = ['NORM_LAYER_TYPES', 'SCHEDULERS', 'adjust_weight_decay_and_learning_rate', 'build_optimizer']
+
+# Every normalisation layer with a learnable scale: all of torch's BatchNorm and InstanceNorm
+# variants (through _NormBase), SyncBatchNorm, GroupNorm, LayerNorm, RMSNorm, and every kind
+# registered in batch_norm.NORMS.
+NORM_LAYER_TYPES = tuple(dict.fromkeys(
+    [t for t in (_NormBase, nn.GroupNorm, nn.LayerNorm, getattr(nn, 'RMSNorm', None)) if t is not None]
+    + [t for norm in NORMS.values() for t in norm.scale_types]))
+# name -> (optimizer, num_epochs) -> per-epoch scheduler or None
+SCHEDULERS = {
+    'cos': lambda optimizer, num_epochs: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_epochs,
+                                                                                     eta_min=1e-8),
+    'none': lambda optimizer, num_epochs: None,
+}
 
 
 def _non_negative(name, value):
@@ -66,3 +77,15 @@ def adjust_weight_decay_and_learning_rate(network, weight_decay=1e-4, learning_r
         scale_group['lr'] = learning_rate / c
     return [{'params': biases, 'weight_decay': 0.0, 'name': 'bias'}, scale_group,
             {'params': weights, 'weight_decay': weight_decay, 'name': 'weight'}]
+
+
+def build_optimizer(network, learning_rate=0.1, momentum=0.9, weight_decay=1e-4, c=100, scheduler='cos',
+                    num_epochs=180):
+    """The original's optimizer: SGD over the three groups when weight decay or lr / c is in use (all
+    trainable parameters in one group otherwise), and the scheduler (stepped once per epoch)."""
+    if weight_decay > 0 or c > 1:
+        parameters = adjust_weight_decay_and_learning_rate(network, weight_decay, learning_rate, c)
+    else:
+        parameters = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=learning_rate, momentum=momentum)
+    return optimizer, SCHEDULERS[scheduler](optimizer, num_epochs)

@@ -9,12 +9,12 @@ import torch
 
 import train
 from batch_norm import ScaleBatchNorm1d, ScaleBatchNorm2d
-from conftest import ROOT, write_cifar, write_fashionmnist
+from conftest import FAST, ROOT, write_cifar, write_fashionmnist
+from data import DatasetError
 from networks import construct_network
 from t_test import evaluate
 from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
 
-FAST = ['--dataset', 'fake', '--fake_size', '200', '--batch_size', '64', '--device', 'cpu']
 NO_CUDA = not torch.cuda.is_available()
 
 
@@ -97,7 +97,7 @@ def test_command_line_and_data(tmp_path, capsys, monkeypatch, flags, damage, sta
     prepare_data_folder(tmp_path / 'data', damage)
     # no internet here: a missing dataset must fail as offline, never try to download
     monkeypatch.setattr('data._download', lambda name, root, download, missing: (_ for _ in ()).throw(
-        train.DatasetError(f'{name} is missing from {root} ({os.path.basename(missing[0])} not found); '
+        DatasetError(f'{name} is missing from {root} ({os.path.basename(missing[0])} not found); '
                            f'place the files there to train offline')))
     argv = FAST + ['--path', f'{tmp_path}/out/', '--data_dir', str(tmp_path / 'data')]
     argv += [flag.format(tmp=tmp_path) for flag in flags]
@@ -128,10 +128,6 @@ def test_python_api(call, message):
     with pytest.raises(ValueError) as error:
         call()
     assert message in str(error.value) and '\n' not in str(error.value)
-
-
-def test_the_table_is_large_enough():
-    assert len(CLI_AND_DATA) + len(API) >= 30
 
 
 def test_real_process_exit_status_and_no_traceback(tmp_path):

@@ -7,6 +7,7 @@ import torchvision
 
 from batch_norm import (ScaleBatchNorm1d, ScaleBatchNorm2d, ScaleBatchNorm3d, convert_to_scale_batch_norm,
                         resolve_bn_weight)
+from conftest import batch_norms
 
 
 def paired(scale_class, torch_class, shape, **kwargs):
@@ -100,17 +101,12 @@ def test_repr_shows_usual_fields_and_bn_weight():
     assert 'track_running_stats=True' in text and text.endswith('bn_weight=0.1)')
 
 
-def scales(model):
-    return [m.weight for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
 def test_survives_torchvision_reinitialisation():
     # torchvision's ResNet sets every nn.BatchNorm2d scale to 1 after construction.
     model = torchvision.models.resnet18(num_classes=10, norm_layer=partial(ScaleBatchNorm2d, bn_weight=0.1))
-    found = scales(model)
-    assert len(found) == 20 and all(isinstance(m, ScaleBatchNorm2d) for m in model.modules()
-                                    if isinstance(m, nn.modules.batchnorm._BatchNorm))
-    assert all(torch.all(w == torch.tensor(0.1)) for w in found)
+    found = batch_norms(model)
+    assert len(found) == 20 and all(isinstance(m, ScaleBatchNorm2d) for m in found)
+    assert all(torch.all(m.weight == torch.tensor(0.1)) for m in found)
 
 
 def test_convert_keeps_settings_statistics_and_mode():

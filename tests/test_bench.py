@@ -1,22 +1,24 @@
+"""bench.py: both pipelines really train the given number of steps, and bad flags are refused."""
 import json
 
 import pytest
+import torch
 
 import bench
 
 
-def test_bench_runs_both_pipelines_on_cpu(tmp_path, capsys):
+def test_bench_trains_each_pipeline_for_the_given_steps(tmp_path, capsys, monkeypatch):
+    steps = []
+    step_once = torch.optim.SGD.step
+    monkeypatch.setattr(torch.optim.SGD, 'step', lambda self, *a, **k: steps.append(1) or step_once(self, *a, **k))
     out = tmp_path / 'bench.json'
     results = bench.main(['--device', 'cpu', '--batch_size', '16', '--train_size', '48', '--steps', '2',
                           '--warmup', '1', '--json', str(out)])
-    for key in ('usual', 'fast'):
-        assert results[key]['images_per_s'] > 0 and results[key]['peak_gpu_memory_gib'] is None
-        assert results[key]['projected_180_epochs_min'] == pytest.approx(
-            180 * 48 / results[key]['images_per_s'] / 60)
-    assert results['speedup'] == pytest.approx(results['fast']['images_per_s'] / results['usual']['images_per_s'])
+    assert len(steps) == 2 * (1 + 2)  # warm-up and timed steps, in each pipeline
     printed = capsys.readouterr().out
     assert 'usual (PIL + DataLoader' in printed and 'fast (fp32, eager)' in printed and 'fast / usual' in printed
-    assert json.loads(out.read_text())['fast']['images_per_s'] == results['fast']['images_per_s']
+    saved = json.loads(out.read_text())
+    assert saved['fast']['images_per_s'] == results['fast']['images_per_s'] > 0 and saved['config']['steps'] == 2
 
 
 @pytest.mark.parametrize('argv, message', [

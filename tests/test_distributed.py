@@ -5,12 +5,14 @@ import sys
 import pytest
 import torch
 
+"""Data-parallel training under torchrun: shards, exact sharded evaluation, rank-0 files, refusals."""
 import train
-from conftest import ROOT
+from conftest import ROOT, parse_args
 from data import ImageBatches
 from distributed import Distributed
+from engine import evaluate
+from errors import RunError
 from networks import construct_network
-from results import output_paths
 
 
 def test_shards_split_every_batch_without_overlap_and_drop_a_too_small_last_batch():
@@ -44,12 +46,16 @@ def test_shards_cover_each_image_once():
     assert sorted(sum(evaluated, [])) == list(range(21))
 
 
-def test_sync_bn_needs_cuda_and_batch_must_divide(capsys):
-    if torch.cuda.is_available():
-        pytest.skip('checks the CPU refusal')
-    with pytest.raises(SystemExit) as exit_info:
-        train.run(['--dataset', 'fake', '--fake_size', '200', '--device', 'cpu', '--sync_bn'])
-    assert exit_info.value.code == 2 and '--sync_bn needs CUDA' in capsys.readouterr().err
+def test_batch_must_divide_and_sync_bn_needs_cuda(capsys):
+    """The checks train.py makes before a torchrun job trains (its world given here, as torchrun would)."""
+    with pytest.raises(RunError, match='--batch_size 63 .* divisible by the 2 torchrun processes') as error:
+        train.check_distributed(parse_args(['--batch_size', '63', '--device', 'cpu']), Distributed(0, 2))
+    assert error.value.status == 2
+    train.check_distributed(parse_args(['--batch_size', '64', '--device', 'cpu']), Distributed(1, 2))
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as exit_info:
+            train.run(['--dataset', 'fake', '--fake_size', '200', '--device', 'cpu', '--sync_bn'])
+        assert exit_info.value.code == 2 and '--sync_bn needs CUDA' in capsys.readouterr().err
 
 
 def torchrun(tmp_path, *extra, processes=2):
@@ -68,16 +74,14 @@ def test_torchrun_two_processes_gloo_exact_evaluation_rank0_files(tmp_path):
     # Accuracy and loss from the two shards equal a single process's evaluation of the saved weights.
     network = construct_network('resnet18', 10, 'fake', 0.1, 'bn')
     network.load_state_dict(torch.load(tmp_path / 'fake/networks/ddp-best.pt'))
-    parser = train.build_parser()
-    args = train.validate_args(parser.parse_args(['--dataset', 'fake', '--fake_size', '200', '--device', 'cpu']),
-                               parser)
-    data = train.prepare_data(args, output_paths(args.path, 'fake', 'ddp'), torch.device('cpu'))
+    data = train.prepare_data(parse_args(['--dataset', 'fake', '--fake_size', '200', '--device', 'cpu']), '',
+                              torch.device('cpu'))
     best = record['epochs'][record['best_epoch'] - 1]
     for part in ('val', 'test'):
-        assert train.validate(network, data[part], 64)['accuracy'] == best[f'{part}_accuracy']  # counts: exact
+        assert evaluate(network, data[part], 64)['accuracy'] == best[f'{part}_accuracy']  # counts: exact
     # The shards' batches differ from one process's, so each float32 batch sum (<= 64 terms) rounds differently:
     # at most 64 x 2^-24 = 4e-6 relative. A wrong shard (a missing or doubled image) is off by ~1 / 20 = 5%.
-    assert train.validate(network, data['val'], 64)['loss'] == pytest.approx(best['val_loss'], rel=1e-5)
+    assert evaluate(network, data['val'], 64)['loss'] == pytest.approx(best['val_loss'], rel=1e-5)
     sorted_files = sorted(p.name for p in (tmp_path / 'fake').rglob('*') if p.is_file())
     assert sorted_files == ['ddp-best.pt', 'ddp-last.pt', 'ddp.json', 'ddp.txt']
 

@@ -1,3 +1,4 @@
+"""construct_network: the registry, the paper's networks, and initial tensors equal to the original code's."""
 import math
 
 import pytest
@@ -5,17 +6,13 @@ import torch
 import torch.nn as nn
 
 from batch_norm import ScaleBatchNorm2d
-from conftest import original_network
+from conftest import batch_norms, original_network
 from networks import INPUT_BN_FACTOR, NETWORKS, construct_network
 from seeds import make_complex
 
 
-def batch_norms(model):
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
 def test_networks_list_and_unknown_names():
-    assert NETWORKS == ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
+    assert tuple(NETWORKS) == ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
     with pytest.raises(ValueError, match='resnet18, resnet34'):
         construct_network('resnet19')
     with pytest.raises(ValueError, match='unknown dataset'):
@@ -75,7 +72,7 @@ def test_input_bn_scale_is_bn_weight_times_058_then_mapped(bn_weight, expected):
 # bn_weight and input_norm only fill constants and wrap the network, so their grid runs on ResNet-18; every
 # other network is compared once, with the input BN (which holds the whole ResNet).
 INITIAL_CASES = [('resnet18', bn_weight, input_norm) for bn_weight in (-1, 0, 0.1, 1) for input_norm in ('bn', 'dataset')]
-INITIAL_CASES += [(network, 0.1, 'bn') for network in NETWORKS[1:]]
+INITIAL_CASES += [(network, 0.1, 'bn') for network in list(NETWORKS)[1:]]
 
 
 @pytest.mark.parametrize('network_name, bn_weight, input_norm', INITIAL_CASES)

@@ -1,3 +1,4 @@
+"""report.py and t_test.py's command line on result files: the paper's table, pairing by seed, plots, refusals."""
 import csv
 import json
 
@@ -7,8 +8,10 @@ import torch
 
 import report
 import t_test
+from conftest import README_BASELINE, README_PROPOSED
 from networks import construct_network
 from report_plots import bn_scales
+from results import load_runs
 
 
 def write_run(folder, config, seed, accuracy, final=None, status='finished', epochs=3, weights=True):
@@ -76,7 +79,7 @@ def test_report_table_pairs_by_seed_and_names_what_is_left_out(results, tmp_path
 def test_weights_found_beside_copied_results(results, tmp_path):
     copied = tmp_path / 'copied'
     (results / 'fake').rename(copied)  # as if fetched from a cluster: weights_file paths are stale now
-    runs = report.load_runs([str(copied / 'results')])
+    runs = load_runs([str(copied / 'results')])
     from report_plots import best_weights_file
     found = [best_weights_file(r) for r in runs if r['label'] == 'baseline']
     assert all(f and f.startswith(str(copied)) for f in found)
@@ -103,9 +106,9 @@ def test_bad_result_sets(results, tmp_path, capsys):
 
 
 def test_t_test_cli_numbers_and_result_files(results, capsys):
-    p = t_test.main(['--proposed', '91.7', '93.4', '92.2', '90.0', '91.9',
-                     '--baseline', '91.0', '92.7', '92.2', '90.1', '91.5'])
-    assert p == t_test.evaluate([91.7, 93.4, 92.2, 90.0, 91.9], [91.0, 92.7, 92.2, 90.1, 91.5])
+    numbers = ['--proposed', *map(str, README_PROPOSED), '--baseline', *map(str, README_BASELINE)]
+    p = t_test.main(numbers)
+    assert p == t_test.evaluate(README_PROPOSED, README_BASELINE)
     assert 'not significant' in capsys.readouterr().out
     folder = results / 'fake' / 'results'
     p = t_test.main(['--proposed', *[str(folder / f'proposed_seed{s}.json') for s in range(1, 7)],
@@ -113,9 +116,8 @@ def test_t_test_cli_numbers_and_result_files(results, capsys):
     out = capsys.readouterr().out
     assert p == t_test.evaluate(PROPOSED[:5], BASELINE)  # the same numbers, read back from the JSON files
     assert 'seeds without a partner, left out: 6' in out and 'significantly greater' in out
-    p = t_test.main(['--proposed', '91.7', '93.4', '92.2', '90.0', '91.9',
-                     '--baseline', '91.0', '92.7', '92.2', '90.1', '91.5', '--two_sided'])
-    assert p == t_test.evaluate([91.7, 93.4, 92.2, 90.0, 91.9], [91.0, 92.7, 92.2, 90.1, 91.5], 'two-sided')
+    p = t_test.main(numbers + ['--two_sided'])
+    assert p == t_test.evaluate(README_PROPOSED, README_BASELINE, 'two-sided')
     assert 'two-sided paired t-test' in capsys.readouterr().out
     for argv, message in ((['--proposed', '1', '2', '--baseline', '1'], 'same length'),
                           (['--proposed', str(folder), '--baseline', '1', '2'], 'several configurations'),

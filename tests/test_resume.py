@@ -1,4 +1,4 @@
-"""Resume after kills and signals, refusals to resume the wrong run, non-finite losses."""
+"""train.py as a long job: resume after kills and signals, refusals to resume the wrong run, non-finite losses."""
 import json
 import math
 import os
@@ -65,7 +65,8 @@ def checkpoint_position(folder):
     if not path.exists():
         return None
     checkpoint = torch.load(path, weights_only=True)
-    return checkpoint['completed_epochs'], checkpoint['steps_done']
+    step = checkpoint['train_step']
+    return checkpoint['completed_epochs'], step['steps_done'] if step['in_epoch'] else 0
 
 
 def test_sigkill_at_several_points_then_resume_is_bit_identical(tmp_path, reference):
@@ -112,7 +113,7 @@ class SignalAtStep(nn.Module):
 ])
 def test_signal_stops_at_a_step_boundary_and_resume_is_bit_identical(tmp_path, reference, monkeypatch, capsys,
                                                                      signum, step, position):
-    monkeypatch.setattr(train, 'make_criterion', lambda: SignalAtStep(signum, step))
+    monkeypatch.setattr(torch.nn, 'CrossEntropyLoss', lambda: SignalAtStep(signum, step))
     with pytest.raises(SystemExit) as stopped:
         train.run(FLAGS + ['--path', str(tmp_path)])
     assert stopped.value.code == 128 + signum
@@ -123,7 +124,7 @@ def test_signal_stops_at_a_step_boundary_and_resume_is_bit_identical(tmp_path, r
     record = json.loads((tmp_path / 'fake/results' / f'{NAME}.json').read_text())
     assert record['status'] == ('interrupted' if position[1] else 'running')
     assert len(record['epochs']) == position[0]
-    monkeypatch.setattr(train, 'make_criterion', nn.CrossEntropyLoss)
+    monkeypatch.undo()
     assert train.main(FLAGS + ['--path', str(tmp_path), '--resume'])['status'] == 'finished'
     assert_same_run(outputs(tmp_path), reference)
 
@@ -143,7 +144,7 @@ class NaNAtStep(nn.Module):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_files(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train, 'make_criterion', lambda: NaNAtStep(6 + 3))  # epoch 2, step 3
+    monkeypatch.setattr(torch.nn, 'CrossEntropyLoss', lambda: NaNAtStep(6 + 3))  # epoch 2, step 3
     with pytest.raises(SystemExit) as failed:
         train.run(FLAGS + ['--path', str(tmp_path)])
     assert failed.value.code == 1
@@ -188,7 +189,7 @@ def test_finished_run_is_not_retrained(tmp_path, capsys):
     (['--num_epochs', '6'], '--num_epochs 6 differs from the checkpoint\'s 4'),
 ])
 def test_resume_refuses_a_different_experiment(tmp_path, capsys, monkeypatch, extra, expected):
-    monkeypatch.setattr(train, 'make_criterion', lambda: SignalAtStep(signal.SIGTERM, 8))
+    monkeypatch.setattr(torch.nn, 'CrossEntropyLoss', lambda: SignalAtStep(signal.SIGTERM, 8))
     with pytest.raises(SystemExit):
         train.run(FLAGS + ['--path', str(tmp_path)])
     capsys.readouterr()
@@ -209,7 +210,7 @@ def test_change_num_epochs_extends_the_cosine_schedule(tmp_path, capsys):
 
 
 def test_corrupt_or_foreign_checkpoint_is_an_error_not_a_fresh_start(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train, 'make_criterion', lambda: SignalAtStep(signal.SIGTERM, 8))
+    monkeypatch.setattr(torch.nn, 'CrossEntropyLoss', lambda: SignalAtStep(signal.SIGTERM, 8))
     with pytest.raises(SystemExit):
         train.run(FLAGS + ['--path', str(tmp_path)])
     capsys.readouterr()

@@ -1,3 +1,4 @@
+"""train.py end to end: its files, its determinism, the datasets on disk, and the original code's results."""
 import json
 import math
 import os
@@ -8,15 +9,9 @@ import pytest
 import torch
 
 import train
-from conftest import ROOT, write_cifar, write_fashionmnist
+from conftest import FAST, ROOT, files_under, parse_args, write_cifar, write_fashionmnist
+from engine import evaluate
 from networks import construct_network
-from results import output_paths
-
-FAST = ['--dataset', 'fake', '--fake_size', '200', '--batch_size', '64', '--device', 'cpu']
-
-
-def files_under(folder):
-    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)
 
 
 def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
@@ -59,9 +54,8 @@ def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
     state = torch.load(tmp_path / 'fake/networks' / f'{name}-best.pt', map_location='cpu')
     network = construct_network('resnet18', 10, 'fake', 0.1, 'bn')
     network.load_state_dict(state)
-    args = train.validate_args(train.build_parser().parse_args(FAST), train.build_parser())
-    data = train.prepare_data(args, output_paths(args.path, args.dataset, args.name), torch.device("cpu"))
-    val = train.validate(network, data['val'], 64)
+    data = train.prepare_data(parse_args(FAST), '', torch.device('cpu'))
+    val = evaluate(network, data['val'], 64)
     assert val['accuracy'] == record['best_val_accuracy'] and val['loss'] == best['val_loss']  # same arithmetic
 
 
@@ -78,42 +72,6 @@ def test_same_seed_same_run_different_seed_different_run(tmp_path):
     assert strip(a) == strip(b) and strip(a) != strip(c)
     weights = lambda n: torch.load(tmp_path / 'fake/networks' / f'{n}-best.pt')  # noqa: E731
     assert all(torch.equal(x, y) for x, y in zip(weights('a').values(), weights('b').values()))
-
-
-def test_bf16_channels_last_on_cpu(tmp_path):
-    record = run_in_process(tmp_path, '--precision', 'bf16', '--channels_last')
-    assert record['config']['precision'] == 'bf16' and record['config']['cuda_graph'] is False
-    assert math.isfinite(record['epochs'][0]['train_loss'])
-
-
-def test_optimizer_groups_follow_the_flags():
-    parser = train.build_parser()
-    network = construct_network('resnet18', 10, 'fake', 0.1, 'bn')
-    args = train.validate_args(parser.parse_args(FAST + ['--num_epochs', '4']), parser)
-    optimizer, scheduler = train.build_optimizer(network, args)
-    assert [g['lr'] for g in optimizer.param_groups] == [0.1, 0.1 / 100, 0.1]
-    assert [g['weight_decay'] for g in optimizer.param_groups] == [0, 0, 1e-4]
-    assert all(g['momentum'] == 0.9 for g in optimizer.param_groups)
-    for _ in range(2):
-        optimizer.step()  # no gradients: changes nothing, keeps the scheduler's call order
-        scheduler.step()
-    cosine = lambda base: 1e-8 + (base - 1e-8) * (1 + math.cos(math.pi * 2 / 4)) / 2  # noqa: E731 (rel: see above)
-    assert [g['lr'] for g in optimizer.param_groups] == pytest.approx([cosine(0.1), cosine(0.001), cosine(0.1)],
-                                                                      rel=1e-12)
-    plain = train.validate_args(parser.parse_args(FAST + ['--weight_decay', '0', '--c', '1', '--scheduler',
-                                                          'none']), parser)
-    optimizer, scheduler = train.build_optimizer(network, plain)
-    assert len(optimizer.param_groups) == 1 and scheduler is None
-    assert len(optimizer.param_groups[0]['params']) == sum(p.requires_grad for p in network.parameters())
-
-
-def test_defaults_match_the_original_readme():
-    args = train.validate_args(train.build_parser().parse_args([]), train.build_parser())
-    assert (args.dataset, args.network, args.batch_size, args.num_epochs, args.learning_rate, args.scheduler,
-            args.momentum, args.weight_decay, args.bn_weight, args.c, args.input_norm, args.seed) == (
-        'cifar10', 'resnet18', 128, 180, 0.1, 'cos', 0.9, 1e-4, 0.1, 100, 'bn', '1')
-    assert args.name == 'cifar10_train_weight0.1_c100' and args.path == os.path.join('.', 'training', '')
-    assert args.device == ('cuda' if torch.cuda.is_available() else 'cpu')
 
 
 def test_cifar10_trains_offline_from_files_in_the_images_folder(tmp_path):
@@ -135,32 +93,6 @@ def test_fashionmnist_from_data_dir_with_dataset_statistics(tmp_path):
                                              'fashionmnist/networks/fashionmnist_train_weight0.1_c100-last.pt',
                                              'fashionmnist/results/fashionmnist_train_weight0.1_c100.json',
                                              'fashionmnist/results/fashionmnist_train_weight0.1_c100.txt']
-
-
-def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
-    monkeypatch.setattr(sys.stdout, 'isatty', lambda: False)
-    quiet = train.Progress(200, 'epoch 1/2')
-    for step in range(1, 201):
-        quiet.update(step)
-    quiet.close()
-    assert capsys.readouterr().out == ''
-    monkeypatch.setattr(sys.stdout, 'isatty', lambda: True)
-    bar = train.Progress(200, 'epoch 1/2')
-    for step in range(1, 201):
-        bar.update(step)
-    bar.close()
-    out = capsys.readouterr().out
-    assert out.count('\r') <= 52 and '200/200' in out and '#' * 30 in out and '\n' not in out
-
-
-def test_validation_split_does_not_depend_on_the_trial_seed():
-    parser = train.build_parser()
-    splits = []
-    for seed in ('1', '7'):
-        args = train.validate_args(parser.parse_args(FAST + ['--seed', seed]), parser)
-        data = train.prepare_data(args, output_paths(args.path, args.dataset, args.name), torch.device('cpu'))
-        splits.append((data['val'].images, data['val'].labels, data['train'].labels))
-    assert all(torch.equal(a, b) for a, b in zip(*splits))
 
 
 def original_training(root, batch_size, num_epochs, bn_weight, c, input_norm, seed, name):
@@ -250,21 +182,3 @@ def test_training_equals_the_original_code_bit_for_bit(tmp_path, bn_weight, c, i
     best = torch.load(tmp_path / 'cifar10' / 'networks' / 'a-best.pt')
     assert list(best) == list(expected_best) and all(torch.equal(best[k], expected_best[k]) for k in best)
     assert record['best_epoch'] is not None and len(expected_text.splitlines()) == 13 + epochs
-
-
-class ConstantClass(torch.nn.Module):
-    """Predicts class 0 for every image, with a loss of ln(10) per image."""
-
-    def forward(self, images):
-        return torch.zeros(images.shape[0], 10)
-
-
-def test_validation_arithmetic_is_the_originals():
-    """Accuracy is (correct / n) x 100 (sklearn's accuracy_score, then x 100), not 100 x correct / n: for 1 of 3
-    they differ in the last bit. The loss is the float64 sum of per-batch summed losses, divided by n."""
-    from data import ImageBatches
-    batches = ImageBatches(torch.zeros(3, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 1, 2]), 'cpu')
-    result = train.validate(ConstantClass(), batches, 2)
-    assert result['accuracy'] == 1 / 3 * 100.0 == 33.33333333333333 != 100.0 * 1 / 3
-    one = torch.nn.functional.cross_entropy(torch.zeros(1, 10), torch.tensor([0]), reduction='sum').item()
-    assert result['loss'] == (2 * one + one) / 3 and one == pytest.approx(math.log(10))

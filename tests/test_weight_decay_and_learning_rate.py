@@ -1,10 +1,12 @@
+import math
+
 import pytest
 import torch
 import torch.nn as nn
 
-from conftest import original_parameter_groups
+from conftest import batch_norms, original_parameter_groups
 from networks import NETWORKS, construct_network
-from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
+from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate, build_optimizer
 
 
 def ids(params):
@@ -23,7 +25,7 @@ def test_resnet_groups_cover_every_trainable_parameter_once():
     trainable = {id(p) for p in named.values() if p.requires_grad}
     members = [id(p) for g in groups.values() for p in g['params']]
     assert len(members) == len(set(members)) and set(members) == trainable
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batch_norms(model)
     assert ids(groups['norm_scale']['params']) == {id(m.weight) for m in norms}
     assert id(model[0].bias) not in set(members)  # the frozen input-BN shift
     assert ids(groups['bias']['params']) == {id(p) for n, p in named.items() if n.endswith('bias') and p.requires_grad}
@@ -127,3 +129,21 @@ def test_scale_update_is_c_times_smaller():
 def test_bad_values(kwargs):
     with pytest.raises(ValueError, match='finite number >= 0'):
         adjust_weight_decay_and_learning_rate(nn.Linear(2, 2), **kwargs)
+
+
+def test_build_optimizer_is_the_originals_sgd_and_schedule():
+    network = construct_network('resnet18', 10, 'fake', 0.1, 'bn')
+    optimizer, scheduler = build_optimizer(network, 0.1, 0.9, 1e-4, 100, 'cos', num_epochs=4)
+    assert [g['lr'] for g in optimizer.param_groups] == [0.1, 0.1 / 100, 0.1]
+    assert [g['weight_decay'] for g in optimizer.param_groups] == [0, 0, 1e-4]
+    assert all(g['momentum'] == 0.9 for g in optimizer.param_groups)
+    for _ in range(2):
+        optimizer.step()  # no gradients: changes nothing, keeps the scheduler's call order
+        scheduler.step()
+    # CosineAnnealingLR's recursive form against the closed form: a few float64 roundings apart
+    cosine = lambda base: 1e-8 + (base - 1e-8) * (1 + math.cos(math.pi * 2 / 4)) / 2  # noqa: E731
+    assert [g['lr'] for g in optimizer.param_groups] == pytest.approx([cosine(0.1), cosine(0.001), cosine(0.1)],
+                                                                      rel=1e-12)
+    optimizer, scheduler = build_optimizer(network, 0.1, 0.9, 0, 1, 'none', 4)  # the original's plain branch
+    assert len(optimizer.param_groups) == 1 and scheduler is None
+    assert len(optimizer.param_groups[0]['params']) == sum(p.requires_grad for p in network.parameters())

@@ -1,0 +1,81 @@
+"""train.py's command line: the original's defaults, a role for every flag, and one definition of the settings
+that make an experiment, which resume, sweep and report all follow."""
+import json
+import os
+
+import pytest
+import torch
+
+import sweep
+import train
+import train_args
+from conftest import parse_args
+from results import ResultsError, group_runs, load_runs
+from train_args import CONTROL, EXPERIMENT, PLACE, experiment_settings, setting_differences
+
+
+def test_defaults_match_the_original_readme():
+    args = parse_args([])
+    assert (args.dataset, args.network, args.batch_size, args.num_epochs, args.learning_rate, args.scheduler,
+            args.momentum, args.weight_decay, args.bn_weight, args.c, args.input_norm, args.seed) == (
+        'cifar10', 'resnet18', 128, 180, 0.1, 'cos', 0.9, 1e-4, 0.1, 100, 'bn', '1')
+    assert args.name == 'cifar10_train_weight0.1_c100' and args.path == os.path.join('.', 'training', '')
+    assert parse_args(['--bn_weight', '1', '--c', '1']).name == 'cifar10_train_weight1.0_c1.0'  # as the original
+    assert args.device == ('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def test_every_flag_declares_its_role():
+    actions = [a for a in train_args.build_parser()._actions if a.dest != 'help']
+    assert all(getattr(a, 'role', None) in (EXPERIMENT, PLACE, CONTROL) for a in actions)
+    assert experiment_settings() == ('dataset', 'network', 'batch_size', 'num_epochs', 'learning_rate', 'scheduler',
+                                     'momentum', 'weight_decay', 'bn_weight', 'c', 'input_norm', 'seed', 'fake_size',
+                                     'precision', 'channels_last', 'sync_bn')
+    config = train_args.run_config(parse_args(['--resume']))
+    assert 'resume' not in config and 'overwrite' not in config and config['cuda_graph'] is False
+
+
+def test_setting_differences_name_each_setting():
+    saved = {'bn_weight': 0.1, 'c': 100, 'seed': '1', 'path': 'a', 'device': 'cpu'}
+    current = {'bn_weight': 1.0, 'c': 100.0, 'seed': '2', 'path': 'b', 'device': 'cuda'}
+    assert setting_differences(saved, current, ['bn_weight', 'c', 'seed', 'path']) == [
+        "bn_weight: 0.1 -> 1.0", "seed: '1' -> '2'", "path: 'a' -> 'b'"]
+    assert setting_differences(saved, current) == ["bn_weight: 0.1 -> 1.0", "seed: '1' -> '2'",
+                                                   'dataset: None -> None'][:2]  # c 100 == 100.0
+
+
+TINY = ['--dataset', 'fake', '--fake_size', '100', '--batch_size', '100', '--num_epochs', '1',
+        '--bn_weight', '0.1', '--c', '100', '--input_norm', 'bn']  # the flags of sweep.py's 'proposed', one step
+
+
+def test_a_new_experiment_flag_is_noticed_by_resume_sweep_and_report(tmp_path, monkeypatch, capsys):
+    """Declaring a flag an experiment setting is all it takes: a resume, a sweep and a report then refuse to
+    mix runs that differ in it, naming it."""
+    plain_parser = train_args.build_parser
+
+    def with_knob():
+        parser = plain_parser()
+        parser.add_argument('--knob', type=int, default=0).role = EXPERIMENT
+        return parser
+
+    monkeypatch.setattr(train_args, 'build_parser', with_knob)
+    assert experiment_settings()[-1] == 'knob'
+    path = str(tmp_path) + '/'
+    own = ['--path', path, '--name', 'proposed_seed1', '--seed', '1', '--device', 'cpu']
+    first = train.main(TINY + own)
+    assert first['config']['knob'] == 0 and first['status'] == 'finished'
+
+    with pytest.raises(SystemExit) as exit_info:  # 1. train.py --resume
+        train.run(TINY + own + ['--resume', '--knob', '1'])
+    assert exit_info.value.code == 2 and 'knob: 0 -> 1' in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as exit_info:  # 2. the sweep's skip decision
+        sweep.main(['--dry_run', '--configs', 'proposed', '--seeds', '1', '--gpus', '0', '--path', path, '--',
+                    *TINY, '--knob', '1'])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and 'proposed_seed1 already has finished results' in err and 'knob: 0 -> 1' in err
+
+    results = tmp_path / 'fake' / 'results'  # 3. the report's grouping: seed 2 of the same label, with knob 1
+    other = {**first, 'config': {**first['config'], 'name': 'proposed_seed2', 'seed': '2', 'knob': 1}}
+    (results / 'proposed_seed2.json').write_text(json.dumps(other))
+    with pytest.raises(ResultsError, match=r'runs named proposed differ in knob \(0.0, 1.0\)'):
+        group_runs(load_runs([str(results)]))
