@@ -1,4 +1,4 @@
-"""Batch normalisation whose scale (gamma) starts at a chosen constant, and the registry of normalisation kinds.
+"""Normalisation layers whose scale (gamma) starts at a chosen constant (BN, MABN), and the registry of their kinds.
 
 Davis & Frank (ECCV 2022) observe that the learned BN scale stays close to its
 initial value, so the usual gamma = 1 lets BN's normalised (unit-variance)
@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
 
+import torch
 import torch.nn as nn
-from torch.nn.modules.batchnorm import _BatchNorm
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 __all__ = ['ScaleBatchNorm1d', 'ScaleBatchNorm2d', 'ScaleBatchNorm3d', 'resolve_bn_weight',
-           'convert_to_scale_batch_norm', 'Norm', 'NORMS', 'BN_EPS', 'BN_MOMENTUM']
+           'convert_to_scale_batch_norm', 'MABN2d', 'CenConv2d', 'Norm', 'NORMS', 'NORM_LAYER_TYPES',
+           'BN_EPS', 'BN_MOMENTUM']
 
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # torchvision's defaults; the paper keeps them
 
@@ -132,26 +135,144 @@ def convert_to_scale_batch_norm(module, bn_weight=0.1):
     return module
 
 
+# ----------------------------------------------------------------------------- MABN (Yan et al., ICLR 2020)
+
+class _MABNFunction(torch.autograd.Function):
+    """MABN's training forward and backward, as the official MABN.py computes them, with the iteration
+    counter kept on the device: its branches are tensor selections, so nothing waits for the GPU and the
+    layer can be captured in a CUDA graph."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_var, eps, momentum, buffer_x2, buffer_gz, iters, buffer_size,
+                warmup_iters):
+        C = x.shape[1]
+        x2 = (x * x).mean(dim=3).mean(dim=2).mean(dim=0)
+        slot = iters.remainder(buffer_size)
+        buffer_x2.index_copy_(0, slot, x2.view(1, C))
+        # Before the buffer has filled (and during warm-up) the batch's own second moment, then the average
+        # over the last buffer_size iterations.
+        from_batch = (iters <= buffer_size) | (iters < warmup_iters)
+        var = torch.where(from_batch, x2, buffer_x2.mean(dim=0)).view(1, C, 1, 1)
+        z = x / (var + eps).sqrt()
+        r = (var + eps).sqrt() / (running_var + eps).sqrt()
+        # The renormalisation r is held at 1 for the first max(1000, warmup_iters) iterations.
+        r = torch.where(iters <= max(1000, warmup_iters), torch.clamp(r, 1, 1), torch.clamp(r, 1 / 5, 5))
+        y = r * z
+        ctx.save_for_backward(z, var, weight, buffer_gz, r, from_batch, slot)
+        ctx.eps = eps
+        running_var.copy_(momentum * running_var + (1 - momentum) * var)
+        return weight.view(1, C, 1, 1) * y + bias.view(1, C, 1, 1)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        z, var, weight, buffer_gz, r, from_batch, slot = ctx.saved_tensors
+        C = grad_output.shape[1]
+        y = r * z
+        g = grad_output * weight.view(1, C, 1, 1)
+        g = g * r
+        gz = (g * z).mean(dim=3).mean(dim=2).mean(dim=0)
+        buffer_gz.index_copy_(0, slot, gz.view(1, C))
+        mean_gz = torch.where(from_batch, gz, buffer_gz.mean(dim=0)).view(1, C, 1, 1)
+        gx = 1. / torch.sqrt(var + ctx.eps) * (g - z * mean_gz)
+        return (gx, (grad_output * y).sum(dim=3).sum(dim=2).sum(dim=0), grad_output.sum(dim=3).sum(dim=2).sum(dim=0),
+                None, None, None, None, None, None, None, None)
+
+
+class MABN2d(nn.Module):
+    """Moving Average Batch Normalisation (Yan et al., "Towards Stabilizing Batch Statistics in Backward
+    Propagation of Batch Normalization", ICLR 2020) for (N, C, H, W) inputs, with scale starting at bn_weight.
+
+    For small batches: BN's statistics, and the two it uses in the backward pass, are noisy when
+    the batch is small. MABN normalises by the second moment only (no mean subtraction), averages it
+    and mean(g * z) over the last real_B / B iterations, and renormalises towards the running
+    variance. Arguments as in megvii-model/MABN (``B``: the batch per process; ``real_B``: the
+    batch to simulate, a multiple of B; ``momentum``: the running variance's retention), plus
+    ``bn_weight``. Parameters and buffers have the official names and shapes, so its weights load.
+    """
+
+    def __init__(self, num_features, B, real_B, eps=1e-5, momentum=0.98, warmup_iters=100, bn_weight=1.0):
+        super().__init__()
+        if B < 1 or real_B % B:
+            raise ValueError(f'MABN2d needs real_B divisible by B, got real_B={real_B}, B={B}')
+        self.num_features, self.buffer_size = num_features, real_B // B
+        self.eps, self.momentum, self.warmup_iters = eps, momentum, warmup_iters
+        self.bn_weight = resolve_bn_weight(bn_weight)
+        self.weight = nn.Parameter(torch.full((num_features,), self.bn_weight))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer('running_var', torch.ones(1, num_features, 1, 1))
+        self.register_buffer('iters', torch.zeros(1, dtype=torch.long))
+        self.register_buffer('buffer_x2', torch.zeros(self.buffer_size, num_features))
+        self.register_buffer('buffer_gz', torch.zeros(self.buffer_size, num_features))
+
+    def forward(self, x):
+        if x.dim() != 4:
+            raise ValueError(f'MABN2d expects a 4-D input (N, C, H, W), got a {x.dim()}-D input of shape '
+                             f'{tuple(x.shape)}')
+        x = x.float()  # its statistics in float32, as autocast runs batch norm
+        if self.training:
+            self.iters.add_(1)
+            return _MABNFunction.apply(x, self.weight, self.bias, self.running_var, self.eps, self.momentum,
+                                       self.buffer_x2, self.buffer_gz, self.iters, self.buffer_size,
+                                       self.warmup_iters)
+        C = x.shape[1]
+        x = x / (self.running_var.view(1, C, 1, 1) + self.eps).sqrt()
+        return self.weight.view(1, C, 1, 1) * x + self.bias.view(1, C, 1, 1)
+
+    def extra_repr(self):
+        return (f'{self.num_features}, buffer_size={self.buffer_size}, eps={self.eps}, momentum={self.momentum}, '
+                f'warmup_iters={self.warmup_iters}, bn_weight={self.bn_weight}')
+
+
+class CenConv2d(nn.Conv2d):
+    """A Conv2d whose kernel has its per-output-filter mean subtracted in the forward (weight centralisation,
+    used with MABN). Arguments as the official CenConv2d; it is an nn.Conv2d otherwise (parameters, init)."""
+
+    def __init__(self, in_planes, out_planes, kernel_size=3, stride=1, padding=0, dilation=1, groups=1, bias=False):
+        super().__init__(in_planes, out_planes, kernel_size, stride, padding, dilation, groups, bias)
+
+    def forward(self, x):
+        weight = self.weight
+        weight = weight - weight.mean(dim=1, keepdim=True).mean(dim=2, keepdim=True).mean(dim=3, keepdim=True)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def _identity(num_features):
+    return nn.Identity()
+
+
 @dataclass(frozen=True)
 class Norm:
     """One kind of normalisation a network can be built with.
 
-    ``layer2d(num_features)`` makes a layer for (N, C, H, W) inputs, ``layer1d`` one for
-    (N, C) inputs (None where the kind has none), and ``scale_types`` are the module types
-    whose ``weight`` is a normalisation scale (the parameter groups give it lr / c).
+    ``layer2d(num_features, **options)`` makes a layer for (N, C, H, W) inputs, ``layer1d`` one
+    for (N, C) inputs (None where the kind has none); ``options`` names the keyword arguments
+    the kind takes (of bn_weight, affine, track_running_stats, B, real_B). ``scale_types``
+    are the module types whose ``weight`` is a normalisation scale (the parameter groups give
+    it lr / c), and ``conv``, when set, is the convolution class the kind goes with.
     """
     layer2d: Callable
     layer1d: Optional[Callable]
+    options: tuple
     scale_types: tuple
+    conv: Optional[type] = None
 
     def configured(self, **options):
-        """The same kind with ``options`` (bn_weight, ...) bound into both layer makers."""
-        bind = lambda make: None if make is None else partial(make, **options)  # noqa: E731
-        return Norm(bind(self.layer2d), bind(self.layer1d), self.scale_types)
+        """The same kind with its own ``options`` bound into both layer makers (others are ignored)."""
+        mine = {key: value for key, value in options.items() if key in self.options}
+        bind = lambda make: None if make is None else partial(make, **mine)  # noqa: E731
+        return Norm(bind(self.layer2d), bind(self.layer1d), self.options, self.scale_types, self.conv)
 
 
 # name -> kind; a network takes its layers from here, so adding a kind is one entry plus its layer code.
 NORMS = {
-    'bn': Norm(partial(ScaleBatchNorm2d, eps=BN_EPS, momentum=BN_MOMENTUM, affine=True),
-               partial(ScaleBatchNorm1d, eps=BN_EPS, momentum=BN_MOMENTUM, affine=True), (_ScaleBatchNorm,)),
+    'bn': Norm(partial(ScaleBatchNorm2d, eps=BN_EPS, momentum=BN_MOMENTUM),
+               partial(ScaleBatchNorm1d, eps=BN_EPS, momentum=BN_MOMENTUM),
+               ('bn_weight', 'affine', 'track_running_stats'), (_ScaleBatchNorm,)),
+    'mabn': Norm(MABN2d, None, ('bn_weight', 'B', 'real_B'), (MABN2d,), conv=CenConv2d),
+    'none': Norm(_identity, _identity, (), ()),
 }
+# Every normalisation layer with a learnable scale: all of torch's BatchNorm and InstanceNorm variants
+# (through _NormBase), SyncBatchNorm, GroupNorm, LayerNorm, RMSNorm, and every kind registered above.
+NORM_LAYER_TYPES = tuple(dict.fromkeys(
+    [t for t in (_NormBase, nn.GroupNorm, nn.LayerNorm, getattr(nn, 'RMSNorm', None)) if t is not None]
+    + [t for norm in NORMS.values() for t in norm.scale_types]))

@@ -141,10 +141,11 @@ def _load_fashionmnist(root, download):
     stems = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
              't10k-labels-idx1-ubyte']
 
-    def find(stem):
-        for candidate in (os.path.join(raw, stem), os.path.join(raw, stem + '.gz')):
-            if os.path.isfile(candidate):
-                return candidate
+    def find(stem):  # torchvision's layout, or the files straight in the folder (Debian's package)
+        for folder in (raw, root):
+            for candidate in (os.path.join(folder, stem), os.path.join(folder, stem + '.gz')):
+                if os.path.isfile(candidate):
+                    return candidate
         return None
 
     if not all(find(s) for s in stems):

@@ -10,14 +10,16 @@ statistics.
 import math
 from functools import partial
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 
-from batch_norm import BN_EPS, BN_MOMENTUM, NORMS, ScaleBatchNorm2d, resolve_bn_weight
+from batch_norm import BN_EPS, BN_MOMENTUM, NORM_LAYER_TYPES, NORMS, ScaleBatchNorm2d, resolve_bn_weight
 from data import DATASETS
 
-__all__ = ['NETWORKS', 'INPUT_NORMS', 'INPUT_BN_FACTOR', 'construct_network',
-           'initialize_weights', 'zero_biases']
+__all__ = ['NETWORKS', 'INPUT_NORMS', 'INPUT_BN_FACTOR', 'construct_network', 'CifarResNet', 'initialize_weights',
+           'zero_biases', 'train_only_norms']
 
 INPUT_NORMS = ('bn', 'dataset')
 # Standard deviation of ReLU(z) for z ~ N(0, 1), i.e. sqrt(1/2 - 1/(2*pi)) ~ 0.58: the
@@ -37,9 +39,81 @@ def torchvision_resnet(name, num_classes, info, norm):
     return resnet
 
 
+class _ShortcutA(nn.Module):
+    """He et al.'s option A: subsample by 2 and pad the new channels with zeros (no parameters)."""
+
+    def __init__(self, stride, extra_channels):
+        super().__init__()
+        self.stride, self.pad = stride, extra_channels // 2
+
+    def forward(self, x):
+        return F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class _CifarBlock(nn.Module):
+    """A basic block: two 3x3 convolutions with normalisation, ReLU between and after the sum."""
+
+    def __init__(self, in_planes, planes, stride, norm_layer):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = norm_layer(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = norm_layer(planes)
+        self.shortcut = (_ShortcutA(stride, planes - in_planes) if stride != 1 or in_planes != planes
+                         else nn.Identity())
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNets of He et al. (2016), depth 6n + 2: a 3x3 stem with 16 channels, three stages of n basic
+    blocks with 16, 32 and 64 channels (the second and third start with stride 2), identity shortcuts with
+    zero-padded channels (option A), global average pooling and a linear classifier."""
+
+    def __init__(self, depth, num_classes, in_channels, norm_layer):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f'a CIFAR ResNet has depth 6n + 2, got {depth}')
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = norm_layer(16)
+        stages, in_planes = [], 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = []
+            for i in range(n):
+                blocks.append(_CifarBlock(in_planes, planes, stride if i == 0 else 1, norm_layer))
+                in_planes = planes
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def cifar_resnet(depth, num_classes, info, norm):
+    return CifarResNet(depth, num_classes, info.channels, norm.layer2d)
+
+
+def mlp(num_classes, info, norm):
+    """Seed 003's MLP: Flatten, Linear(C*H*W, 64), norm, ReLU, Linear(64, 32), norm, ReLU, Linear(32, classes)."""
+    if norm.layer1d is None:
+        raise ValueError('the MLP needs a normalisation with a layer for (N, C) inputs (bn or none)')
+    return nn.Sequential(nn.Flatten(), nn.Linear(info.channels * info.image_size ** 2, 64), norm.layer1d(64),
+                         nn.ReLU(), nn.Linear(64, 32), norm.layer1d(32), nn.ReLU(), nn.Linear(32, num_classes))
+
+
 # name -> builder(num_classes, dataset info, norm) -> network; adding a network is one entry here plus its code.
-NETWORKS = {name: partial(torchvision_resnet, name)
-            for name in ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')}
+NETWORKS = {
+    **{name: partial(torchvision_resnet, name) for name in ('resnet18', 'resnet34', 'resnet50', 'resnet101',
+                                                             'resnet152')},
+    **{f'resnet{depth}': partial(cifar_resnet, depth) for depth in (20, 32, 44, 56, 110)},
+    'mlp': mlp,
+}
 
 
 def initialize_weights(network):
@@ -69,20 +143,32 @@ def zero_biases(network):
     return network
 
 
+def train_only_norms(network):
+    """Freeze every parameter except the normalisation layers' scales and shifts (Frankle et al., 2021: training
+    only BatchNorm): convolutions, linear layers and the output layer keep their initial values. Returns the
+    network."""
+    for module in network.modules():
+        if not isinstance(module, NORM_LAYER_TYPES):
+            for parameter in module.parameters(recurse=False):
+                parameter.requires_grad_(False)
+    return network
+
+
 def _check_choice(kind, value, choices):
     if value not in choices:
         raise ValueError(f'unknown {kind} {value!r}; choose one of: {", ".join(choices)}')
 
 
 def construct_network(network_name='resnet18', num_classes=10, dataset='cifar10', bn_weight=1.0,
-                      input_norm='bn', norm='bn'):
+                      input_norm='bn', norm='bn', norm_options=None):
     """Build a network of the registry prepared as in the paper.
 
-    Every normalisation layer is ``norm`` (a name in batch_norm.NORMS) with its scale
-    starting at ``bn_weight``; then the original's initialisation and zero biases. With
-    ``input_norm='bn'`` the result is ``nn.Sequential(input_bn, network)`` where
-    ``input_bn`` is a ScaleBatchNorm2d over the input channels, its scale starting at
-    bn_weight x 0.58 and its shift frozen at 0.
+    Every normalisation layer is ``norm`` (a name in batch_norm.NORMS, with ``norm_options``
+    such as affine, track_running_stats, or MABN's B and real_B) with its scale starting at
+    ``bn_weight``; a kind that goes with its own convolution (MABN: CenConv2d) gets it in every
+    convolution; then the original's initialisation and zero biases. With ``input_norm='bn'``
+    the result is ``nn.Sequential(input_bn, network)`` where ``input_bn`` is a ScaleBatchNorm2d
+    over the input channels, its scale starting at bn_weight x 0.58 and its shift frozen at 0.
     """
     _check_choice('network', network_name, NETWORKS)
     _check_choice('dataset', dataset, DATASETS)
@@ -91,9 +177,13 @@ def construct_network(network_name='resnet18', num_classes=10, dataset='cifar10'
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f'num_classes must be a positive integer, got {num_classes!r}')
     bn_weight, raw_bn_weight = resolve_bn_weight(bn_weight), float(bn_weight)
-    info = DATASETS[dataset]
+    info, kind, options = DATASETS[dataset], NORMS[norm], dict(norm_options or {})
 
-    network = NETWORKS[network_name](num_classes, info, NORMS[norm].configured(bn_weight=bn_weight))
+    network = NETWORKS[network_name](num_classes, info, kind.configured(bn_weight=bn_weight, **options))
+    if kind.conv is not None:
+        for module in network.modules():
+            if type(module) is nn.Conv2d:
+                module.__class__ = kind.conv  # a subclass that only changes forward: no new parameters drawn
     initialize_weights(network)
     zero_biases(network)
     if input_norm == 'dataset':
@@ -101,7 +191,9 @@ def construct_network(network_name='resnet18', num_classes=10, dataset='cifar10'
 
     # As in the original: the factor applies to the flag's value, and a product <= 0 means 1.0,
     # so --bn_weight 0 or -1 starts the input BN at 1.0 (not 0.58).
-    input_bn = ScaleBatchNorm2d(info.channels, eps=BN_EPS, momentum=BN_MOMENTUM, affine=True,
-                                bn_weight=raw_bn_weight * INPUT_BN_FACTOR)
-    input_bn.bias.requires_grad_(False)  # the input BN only rescales; its shift stays 0
+    bn_options = {key: options[key] for key in ('affine', 'track_running_stats') if key in options}
+    input_bn = ScaleBatchNorm2d(info.channels, eps=BN_EPS, momentum=BN_MOMENTUM,
+                                bn_weight=raw_bn_weight * INPUT_BN_FACTOR, **bn_options)
+    if input_bn.affine:
+        input_bn.bias.requires_grad_(False)  # the input BN only rescales; its shift stays 0
     return nn.Sequential(input_bn, network)

@@ -49,6 +49,21 @@ def results_json(record):
     return json.dumps(record, indent=1) + '\n'
 
 
+def code_version():
+    """The git commit of this code (with '+changes' when the work tree differs from it), or None."""
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode:
+        return None
+    return commit.stdout.strip() + ('+changes' if dirty.stdout.strip() else '')
+
+
 def new_record(config, device, weights_file, **facts):
     """The JSON results of a run that has not finished an epoch yet."""
     import torchvision
@@ -57,6 +72,7 @@ def new_record(config, device, weights_file, **facts):
     return {'config': config, 'status': 'running', **facts, 'epochs': [], 'best_epoch': None,
             'best_val_accuracy': None, 'test_accuracy_at_best': None, 'final_test_accuracy': None,
             'wall_time_s': 0.0, 'weights_file': weights_file, 'device': str(device), 'device_name': name,
+            'cpu_threads': torch.get_num_threads(), 'code_version': code_version(),
             'torch_version': str(torch.__version__), 'torchvision_version': str(torchvision.__version__),
             'python_version': platform.python_version()}
 

@@ -27,7 +27,7 @@ from data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, ImageBatches, channel_m
 from distributed import setup
 from engine import TrainStep, evaluate, train_one_epoch
 from errors import FAILURE, USAGE, RunError
-from networks import construct_network
+from networks import construct_network, train_only_norms
 from results import new_record
 from runs import check_writable, find_start, output_paths
 from seeds import make_deterministic
@@ -87,8 +87,12 @@ def prepare_data(args, images_dir, device):
 def build_model(args, data, device, world):
     """The seeded network, its optimizer and schedule, and the step that trains it."""
     make_deterministic(args.seed)
-    network = construct_network(args.network, data['num_classes'], args.dataset, args.bn_weight,
-                                args.input_norm).to(device)
+    options = {'affine': args.bn_affine, 'track_running_stats': args.bn_running_stats,
+               'B': args.batch_size // world.world_size, 'real_B': args.mabn_real_batch}  # each kind takes its own
+    network = construct_network(args.network, data['num_classes'], args.dataset, args.bn_weight, args.input_norm,
+                                args.norm, options).to(device)
+    if args.train_only_bn:
+        train_only_norms(network)
     if args.sync_bn and world.enabled:
         network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
     if args.channels_last:

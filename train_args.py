@@ -13,6 +13,7 @@ import torch
 from data import TRAINABLE_DATASETS
 from errors import USAGE
 from fast_path import PRECISIONS
+from batch_norm import NORMS, resolve_bn_weight
 from networks import INPUT_NORMS, NETWORKS
 from weight_decay_and_learning_rate import SCHEDULERS
 
@@ -64,6 +65,23 @@ def build_parser():
     flag('--input_norm', EXPERIMENT, default='bn', choices=INPUT_NORMS,
          help="'bn': a BN layer before the network (scale bn_weight x 0.58, shift frozen at 0); "
               "'dataset': fixed per-channel mean/std of the training set")
+    flag('--norm', EXPERIMENT, default='bn', choices=tuple(NORMS),
+         help="every normalisation layer of the network: 'bn' (ScaleBatchNorm), 'mabn' (moving-average BN for "
+              "small batches, with weight-centralised convolutions), 'none' (no normalisation)")
+    flag('--mabn_real_batch', EXPERIMENT, default=32, type=int,
+         help='with --norm mabn: the batch MABN simulates by averaging statistics over real_batch / batch_size '
+              'iterations (a multiple of --batch_size)')
+    flag('--train_only_bn', EXPERIMENT, action='store_true',
+         help='train only the normalisation layers\' scales and shifts; every other parameter stays at its '
+              'initial value (Frankle et al., 2021)')
+    flag('--bn_affine', EXPERIMENT, action='store_true', default=True,
+         help='BN layers have a learnable scale and shift (nn.BatchNorm2d(affine=True))')
+    flag('--no_bn_affine', EXPERIMENT, dest='bn_affine', action='store_false',
+         help='BN layers without scale and shift (affine=False)')
+    flag('--bn_running_stats', EXPERIMENT, action='store_true', default=True,
+         help='BN layers keep running statistics for evaluation (track_running_stats=True)')
+    flag('--no_bn_running_stats', EXPERIMENT, dest='bn_running_stats', action='store_false',
+         help='BN layers evaluate with the batch\'s own statistics (track_running_stats=False)')
     flag('--seed', EXPERIMENT, default='1', help='trial seed (an integer, hashed with MD5; the paper uses 1..15, '
                                                  '0 is reserved for the validation split)')
     flag('--data_dir', PLACE, default=None, help='folder holding the dataset files (default: {path}/{dataset}/images)')
@@ -117,6 +135,28 @@ def _finite(value):
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def _norm_problems(args):
+    """Combinations of the normalisation flags that make no sense, each as a message."""
+    problems, scale = [], _finite(args.bn_weight) and resolve_bn_weight(args.bn_weight)
+    if args.norm == 'none' and (scale != 1 or args.c > 1 or args.input_norm == 'bn'):
+        problems.append('--norm none has no normalisation layer, so no scale to start small or to train with lr / c, '
+                        'and no input BN: give --bn_weight 1 --c 1 --input_norm dataset')
+    if args.norm == 'none' and args.train_only_bn:
+        problems.append('--train_only_bn with --norm none would train nothing')
+    if not args.bn_affine and (scale != 1 or args.c > 1 or args.train_only_bn):
+        problems.append('--no_bn_affine removes the BN scale and shift: --bn_weight must be 1 and --c 1, '
+                        'and --train_only_bn would train nothing')
+    if args.norm != 'bn' and not (args.bn_affine and args.bn_running_stats):
+        problems.append(f'--no_bn_affine and --no_bn_running_stats apply to --norm bn only, not {args.norm}')
+    if args.norm == 'mabn':
+        if args.network == 'mlp':
+            problems.append('--norm mabn has no layer for the MLP\'s (N, C) features: use a ResNet')
+        if args.batch_size >= 1 and (args.mabn_real_batch < 1 or args.mabn_real_batch % args.batch_size):
+            problems.append(f'--mabn_real_batch {args.mabn_real_batch} must be a multiple of --batch_size '
+                            f'{args.batch_size}')
+    return problems
+
+
 def validate_args(args, parser):
     """Reject impossible settings with argparse's one-line usage error (exit status 2)."""
     problems = []
@@ -143,6 +183,7 @@ def validate_args(args, parser):
         problems.append(f'--seed must be an integer >= 0, got {args.seed!r}')
     if args.dataset == 'fake' and args.fake_size < 100:
         problems.append(f'--fake_size must be >= 100 (the validation split needs every class), got {args.fake_size}')
+    problems += _norm_problems(args)
     if args.resume and args.overwrite:
         problems.append('--resume and --overwrite contradict each other: choose one')
     if args.change_num_epochs and not args.resume:

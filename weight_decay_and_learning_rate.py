@@ -10,18 +10,11 @@ import math
 
 import torch
 import torch.nn as nn
-from torch.nn.modules.batchnorm import _NormBase
 
-from batch_norm import NORMS
+from batch_norm import NORM_LAYER_TYPES
 
-__all__ = ['NORM_LAYER_TYPES', 'SCHEDULERS', 'adjust_weight_decay_and_learning_rate', 'build_optimizer']
+__all__ = ['SCHEDULERS', 'adjust_weight_decay_and_learning_rate', 'build_optimizer']
 
-# Every normalisation layer with a learnable scale: all of torch's BatchNorm and InstanceNorm
-# variants (through _NormBase), SyncBatchNorm, GroupNorm, LayerNorm, RMSNorm, and every kind
-# registered in batch_norm.NORMS.
-NORM_LAYER_TYPES = tuple(dict.fromkeys(
-    [t for t in (_NormBase, nn.GroupNorm, nn.LayerNorm, getattr(nn, 'RMSNorm', None)) if t is not None]
-    + [t for norm in NORMS.values() for t in norm.scale_types]))
 # name -> (optimizer, num_epochs) -> per-epoch scheduler or None
 SCHEDULERS = {
     'cos': lambda optimizer, num_epochs: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_epochs,

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from batch_norm import (ScaleBatchNorm1d, ScaleBatchNorm2d, ScaleBatchNorm3d, convert_to_scale_batch_norm,
+from batch_norm import (CenConv2d, MABN2d, ScaleBatchNorm1d, ScaleBatchNorm2d, ScaleBatchNorm3d, convert_to_scale_batch_norm,
                         resolve_bn_weight)
 from conftest import batch_norms
 
@@ -143,3 +143,99 @@ def test_convert_root_nested_containers_and_1d():
     frozen = nn.BatchNorm2d(3)
     frozen.weight.requires_grad_(False)
     assert not convert_to_scale_batch_norm(frozen, 0.1).weight.requires_grad
+
+
+class OfficialMABNStep(torch.autograd.Function):
+    """The official MABN.py's training arithmetic, written out with the iteration counter read on the host (as
+    the official reads iters.item()): the oracle that MABN2d, which keeps it on the device, must equal."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, state):
+        i, size, C = state['iters'], state['buffer_size'], x.shape[1]
+        x2 = (x * x).mean(dim=3).mean(dim=2).mean(dim=0)
+        state['buffer_x2'][i % size].copy_(x2)
+        var = (x2 if i <= size or i < state['warmup'] else state['buffer_x2'].mean(dim=0)).view(1, C, 1, 1)
+        z = x / (var + 1e-5).sqrt()
+        r = (var + 1e-5).sqrt() / (state['running_var'] + 1e-5).sqrt()
+        r = torch.clamp(r, 1, 1) if i <= max(1000, state['warmup']) else torch.clamp(r, 1 / 5, 5)
+        ctx.save_for_backward(z, var, weight, r)
+        ctx.state = state
+        state['running_var'].copy_(0.98 * state['running_var'] + (1 - 0.98) * var)
+        return weight.view(1, C, 1, 1) * (r * z) + bias.view(1, C, 1, 1)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        z, var, weight, r = ctx.saved_tensors
+        state, C = ctx.state, grad_output.shape[1]
+        i, size = state['iters'], state['buffer_size']
+        g = grad_output * weight.view(1, C, 1, 1) * r
+        gz = (g * z).mean(dim=3).mean(dim=2).mean(dim=0)
+        state['buffer_gz'][i % size].copy_(gz)
+        mean_gz = (gz if i <= size or i < state['warmup'] else state['buffer_gz'].mean(dim=0)).view(1, C, 1, 1)
+        gx = 1. / torch.sqrt(var + 1e-5) * (g - z * mean_gz)
+        y = r * z
+        return gx, (grad_output * y).sum(dim=3).sum(dim=2).sum(dim=0), grad_output.sum(dim=3).sum(dim=2).sum(dim=0), None
+
+
+def test_mabn_equals_the_official_arithmetic_bit_for_bit():
+    """1,010 training steps with a buffer of 4 iterations and 5 warm-up iterations: batch statistics first, then
+    the moving averages, then (after iteration 1,000) the renormalisation r clamped to [1/5, 5]. Outputs,
+    gradients, running variance and both buffers equal the official arithmetic bit for bit; then evaluation."""
+    torch.manual_seed(0)
+    layer = MABN2d(3, B=2, real_B=8, warmup_iters=5, bn_weight=0.5)
+    weight, bias = layer.weight.detach().clone().requires_grad_(), layer.bias.detach().clone().requires_grad_()
+    state = {'iters': 0, 'buffer_size': 4, 'warmup': 5, 'running_var': torch.ones(1, 3, 1, 1),
+             'buffer_x2': torch.zeros(4, 3), 'buffer_gz': torch.zeros(4, 3)}
+    clamped = 0
+    for step in range(1010):
+        x = (torch.randn(2, 3, 4, 4) * (1 + step % 7)).requires_grad_()
+        x_ref = x.detach().clone().requires_grad_()
+        grad = torch.randn(2, 3, 4, 4)
+        y = layer(x)
+        state['iters'] += 1
+        y_ref = OfficialMABNStep.apply(x_ref, weight, bias, state)
+        y.backward(grad)
+        y_ref.backward(grad)
+        assert torch.equal(y, y_ref) and torch.equal(x.grad, x_ref.grad), step
+        clamped += int(state['iters'] > 1000 and not torch.equal(y_ref, weight.view(1, 3, 1, 1) * (
+            x_ref / (state['buffer_x2'].mean(0).view(1, 3, 1, 1) + 1e-5).sqrt()) + bias.view(1, 3, 1, 1)))
+    assert torch.equal(layer.weight.grad, weight.grad) and torch.equal(layer.bias.grad, bias.grad)
+    for name in ('running_var', 'buffer_x2', 'buffer_gz'):
+        assert torch.equal(getattr(layer, name), state[name]), name
+    assert layer.iters.tolist() == [1010] and clamped > 0  # the renormalisation really acted after 1,000
+    layer.eval()
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(layer(x), weight.view(1, 3, 1, 1) * (x / (state['running_var'] + 1e-5).sqrt())
+                       + bias.view(1, 3, 1, 1))
+
+
+def test_mabn_and_cenconv_match_the_official_interface():
+    layer = MABN2d(8, 4, 32)
+    assert {k: tuple(v.shape) for k, v in layer.state_dict().items()} == {
+        'weight': (8,), 'bias': (8,), 'running_var': (1, 8, 1, 1), 'iters': (1,), 'buffer_x2': (8, 8),
+        'buffer_gz': (8, 8)}
+    assert layer.iters.dtype == torch.long and layer.momentum == 0.98 and layer.warmup_iters == 100
+    assert torch.all(MABN2d(4, 2, 8, bn_weight=0.1).weight == torch.tensor(0.1))
+    with pytest.raises(ValueError, match='real_B divisible by B'):
+        MABN2d(4, 3, 8)
+    conv = CenConv2d(3, 5, kernel_size=3, padding=1)
+    assert isinstance(conv, nn.Conv2d) and conv.bias is None and tuple(conv.weight.shape) == (5, 3, 3, 3)
+    x = torch.randn(2, 3, 6, 6)
+    centred = conv.weight - conv.weight.mean(dim=1, keepdim=True).mean(dim=2, keepdim=True).mean(dim=3, keepdim=True)
+    assert torch.equal(conv(x), torch.nn.functional.conv2d(x, centred, None, 1, 1))
+    # Each filter sums to 0 (up to float32 rounding of 27 terms), so a constant image gives 0 away from the border
+    assert conv(torch.ones(1, 3, 6, 6))[..., 1:-1, 1:-1].abs().max() < 27 * 2 ** -23 * conv.weight.abs().max()
+
+
+def test_affine_and_running_statistics_switches_pass_through():
+    """Seed 004's switches: without affine no scale or shift; without running statistics, evaluation
+    normalises with the batch's own statistics, as nn.BatchNorm2d(track_running_stats=False) does."""
+    from networks import construct_network
+    options = {'affine': False, 'track_running_stats': False}
+    model = construct_network('resnet20', 10, 'cifar10', 1, 'bn', norm_options=options)
+    layers = batch_norms(model)
+    assert len(layers) == 20 and all(not m.affine and m.running_mean is None for m in layers)
+    model.eval()
+    x = torch.randn(4, 3, 32, 32)
+    reference = nn.BatchNorm2d(3, affine=False, track_running_stats=False).eval()
+    assert torch.equal(model[0](x), reference(x))  # the input BN: batch statistics in eval mode

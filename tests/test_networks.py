@@ -12,7 +12,8 @@ from seeds import make_complex
 
 
 def test_networks_list_and_unknown_names():
-    assert tuple(NETWORKS) == ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
+    assert tuple(NETWORKS) == ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnet20', 'resnet32',
+                               'resnet44', 'resnet56', 'resnet110', 'mlp')
     with pytest.raises(ValueError, match='resnet18, resnet34'):
         construct_network('resnet19')
     with pytest.raises(ValueError, match='unknown dataset'):
@@ -72,7 +73,8 @@ def test_input_bn_scale_is_bn_weight_times_058_then_mapped(bn_weight, expected):
 # bn_weight and input_norm only fill constants and wrap the network, so their grid runs on ResNet-18; every
 # other network is compared once, with the input BN (which holds the whole ResNet).
 INITIAL_CASES = [('resnet18', bn_weight, input_norm) for bn_weight in (-1, 0, 0.1, 1) for input_norm in ('bn', 'dataset')]
-INITIAL_CASES += [(network, 0.1, 'bn') for network in list(NETWORKS)[1:]]
+ORIGINAL_NETWORKS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')  # the original code's five
+INITIAL_CASES += [(network, 0.1, 'bn') for network in ORIGINAL_NETWORKS[1:]]
 
 
 @pytest.mark.parametrize('network_name, bn_weight, input_norm', INITIAL_CASES)
@@ -106,3 +108,54 @@ def test_bottleneck_network_and_imagenet_stem():
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     imagenet = construct_network('resnet18', 1000, 'imagenet', input_norm='dataset')
     assert imagenet.conv1.kernel_size == (7, 7) and isinstance(imagenet.maxpool, nn.MaxPool2d)
+
+
+@pytest.mark.parametrize('network_name, parameters', [('resnet20', 269_722), ('resnet56', 853_018),
+                                                      ('resnet110', 1_727_962), ('mlp', 199_274)])
+def test_small_networks_have_he_et_al_and_seed_003s_sizes(network_name, parameters):
+    """For 10 classes on 3-channel 32x32 input, without the input BN: He et al.'s CIFAR ResNets (6n + 2 layers,
+    option-A shortcuts: no parameters) and seed 003's MLP."""
+    with torch.device('meta'):
+        model = construct_network(network_name, 10, 'cifar10', 0.1, 'dataset')
+    assert sum(p.numel() for p in model.parameters()) == parameters
+
+
+def test_cifar_resnet_shape_and_option_a_shortcut():
+    torch.manual_seed(0)
+    model = construct_network('resnet20', 10, 'fashionmnist', 0.1, 'bn')
+    resnet = model[1]
+    assert resnet.conv1.in_channels == 1 and resnet.conv1.out_channels == 16
+    assert [len(stage) for stage in (resnet.layer1, resnet.layer2, resnet.layer3)] == [3, 3, 3]
+    assert all(torch.all(m.weight == torch.tensor(0.1)) for m in batch_norms(resnet)) and len(batch_norms(resnet)) == 19
+    block = resnet.layer2[0]
+    x = torch.randn(2, 16, 8, 8)
+    shortcut = block.shortcut(x)  # stride 2, channels 16 -> 32: every other pixel, 8 zero channels either side
+    assert shortcut.shape == (2, 32, 4, 4) and torch.equal(shortcut[:, 8:24], x[:, :, ::2, ::2])
+    assert not shortcut[:, :8].any() and not shortcut[:, 24:].any()
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_mlp_is_seed_003s_with_the_chosen_norm_and_the_papers_treatment():
+    torch.manual_seed(0)
+    model = construct_network('mlp', 10, 'cifar10', 0.1, 'bn')
+    mlp = model[1]
+    assert [type(m).__name__ for m in mlp] == ['Flatten', 'Linear', 'ScaleBatchNorm1d', 'ReLU', 'Linear',
+                                               'ScaleBatchNorm1d', 'ReLU', 'Linear']
+    assert [m.out_features for m in mlp if isinstance(m, nn.Linear)] == [64, 32, 10]
+    assert all(torch.all(m.weight == torch.tensor(0.1)) for m in batch_norms(mlp))
+    assert mlp[1].weight.abs().max() <= math.sqrt(6 / 3072) and all(not m.bias.any() for m in mlp if
+                                                                  isinstance(m, nn.Linear))
+    without = construct_network('mlp', 10, 'cifar10', 1, 'dataset', norm='none')
+    assert not batch_norms(without) and [type(m).__name__ for m in without][2] == 'Identity'
+
+
+def test_mabn_networks_use_centred_convolutions_and_train_only_norms_freezes_the_rest():
+    from batch_norm import CenConv2d, MABN2d
+    from networks import train_only_norms
+    model = construct_network('resnet20', 10, 'cifar10', 0.1, 'dataset', norm='mabn', norm_options={'B': 4, 'real_B': 8})
+    assert all(type(m) is CenConv2d for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert sum(isinstance(m, MABN2d) for m in model.modules()) == 19
+    frozen = train_only_norms(construct_network('resnet20', 10, 'cifar10', 0.1, 'bn'))
+    trainable = [n for n, p in frozen.named_parameters() if p.requires_grad]
+    assert trainable == [n for n, m in frozen.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                         for n in ([f'{n}.weight', f'{n}.bias'] if n != '0' else ['0.weight'])]

@@ -28,8 +28,9 @@ def test_every_flag_declares_its_role():
     actions = [a for a in train_args.build_parser()._actions if a.dest != 'help']
     assert all(getattr(a, 'role', None) in (EXPERIMENT, PLACE, CONTROL) for a in actions)
     assert experiment_settings() == ('dataset', 'network', 'batch_size', 'num_epochs', 'learning_rate', 'scheduler',
-                                     'momentum', 'weight_decay', 'bn_weight', 'c', 'input_norm', 'seed', 'fake_size',
-                                     'precision', 'channels_last', 'sync_bn')
+                                     'momentum', 'weight_decay', 'bn_weight', 'c', 'input_norm', 'norm',
+                                     'mabn_real_batch', 'train_only_bn', 'bn_affine', 'bn_running_stats', 'seed',
+                                     'fake_size', 'precision', 'channels_last', 'sync_bn')
     config = train_args.run_config(parse_args(['--resume']))
     assert 'resume' not in config and 'overwrite' not in config and config['cuda_graph'] is False
 

@@ -35,7 +35,7 @@ def test_resnet_groups_cover_every_trainable_parameter_once():
     assert 'lr' not in groups['bias'] and 'lr' not in groups['weight']  # they take the optimizer's, as the original
 
 
-@pytest.mark.parametrize('network_name', NETWORKS)
+@pytest.mark.parametrize('network_name', NETWORKS)  # the original's five, and ours
 @pytest.mark.parametrize('input_norm, c', [('bn', 100), ('dataset', 1)])
 def test_groups_equal_the_original_codes_for_every_network(network_name, input_norm, c):
     """The original sorts by shape and name (conftest.original_parameter_groups); ours finds scales by module type.
