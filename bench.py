@@ -1,15 +1,18 @@
-"""Training throughput: the usual per-image PIL/DataLoader pipeline versus this repository's fast path.
+"""Training throughput: the usual per-image PIL/DataLoader pipeline, this repository's fast path, and a bare loop.
 
-    python bench.py                       # CUDA if present: ResNet-18, batch 128, 45,000 CIFAR-shaped images
-    python bench.py --device cpu          # small sizes, a few steps
+    python bench.py                                  # CUDA if present: ResNet-18, batch 128, CIFAR-shaped
+    python bench.py --device cpu                     # the MLP and ResNet-20 on 28x28x1 images, batch 128
+    python bench.py --device cpu --network resnet20 --channels_last
 
-Both pipelines train the same network (the paper's ResNet-18 with input BN) with
-the same optimizer groups on the same fake CIFAR-shaped data; only the training
-step is timed (after warm-up, with the device synchronised at both ends).
-(a) usual: uint8 HWC images -> PIL -> RandomHorizontalFlip -> ToTensor ->
-    Normalize in a torch DataLoader, fp32 eager, cuDNN deterministic.
-(b) fast: train.py's defaults on that device: images resident on the device,
-    tensor-op batching, and on CUDA the whole step replayed from one CUDA graph.
+Every pipeline trains the same network (with the paper's input BN and optimizer
+groups) on the same random uint8 images; only training steps are timed, after
+warm-up, with the device synchronised at both ends.
+(a) usual: uint8 HWC images -> PIL -> RandomHorizontalFlip -> ToTensor -> Normalize
+    in a torch DataLoader, torch.optim.SGD, fp32 eager: the typical research script.
+(b) fast: train.py's own path: images resident on the device, tensor-op batching,
+    engine.TrainStep (on CUDA, the whole step replayed from one CUDA graph).
+(c) bare: the same step on float batches made beforehand, no data work at all:
+    the network's own ceiling on this machine.
 """
 import json
 import sys
@@ -19,22 +22,26 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from data import ImageBatches, load_dataset
+from data import ImageBatches
 from engine import TrainStep
 from fast_path import PRECISIONS
 from networks import NETWORKS, construct_network
 from seeds import make_deterministic
 from train_args import OneLineParser
-from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
+from weight_decay_and_learning_rate import build_optimizer
 
 PAPER_TRAIN_SIZE, PAPER_EPOCHS = 45000, 180
+SHAPES = {'cifar': (3, 32, 32), 'mnist': (1, 28, 28)}  # CIFAR-10/100, and Fashion-MNIST
+DATASET_OF_SHAPE = {'cifar': 'fake', 'mnist': 'fashionmnist'}
 
 
-def build(args, device):
+def build(args, network_name, device):
     make_deterministic(1)
-    network = construct_network(args.network, 10, 'fake', 0.1, 'bn').to(device)
-    groups = adjust_weight_decay_and_learning_rate(network, 1e-4, 0.1, 100)
-    return network, torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+    network = construct_network(network_name, 10, DATASET_OF_SHAPE[args.shape], 0.1, 'bn').to(device)
+    if args.channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    network.train()
+    return network, build_optimizer(network, 0.1, 0.9, 1e-4, 100, 'none')[0]
 
 
 def synchronize(device):
@@ -42,14 +49,19 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def usual_pipeline(args, device, images, labels):
-    """The typical research script: per-image PIL transforms in a DataLoader, fp32 eager."""
+def endless(make_epoch):
+    while True:
+        yield from make_epoch()
+
+
+def usual_pipeline(args, network_name, device, images, labels):
+    """Per-image PIL transforms in a DataLoader, fp32 eager, torch.optim.SGD."""
     from PIL import Image
     from torchvision import transforms
 
     transform = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-                                    transforms.Normalize((0.4916, 0.4823, 0.4467), (0.2472, 0.2437, 0.2618))])
-    hwc = images.permute(0, 2, 3, 1).numpy()
+                                    transforms.Normalize((0.5,) * images.shape[1], (0.25,) * images.shape[1])])
+    hwc = images.permute(0, 2, 3, 1).squeeze(3).numpy()  # PIL wants (H, W) for one channel
 
     class PILDataset(torch.utils.data.Dataset):
         def __len__(self):
@@ -61,82 +73,104 @@ def usual_pipeline(args, device, images, labels):
     loader = torch.utils.data.DataLoader(PILDataset(), batch_size=args.batch_size, shuffle=True, drop_last=True,
                                          num_workers=args.workers, pin_memory=device.type == 'cuda',
                                          persistent_workers=args.workers > 0)
-    network, optimizer = build(args, device)
-    network.train()
-    criterion = nn.CrossEntropyLoss()
-
-    def batches():
-        while True:
-            yield from loader
-
-    stream = batches()
+    network, optimizer = build(args, network_name, device)
+    batches = endless(lambda: loader)
 
     def step():
-        x, y = next(stream)
+        x, y = next(batches)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = criterion(network(x), y)
+        loss = nn.functional.cross_entropy(network(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return step
 
 
-def fast_path(args, device, images, labels):
-    network, optimizer = build(args, device)
+def fast_path(args, network_name, device, images, labels):
+    """train.py's path: the data on the device as uint8, tensor-op batches, engine.TrainStep."""
+    network, optimizer = build(args, network_name, device)
     if args.cudnn_benchmark:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
-    if args.channels_last:
-        network = network.to(memory_format=torch.channels_last)
-    network.train()
-    train_step = TrainStep(network, optimizer, nn.CrossEntropyLoss(), device, args.precision, args.channels_last,
-                           use_graph=device.type == 'cuda' and not args.no_cuda_graph)
     data = ImageBatches(images, labels, device)
+    train_step = TrainStep(network, optimizer, nn.CrossEntropyLoss(), device, args.precision, args.channels_last,
+                           use_graph=device.type == 'cuda' and not args.no_cuda_graph,
+                           max_steps=data.num_batches(args.batch_size))
 
-    def batches():
-        while True:
-            yield from ((x, y) for x, y, _ in data.shuffled(args.batch_size))
+    def epoch():
+        train_step.begin_epoch()
+        yield from ((x, y) for x, y, _ in data.shuffled(args.batch_size))
+        train_step.end_epoch()
 
-    stream = batches()
-    return lambda: train_step(*next(stream))
+    batches = endless(epoch)
+    return lambda: train_step(*next(batches))
 
 
-def measure(make_step, args, device, images, labels):
+def bare_loop(args, network_name, device, images, labels):
+    """The step alone, on float batches made beforehand: what the network itself costs here."""
+    network, optimizer = build(args, network_name, device)
+    made = [(x.contiguous(memory_format=torch.channels_last) if args.channels_last else x, y) for x, y, _ in
+            ImageBatches(images, labels, device).shuffled(args.batch_size)]
+    batches = endless(lambda: made)
+
+    criterion = nn.CrossEntropyLoss()
+
+    def step():
+        x, y = next(batches)
+        optimizer.zero_grad(set_to_none=True)
+        criterion(network(x), y).backward()
+        optimizer.step()
+    return step
+
+
+PIPELINES = {'usual': usual_pipeline, 'fast': fast_path, 'bare': bare_loop}
+
+
+def measure(make_step, args, network_name, device, images, labels):
     if device.type == 'cuda':
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    step = make_step(args, device, images, labels)
+    step = make_step(args, network_name, device, images, labels)
     for _ in range(args.warmup):
         step()
     synchronize(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
+    steps, start = 0, time.perf_counter()
+    while steps < args.steps or time.perf_counter() - start < args.min_time:
         step()
+        steps += 1
+        if steps % 10 == 0:
+            synchronize(device)
     synchronize(device)
     seconds = time.perf_counter() - start
-    rate = args.steps * args.batch_size / seconds
+    rate = steps * args.batch_size / seconds
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == 'cuda' else None
-    return {'images_per_s': rate, 'seconds': seconds, 'projected_180_epochs_min': PAPER_EPOCHS * args.train_size
-            / rate / 60, 'peak_gpu_memory_gib': peak}
+    return {'images_per_s': rate, 'steps': steps, 'seconds': seconds, 'peak_gpu_memory_gib': peak,
+            'projected_180_epochs_min': PAPER_EPOCHS * args.train_size / rate / 60}
 
 
-def main(argv=None):
+def parse(argv):
     cuda = torch.cuda.is_available()
     p = OneLineParser(prog='bench.py', description=__doc__.split('\n\n')[0])
     p.add_argument('--device', default='cuda' if cuda else 'cpu', help='torch device to benchmark on')
-    p.add_argument('--network', default='resnet18', choices=tuple(NETWORKS), help='network to train')
-    p.add_argument('--batch_size', type=int, default=None, help='batch size (default: 128 on CUDA, 32 on CPU)')
+    p.add_argument('--network', nargs='+', default=None, choices=tuple(NETWORKS),
+                   help='networks to measure (default: resnet18 on CUDA; mlp and resnet20 on CPU)')
+    p.add_argument('--shape', choices=tuple(SHAPES), default=None,
+                   help='image shape: cifar (3x32x32) or mnist (1x28x28) (default: cifar on CUDA, mnist on CPU)')
+    p.add_argument('--pipelines', nargs='+', choices=tuple(PIPELINES), default=list(PIPELINES),
+                   help='which pipelines to time (default: all three)')
+    p.add_argument('--batch_size', type=int, default=128, help='batch size')
     p.add_argument('--train_size', type=int, default=None,
-                   help=f'training images, also used for the 180-epoch projection (default: {PAPER_TRAIN_SIZE} '
-                        'on CUDA, 256 on CPU)')
-    p.add_argument('--steps', type=int, default=None, help='timed steps (default: 300 on CUDA, 4 on CPU)')
-    p.add_argument('--warmup', type=int, default=None, help='untimed steps first (default: 30 on CUDA, 1 on CPU)')
+                   help=f'images to cycle through, also used for the 180-epoch projection (default: {PAPER_TRAIN_SIZE} '
+                        'on CUDA, 2560 on CPU)')
+    p.add_argument('--steps', type=int, default=10, help='timed steps at least (default: 10) ...')
+    p.add_argument('--min_time', type=float, default=None, help='... and at least this many seconds '
+                                                                '(default: 10 on CUDA, 3 on CPU)')
+    p.add_argument('--warmup', type=int, default=None, help='untimed steps first (default: 30 on CUDA, 3 on CPU)')
     p.add_argument('--workers', type=int, default=0, help='DataLoader workers of the usual pipeline')
     p.add_argument('--precision', default='fp32', choices=tuple(PRECISIONS), help='precision of the fast path')
-    p.add_argument('--channels_last', action='store_true', help='channels-last layout on the fast path')
+    p.add_argument('--channels_last', action='store_true', help='channels-last layout (fast and bare)')
     p.add_argument('--no_cuda_graph', action='store_true', help='eager steps on the fast path')
     p.add_argument('--cudnn_benchmark', action='store_true',
                    help='fast path with cuDNN autotuning instead of deterministic algorithms (to measure the cost)')
-    p.add_argument('--skip_usual', action='store_true', help='time only the fast path')
     p.add_argument('--json', default=None, help='also write the results to this JSON file')
     args = p.parse_args(argv)
     try:
@@ -146,38 +180,45 @@ def main(argv=None):
     if device.type == 'cuda' and not cuda:
         p.error(f'--device {args.device} asked for CUDA, but no CUDA GPU is available')
     on_gpu = device.type == 'cuda'
-    for name, gpu_default, cpu_default in (('batch_size', 128, 32), ('train_size', PAPER_TRAIN_SIZE, 256),
-                                           ('steps', 300, 4), ('warmup', 30, 1)):
+    defaults = {'network': (['resnet18'], ['mlp', 'resnet20']), 'shape': ('cifar', 'mnist'),
+                'train_size': (PAPER_TRAIN_SIZE, 2560), 'min_time': (10.0, 3.0), 'warmup': (30, 3)}
+    for name, (gpu_default, cpu_default) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, gpu_default if on_gpu else cpu_default)
-        if getattr(args, name) < (0 if name == 'warmup' else 1) or args.workers < 0:
-            p.error(f'--{name} and --workers must be positive')
+    if min(args.batch_size, args.steps, args.train_size) < 1 or args.warmup < 0 or args.workers < 0 or args.min_time < 0:
+        p.error('--batch_size, --steps and --train_size must be positive; --warmup, --workers and --min_time >= 0')
     if args.train_size < args.batch_size:
         p.error('--train_size must be at least --batch_size')
     if args.precision == 'fp16' and not on_gpu:
         p.error('--precision fp16 needs a CUDA device')
+    return args, device
 
-    data = load_dataset('fake', '', fake_size=max(args.train_size, 100))
-    images, labels = data.train_images[:args.train_size], data.train_labels[:args.train_size]
-    name = torch.cuda.get_device_name(device) if on_gpu else 'cpu'
-    print(f'{args.network}, batch {args.batch_size}, {args.train_size} CIFAR-shaped images, {args.steps} timed steps '
-          f'after {args.warmup} warm-up, on {name}, torch {torch.__version__}', flush=True)
-    fast_label = (f"fast ({args.precision}{', channels_last' if args.channels_last else ''}"
-                  f"{', CUDA graph' if on_gpu and not args.no_cuda_graph else ', eager'}"
-                  f"{', cudnn.benchmark' if args.cudnn_benchmark else ''})")
-    results = {'config': {**vars(args), 'device_name': name, 'torch_version': torch.__version__}}
-    runs = ([] if args.skip_usual else [('usual', f'usual (PIL + DataLoader, {args.workers} workers, fp32 eager)',
-                                         usual_pipeline)]) + [('fast', fast_label, fast_path)]
-    for key, label, make_step in runs:
-        result = measure(make_step, args, device, images, labels)
-        results[key] = {'label': label, **result}
-        peak = result['peak_gpu_memory_gib']
-        peak = '' if peak is None else f', peak GPU memory {peak:.2f} GiB'
-        print(f"{label:<60} {result['images_per_s']:>10,.0f} images/s, 180 epochs of {args.train_size} images in "
-              f"{result['projected_180_epochs_min']:.1f} min{peak}", flush=True)
-    if 'usual' in results:
-        results['speedup'] = results['fast']['images_per_s'] / results['usual']['images_per_s']
-        print(f"fast / usual: {results['speedup']:.2f}x")
+
+def main(argv=None):
+    args, device = parse(argv)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (args.train_size, *SHAPES[args.shape]), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(args.train_size) % 10
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
+    print(f'batch {args.batch_size}, {args.train_size} images {"x".join(map(str, SHAPES[args.shape]))}, on {name} '
+          f'({torch.get_num_threads()} threads), torch {torch.__version__}', flush=True)
+    results = {'config': {**vars(args), 'device_name': name, 'torch_version': torch.__version__,
+                          'cpu_threads': torch.get_num_threads()}}
+    for network_name in args.network:
+        results[network_name] = {}
+        for pipeline in args.pipelines:
+            result = measure(PIPELINES[pipeline], args, network_name, device, images, labels)
+            results[network_name][pipeline] = result
+            peak = result['peak_gpu_memory_gib']
+            print(f"{network_name:<9} {pipeline:<6} {result['images_per_s']:>10,.0f} images/s ({result['steps']} steps)"
+                  f"{'' if peak is None else f', peak GPU memory {peak:.2f} GiB'}", flush=True)
+        rates = {k: v['images_per_s'] for k, v in results[network_name].items()}
+        if 'fast' in rates and 'bare' in rates:
+            results[network_name]['fast_of_bare'] = rates['fast'] / rates['bare']
+            print(f"{network_name:<9} fast is {100 * rates['fast'] / rates['bare']:.1f}% of the bare loop")
+        if 'fast' in rates and 'usual' in rates:
+            results[network_name]['fast_over_usual'] = rates['fast'] / rates['usual']
+            print(f"{network_name:<9} fast / usual: {rates['fast'] / rates['usual']:.2f}x")
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=1, default=lambda v: v if np.isscalar(v) else str(v))

@@ -115,11 +115,16 @@ class TrainStep:
                 tensor.fill_(-lr)
             self.tensor_lrs = lrs
 
-    def _record(self, loss):
+    def _record(self, loss, captured=False):
+        """Add the step's loss (float32) to the float64 sum (exact promotion, as Python's float sum) and keep it
+        at the step's slot: a slot known on the host for eager steps, held on the device in a captured graph."""
         self.loss_sum += loss
-        slot = self.step_index.remainder(self.step_losses.shape[0])  # wraps if begin_epoch is never called
-        self.step_losses.index_copy_(0, slot, loss.float().view(1))
-        self.step_index += 1
+        if captured:
+            slot = self.step_index.remainder(self.step_losses.shape[0])  # wraps if begin_epoch is never called
+            self.step_losses.index_copy_(0, slot, loss.view(1))
+            self.step_index += 1
+        else:
+            self.step_losses[self.steps_done % self.step_losses.shape[0]] = loss
 
     def _format(self, images):
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
@@ -129,7 +134,7 @@ class TrainStep:
             loss = self.criterion(self.network(images), labels)
         weighted = loss * loss_weight if loss_weight != 1.0 else loss
         (weighted * self.scaler.scale if self.scaler is not None else weighted).backward()
-        return weighted.detach().double()
+        return weighted.detach().float()
 
     def _update(self):
         """The optimizer step from the gradients in place, as device work only (capturable)."""
@@ -160,8 +165,9 @@ class TrainStep:
         with torch.cuda.graph(self.graph):
             loss = self._forward_backward(self.static_images, self.static_labels)
             self._update()
-            self._record(loss)
+            self._record(loss, captured=True)
         self.graph_batch_size = labels.shape[0]
+        self.step_index.fill_(self.steps_done)  # the graph's slot counter starts at this step
         # Keep the captured gradients alive and visible (checkpoints, inspection).
         self.static_grads = [p.grad for group in self.optimizer.param_groups for p in group['params']]
 

@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from results import ResultsError, group_runs, is_finished, load_runs
+from results import ResultsError, group_runs, has_best, is_finished, load_runs
 from t_test import evaluate
 from train_args import OneLineParser
 
@@ -44,7 +44,7 @@ def arithmetic(config):
 def summarize(groups):
     rows = []
     for label, seeds in groups.items():
-        finished = {s: r for s, r in sorted(seeds.items()) if is_finished(r['record'])}
+        finished = {s: r for s, r in sorted(seeds.items()) if is_finished(r['record']) and has_best(r['record'])}
         config = next(iter(seeds.values()))['record']['config']
         best = [r['record']['test_accuracy_at_best'] for r in finished.values()]
         final = [r['record']['final_test_accuracy'] for r in finished.values()]
@@ -52,7 +52,9 @@ def summarize(groups):
                      'arithmetic': arithmetic(config),
                      'input_norm': config['input_norm'], 'dataset': config['dataset'], 'network': config['network'],
                      'num_epochs': config['num_epochs'], 'seeds': list(finished),
-                     'unfinished_seeds': sorted(set(seeds) - set(finished)),
+                     'unfinished_seeds': sorted(s for s, r in seeds.items() if not is_finished(r['record'])),
+                     'no_best_seeds': sorted(s for s, r in seeds.items() if is_finished(r['record'])
+                                             and not has_best(r['record'])),
                      'best': _mean_std(best), 'final': _mean_std(final)})
     return rows
 
@@ -61,7 +63,7 @@ def compare(groups, baseline):
     """Each configuration against ``baseline``, paired by seed over finished runs."""
     if baseline not in groups:
         return []
-    done = {label: {s: r['record'] for s, r in seeds.items() if is_finished(r['record'])}
+    done = {label: {s: r['record'] for s, r in seeds.items() if is_finished(r['record']) and has_best(r['record'])}
             for label, seeds in groups.items()}
     comparisons = []
     for label in groups:
@@ -120,6 +122,9 @@ def markdown(rows, comparisons, baseline):
         if r['unfinished_seeds']:
             notes.append(f"{r['configuration']}: unfinished runs (left out) for seeds "
                          f"{_seed_list(r['unfinished_seeds'])}")
+        if r['no_best_seeds']:
+            notes.append(f"{r['configuration']}: finished without a best epoch (validation accuracy never above 0%), "
+                         f"left out: seeds {_seed_list(r['no_best_seeds'])}")
     for c in comparisons:
         if c['only_in_configuration']:
             notes.append(f"{c['configuration']}: seeds without a {baseline} partner (left out of the test): "

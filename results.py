@@ -17,7 +17,7 @@ from errors import RunError
 from train_args import experiment_settings
 
 __all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'new_record',
-           'read_record', 'is_finished', 'result_files', 'load_runs', 'group_runs']
+           'read_record', 'is_finished', 'has_best', 'outcome', 'result_files', 'load_runs', 'group_runs']
 
 SEED_SUFFIX = re.compile(r'_seed(\d+)$')
 
@@ -89,6 +89,20 @@ def read_record(path):
 
 def is_finished(record):
     return bool(record) and record.get('status') == 'finished'
+
+
+def has_best(record):
+    """Whether some epoch's validation accuracy beat 0% (the original's starting best), so there are best
+    weights and a test accuracy at the best epoch."""
+    return bool(record) and record.get('test_accuracy_at_best') is not None
+
+
+def outcome(record):
+    """A finished run's result in words, for the console."""
+    if not has_best(record):
+        return 'no epoch\'s validation accuracy was above 0%, so there is no best epoch and no best weights'
+    return (f"test accuracy at the best validation epoch ({record['best_epoch']}, val_acc "
+            f"{record['best_val_accuracy']:.2f}%): {record['test_accuracy_at_best']:.2f}%")
 
 
 def result_files(inputs):

@@ -25,13 +25,19 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 import train_args
-from results import ResultsError, group_runs, is_finished, load_runs, read_record
+from results import ResultsError, group_runs, is_finished, load_runs, outcome, read_record
 from runs import output_paths
 
-BUILT_IN = {
-    'baseline': ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset'],
+STANDARD = ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset']
+BUILT_IN = {  # the paper's pair (run by default), then the seed systems' natural comparisons (run when named)
+    'baseline': STANDARD,
     'proposed': ['--bn_weight', '0.1', '--c', '100', '--input_norm', 'bn'],
+    'no_bn': ['--norm', 'none', *STANDARD],                          # vs baseline: with and without BN (seed 003)
+    'bn_only': ['--train_only_bn', *STANDARD],                       # BN-only training, standard init (seed 002)
+    'bn_only_small_init': ['--train_only_bn', '--bn_weight', '0.1', '--c', '1', '--input_norm', 'bn'],  # vs bn_only
+    'mabn': ['--norm', 'mabn', *STANDARD],                           # vs baseline at a small batch (seed 001)
 }
+DEFAULT_CONFIGS = ('baseline', 'proposed')
 SWEEP_CONTROLLED = ('--name', '--seed', '--path', '--resume', '--overwrite', '--device')
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -79,7 +85,7 @@ def configurations(args):
         if not sep or not name.strip():
             raise SweepError(f"--config {item!r}: use NAME='--flag value ...'")
         configs[name.strip()] = flag_list(flags)
-    chosen = args.configs or list(configs)
+    chosen = args.configs or [*DEFAULT_CONFIGS, *(name for name in configs if name not in BUILT_IN)]
     unknown = [name for name in chosen if name not in configs]
     if unknown:
         raise SweepError(f'unknown configuration(s) {", ".join(unknown)}; defined: {", ".join(configs)}')
@@ -176,12 +182,15 @@ class Sweep:
             record = read_record(run['paths']['json'])
             where = f"{device}{'' if visible is None else ':' + visible}"
             if status == 0 and is_finished(record):
-                outcome = f"finished: test accuracy at best validation epoch {record['test_accuracy_at_best']:.2f}%"
+                result = f'finished: {outcome(record)}'
                 self.results[run['name']] = 'finished'
+            elif self.stopping is not None:
+                result = f'interrupted (exit {status}); the same command resumes it'
+                self.results[run['name']] = 'interrupted'
             else:
-                outcome = f'FAILED (exit {status}), see {log_path}'
-                self.results[run['name']] = 'failed' if self.stopping is None else 'interrupted'
-            print(f"{run['name']} on {where}: {outcome}", flush=True)
+                result = f'FAILED (exit {status}), see {log_path}'
+                self.results[run['name']] = 'failed'
+            print(f"{run['name']} on {where}: {result}", flush=True)
         finally:
             with self.lock:
                 self.free.append((device, visible))
@@ -209,8 +218,9 @@ def main(argv=None):
     own, common = argv[:split], argv[split + 1:]
     p = train_args.OneLineParser(prog='sweep.py', description=__doc__.split('\n\n')[0],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--configs', nargs='+', help='configurations to run (default: all defined: baseline, '
-                                                'proposed and any --config/--config_file ones)')
+    p.add_argument('--configs', nargs='+', help='configurations to run (default: baseline, proposed and any '
+                                                '--config/--config_file ones; also built in: no_bn, bn_only, '
+                                                'bn_only_small_init, mabn)')
     p.add_argument('--config', action='append', default=[],
                    help="define a configuration: NAME='--train_py_flag value ...' (repeatable)")
     p.add_argument('--config_file', help='JSON file {name: "flags"} or {name: {flag: value}}')
@@ -242,8 +252,8 @@ def main(argv=None):
     print(f'{len(runs)} runs: {len(runs) - len(todo)} already finished, {len(todo)} to do, '
           f'{len(slot_list)} at a time on {slot_list[0][0]}', flush=True)
     sweep = Sweep(todo, slot_list)
-    outcome = sweep.go()
-    failed = sorted(name for name, result in outcome.items() if result == 'failed')
+    ended = sweep.go()
+    failed = sorted(name for name, result in ended.items() if result == 'failed')
     if sweep.stopping is not None:
         print(f'sweep stopped by {signal.Signals(sweep.stopping).name}; run the same command again to resume',
               file=sys.stderr)

@@ -59,14 +59,18 @@ def _values_by_seed(items, side):
         return None, [float(item) for item in items]
     except ValueError:
         pass
-    from results import group_runs, load_runs
+    from results import group_runs, has_best, is_finished, load_runs
     groups = group_runs(load_runs(items))
     if len(groups) != 1:
         raise ValueError(f'--{side} holds results of several configurations ({", ".join(groups)}): give one')
     runs = next(iter(groups.values()))
-    unfinished = sorted(s for s, r in runs.items() if r['record'].get('status') != 'finished')
+    unfinished = sorted(s for s, r in runs.items() if not is_finished(r['record']))
     if unfinished:
         raise ValueError(f'--{side} has unfinished runs for seeds {", ".join(map(str, unfinished))}')
+    without_best = sorted(s for s, r in runs.items() if not has_best(r['record']))
+    if without_best:
+        raise ValueError(f'--{side} has runs without a best epoch (validation accuracy never above 0%) for seeds '
+                         f'{", ".join(map(str, without_best))}')
     return {s: r['record']['test_accuracy_at_best'] for s, r in runs.items()}, None
 
 

@@ -28,7 +28,7 @@ from distributed import setup
 from engine import TrainStep, evaluate, train_one_epoch
 from errors import FAILURE, USAGE, RunError
 from networks import construct_network, train_only_norms
-from results import new_record
+from results import new_record, outcome
 from runs import check_writable, find_start, output_paths
 from seeds import make_deterministic
 from weight_decay_and_learning_rate import build_optimizer
@@ -213,8 +213,7 @@ def train(args, argv, world, device_name):
     if start == 'finished':
         if world.is_main:
             write_results(paths, previous)  # the checkpoint may be one write ahead of the results
-        say(f"{args.name} already finished {len(previous['epochs'])} epochs (test accuracy at the best "
-            f"validation epoch: {previous['test_accuracy_at_best']:.2f}%): nothing to do")
+        say(f"{args.name} already finished {len(previous['epochs'])} epochs ({outcome(previous)}): nothing to do")
         return previous
 
     device = torch.device(device_name)
@@ -245,9 +244,7 @@ def train(args, argv, world, device_name):
             if world.any(stop.received is not None, device) and epoch < args.num_epochs:
                 raise stopped(stop.received or signal.SIGTERM, f'after epoch {epoch}', paths, argv)
 
-    say(f"done in {record['wall_time_s']:.0f}s: best val_acc {record['best_val_accuracy']:.2f}% at epoch "
-        f"{record['best_epoch']}, test_acc there {record['test_accuracy_at_best']:.2f}%; "
-        f"weights {paths['weights']}, results {paths['json']}")
+    say(f"done in {record['wall_time_s']:.0f}s: {outcome(record)}; weights {paths['weights']}, results {paths['json']}")
     return record
 
 

@@ -1,4 +1,4 @@
-"""bench.py: both pipelines really train the given number of steps, and bad flags are refused."""
+"""bench.py: each pipeline really trains the given steps on the chosen network, and bad flags are refused."""
 import json
 
 import pytest
@@ -12,19 +12,21 @@ def test_bench_trains_each_pipeline_for_the_given_steps(tmp_path, capsys, monkey
     step_once = torch.optim.SGD.step
     monkeypatch.setattr(torch.optim.SGD, 'step', lambda self, *a, **k: steps.append(1) or step_once(self, *a, **k))
     out = tmp_path / 'bench.json'
-    results = bench.main(['--device', 'cpu', '--batch_size', '16', '--train_size', '48', '--steps', '2',
-                          '--warmup', '1', '--json', str(out)])
-    assert len(steps) == 2 * (1 + 2)  # warm-up and timed steps, in each pipeline
+    results = bench.main(['--device', 'cpu', '--network', 'mlp', '--batch_size', '16', '--train_size', '48',
+                          '--steps', '2', '--min_time', '0', '--warmup', '1', '--json', str(out)])
+    assert len(steps) == 3 * (1 + 2)  # warm-up and timed steps, in each of the three pipelines
     printed = capsys.readouterr().out
-    assert 'usual (PIL + DataLoader' in printed and 'fast (fp32, eager)' in printed and 'fast / usual' in printed
+    assert 'mlp       usual' in printed and 'mlp       bare' in printed and '% of the bare loop' in printed
     saved = json.loads(out.read_text())
-    assert saved['fast']['images_per_s'] == results['fast']['images_per_s'] > 0 and saved['config']['steps'] == 2
+    assert saved['mlp']['fast']['images_per_s'] == results['mlp']['fast']['images_per_s'] > 0
+    assert saved['mlp']['fast']['steps'] == 2 and saved['config']['shape'] == 'mnist'
 
 
 @pytest.mark.parametrize('argv, message', [
     (['--device', 'cpu', '--precision', 'fp16'], 'fp16 needs a CUDA device'),
     (['--device', 'cpu', '--steps', '0'], 'must be positive'),
     (['--device', 'cpu', '--train_size', '8', '--batch_size', '16'], 'at least --batch_size'),
+    (['--device', 'cpu', '--network', 'vgg'], "invalid choice: 'vgg'"),
 ])
 def test_bench_rejects_bad_flags(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

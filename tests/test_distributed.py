@@ -60,7 +60,7 @@ def test_batch_must_divide_and_sync_bn_needs_cuda(capsys):
 
 def torchrun(tmp_path, *extra, processes=2):
     return subprocess.run([sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={processes}',
-                           '--standalone', 'train.py', '--dataset', 'fake', '--fake_size', '200',
+                           '--standalone', 'train.py', '--dataset', 'fake', '--fake_size', '200', '--network', 'mlp',
                            '--batch_size', '64', '--num_epochs', '2', '--device', 'cpu', '--path', str(tmp_path),
                            *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
@@ -72,7 +72,7 @@ def test_torchrun_two_processes_gloo_exact_evaluation_rank0_files(tmp_path):
     record = json.loads((tmp_path / 'fake/results/ddp.json').read_text())
     assert record['world_size'] == 2 and record['status'] == 'finished'
     # Accuracy and loss from the two shards equal a single process's evaluation of the saved weights.
-    network = construct_network('resnet18', 10, 'fake', 0.1, 'bn')
+    network = construct_network('mlp', 10, 'fake', 0.1, 'bn')
     network.load_state_dict(torch.load(tmp_path / 'fake/networks/ddp-best.pt'))
     data = train.prepare_data(parse_args(['--dataset', 'fake', '--fake_size', '200', '--device', 'cpu']), '',
                               torch.device('cpu'))

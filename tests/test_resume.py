@@ -17,7 +17,7 @@ from conftest import ROOT
 
 NAME = 'run'
 FLAGS = ['--dataset', 'fake', '--fake_size', '100', '--batch_size', '16', '--device', 'cpu', '--num_epochs', '4',
-         '--name', NAME]  # 90 training images: 6 steps per epoch, the last one of 10 images
+         '--name', NAME, '--network', 'mlp']  # 90 training images: 6 steps per epoch, the last one of 10 images
 
 
 def outputs(folder):
@@ -47,17 +47,44 @@ def reference(tmp_path_factory):
     return outputs(folder)
 
 
-def start(folder, *extra):
-    return subprocess.Popen([sys.executable, 'train.py', *FLAGS, '--path', str(folder), *extra], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+KILLER = """
+import os, signal, sys
+import torch
+sys.path.insert(0, {root!r})
+import engine, train
+step, evaluation = {step}, {evaluation}
+calls = {{'steps': 0, 'evaluations': 0}}
+plain_loss, plain_evaluate = torch.nn.CrossEntropyLoss, engine.evaluate
+
+class KillAtStep(torch.nn.Module):  # SIGKILL during training step `step` (1-based, over the whole run)
+    def __init__(self):
+        super().__init__()
+        self.loss = plain_loss()
+    def forward(self, logits, labels):
+        calls['steps'] += 1
+        if calls['steps'] == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.loss(logits, labels)
+
+def kill_in_evaluation(*args, **kwargs):  # SIGKILL during evaluation pass `evaluation`
+    calls['evaluations'] += 1
+    if calls['evaluations'] == evaluation:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return plain_evaluate(*args, **kwargs)
+
+torch.nn.CrossEntropyLoss = KillAtStep
+train.evaluate = kill_in_evaluation
+train.run(sys.argv[1:])
+"""
 
 
-def wait_for_line(process, prefix):
-    for line in process.stdout:
-        if line.startswith(prefix):
-            return line
-    raise AssertionError(f'no line starting with {prefix!r}; stderr: {process.stderr.read()}')
+def killed(folder, step=0, evaluation=0, resume=False):
+    """A real train.py process that SIGKILLs itself at a chosen training step or evaluation pass."""
+    script = folder / 'killer.py'
+    script.write_text(KILLER.format(root=ROOT, step=step, evaluation=evaluation))
+    argv = FLAGS + ['--path', str(folder)] + (['--resume'] if resume else [])
+    return subprocess.run([sys.executable, str(script), *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
 
 
 def checkpoint_position(folder):
@@ -70,21 +97,18 @@ def checkpoint_position(folder):
 
 
 def test_sigkill_at_several_points_then_resume_is_bit_identical(tmp_path, reference):
+    """SIGKILL (nothing can be saved) at four points, resuming after each (6 steps an epoch, counted in each
+    process from where it starts): in epoch 1 before any checkpoint; in the middle of epoch 3; at the first step
+    after the next epoch's end (that epoch's files possibly still being written in the background); and during a
+    later validation. The finished run equals an uninterrupted one bit for bit."""
     positions = []
-    kill_points = [('fake_size', 0.4),        # during epoch 1, before any checkpoint exists
-                   ('epoch   1/4', 0.5),      # in the middle of epoch 2
-                   ('epoch   2/4', 0.0),      # right after epoch 2's files were written
-                   ('epoch   3/4', 0.9)]      # late in epoch 4 or during its evaluation
-    for i, (prefix, delay) in enumerate(kill_points):
-        process = start(tmp_path, *(['--resume'] if i else []))
-        wait_for_line(process, 'run: resnet18' if prefix == 'fake_size' else prefix)
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-        process.stdout.close(), process.stderr.close()
-        assert process.returncode == -signal.SIGKILL
+    for i, point in enumerate([{'step': 3}, {'step': 2 * 6 + 3}, {'step': 6 + 1}, {'evaluation': 3}]):
+        process = killed(tmp_path, **point, resume=i > 0)
+        assert process.returncode == -signal.SIGKILL, process.stderr
         positions.append(checkpoint_position(tmp_path))
-    assert positions[0] is None and positions[1][0] >= 1 and positions[2][0] >= 2 and positions[3][0] >= 3
+    # Epoch 1's files are surely written by step 3 of epoch 3 (later ones may still be in flight when killed).
+    assert positions[0] is None and positions[1][0] >= 1 and positions[2][0] >= positions[1][0] >= 1
+    assert positions[3][0] >= positions[2][0]
     finished = subprocess.run([sys.executable, 'train.py', *FLAGS, '--path', str(tmp_path), '--resume'], cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
@@ -119,7 +143,7 @@ def test_signal_stops_at_a_step_boundary_and_resume_is_bit_identical(tmp_path, r
     assert stopped.value.code == 128 + signum
     message = capsys.readouterr().err.strip().splitlines()
     assert len(message) == 1 and signal.Signals(signum).name in message[0]
-    assert message[0].endswith(f'--name run --path {tmp_path} --resume')
+    assert message[0].endswith(f'--network mlp --path {tmp_path} --resume') and '--name run' in message[0]
     assert checkpoint_position(tmp_path) == position
     record = json.loads((tmp_path / 'fake/results' / f'{NAME}.json').read_text())
     assert record['status'] == ('interrupted' if position[1] else 'running')
@@ -184,7 +208,7 @@ def test_finished_run_is_not_retrained(tmp_path, capsys):
 @pytest.mark.parametrize('extra, expected', [
     (['--bn_weight', '1'], 'bn_weight: 0.1 -> 1.0'),
     (['--seed', '2', '--c', '1'], "c: 100 -> 1.0; seed: '1' -> '2'"),
-    (['--network', 'resnet34'], "network: 'resnet18' -> 'resnet34'"),
+    (['--network', 'resnet20'], "network: 'mlp' -> 'resnet20'"),
     (['--batch_size', '32', '--input_norm', 'dataset'], "batch_size: 16 -> 32; input_norm: 'bn' -> 'dataset'"),
     (['--num_epochs', '6'], '--num_epochs 6 differs from the checkpoint\'s 4'),
 ])

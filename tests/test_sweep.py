@@ -10,7 +10,7 @@ import pytest
 import sweep
 from conftest import ROOT
 
-TINY = ['--', '--dataset', 'fake', '--fake_size', '100', '--batch_size', '32']
+TINY = ['--', '--dataset', 'fake', '--fake_size', '100', '--batch_size', '32', '--network', 'mlp']
 
 
 def test_dry_run_lists_every_configuration_and_seed(tmp_path, capsys):
@@ -95,7 +95,7 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys):
 
 def test_killed_sweep_resumes_where_it_stopped(tmp_path):
     command = [sys.executable, 'sweep.py', '--seeds', '1', '--path', str(tmp_path), '--gpus', '0',
-               '--no_report'] + TINY + ['--num_epochs', '3']
+               '--no_report'] + TINY + ['--num_epochs', '3', '--fake_size', '20000']  # epochs of ~1 s
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / 'fake' / 'logs' / 'baseline_seed1.log'
     deadline = time.time() + 120

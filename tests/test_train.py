@@ -42,7 +42,7 @@ def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
     assert record['wall_time_s'] > 0 and all(math.isfinite(e['train_loss']) for e in epochs)
 
     text = (tmp_path / 'fake/results' / f'{name}.txt').read_text().split('\n')
-    assert text[:12] == [f'Name: {name},,,, ', 'Dataset: fake,,,, ', 'Network: resnet18,,,, ', 'Batch Size: 64,,,, ',
+    assert text[:12] == [f'Name: {name},,,, ', 'Dataset: fake,,,, ', 'Network: mlp,,,, ', 'Batch Size: 64,,,, ',
                          'Num Epochs: 2,,,, ', 'Learning Rate: 0.1,,,, ', 'LR Scheduler: cos,,,, ', 'Momentum: 0.9,,,, ',
                          'Weight Decay: 0.0001,,,, ', 'BN Intial Scale: 0.1,,,, ', 'LR Reduction Value: 100,,,, ',
                          'Input Normalization Method: bn,,,, ']  # the original's file, its typo included
@@ -52,7 +52,7 @@ def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
 
     # The saved weights are the best epoch's: re-evaluating them reproduces its validation accuracy.
     state = torch.load(tmp_path / 'fake/networks' / f'{name}-best.pt', map_location='cpu')
-    network = construct_network('resnet18', 10, 'fake', 0.1, 'bn')
+    network = construct_network('mlp', 10, 'fake', 0.1, 'bn')
     network.load_state_dict(state)
     data = train.prepare_data(parse_args(FAST), '', torch.device('cpu'))
     val = evaluate(network, data['val'], 64)
@@ -182,3 +182,34 @@ def test_training_equals_the_original_code_bit_for_bit(tmp_path, bn_weight, c, i
     best = torch.load(tmp_path / 'cifar10' / 'networks' / 'a-best.pt')
     assert list(best) == list(expected_best) and all(torch.equal(best[k], expected_best[k]) for k in best)
     assert record['best_epoch'] is not None and len(expected_text.splitlines()) == 13 + epochs
+
+
+def test_train_only_bn_leaves_every_other_parameter_at_its_initial_value(tmp_path):
+    """Seed 002's protocol: after training, every frozen parameter equals a freshly constructed network's (same
+    seed) bit for bit, and every BN scale and shift (but the input BN's frozen shift) has moved."""
+    from seeds import make_deterministic
+    record = train.main(FAST + ['--num_epochs', '2', '--path', str(tmp_path), '--train_only_bn', '--seed', '7'])
+    trained = torch.load(tmp_path / 'fake' / 'networks' / f"{record['config']['name']}-last.pt",
+                         weights_only=True)['network']
+    make_deterministic('7')
+    fresh = construct_network('mlp', 10, 'fake', 0.1, 'bn')
+    norms = {f'{name}.{p}' for name, m in fresh.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             for p in ('weight', 'bias')} - {'0.bias'}
+    for name, initial in fresh.named_parameters():
+        assert torch.equal(trained[name], initial) != (name in norms), name
+    assert len(norms) == 5  # the input BN's scale, and two BN1d layers' scales and shifts
+
+
+@pytest.mark.parametrize('flags, layers', [
+    (['--network', 'resnet20', '--norm', 'mabn', '--batch_size', '4', '--mabn_real_batch', '8'], 'MABN2d'),
+    (['--network', 'mlp', '--norm', 'none'], None),
+])
+def test_other_normalisations_train(tmp_path, flags, layers):
+    record = train.main(['--dataset', 'fake', '--fake_size', '100', '--device', 'cpu', '--num_epochs', '1', '--path',
+                         str(tmp_path), '--bn_weight', '1', '--c', '1', '--input_norm', 'dataset', *flags])
+    state = torch.load(tmp_path / 'fake' / 'networks' / f"{record['config']['name']}-last.pt", weights_only=True)
+    assert record['status'] == 'finished' and math.isfinite(record['epochs'][0]['train_loss'])
+    if layers == 'MABN2d':  # its buffers trained and were saved: 23 steps of 4 images
+        assert state['network']['bn1.iters'].tolist() == [23] and 'layer1.0.bn1.buffer_gz' in state['network']
+    else:
+        assert not any('running' in key for key in state['network'])

@@ -44,7 +44,7 @@ def test_setting_differences_name_each_setting():
                                                    'dataset: None -> None'][:2]  # c 100 == 100.0
 
 
-TINY = ['--dataset', 'fake', '--fake_size', '100', '--batch_size', '100', '--num_epochs', '1',
+TINY = ['--dataset', 'fake', '--fake_size', '100', '--batch_size', '100', '--num_epochs', '1', '--network', 'mlp',
         '--bn_weight', '0.1', '--c', '100', '--input_norm', 'bn']  # the flags of sweep.py's 'proposed', one step
 
 
