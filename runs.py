@@ -1,4 +1,4 @@
-"""A run's name on disk: where its files go, and whether it starts, resumes or is already finished.
+"""A run's name on disk: where its files go, the lock that keeps it to one process, and how it starts.
 
 With --path P, --dataset D and --name N:
   P/D/images/              the dataset files (or --data_dir)
@@ -6,14 +6,17 @@ With --path P, --dataset D and --name N:
   P/D/networks/N-last.pt   checkpoint to resume from (see checkpoint.py)
   P/D/results/N.txt, .json the results (see results.py)
 """
+import json
 import os
+import socket
+import time
 
 from checkpoint import CheckpointError, load_checkpoint
-from errors import USAGE
+from errors import USAGE, RunError
 from results import is_finished, read_record
 from train_args import experiment_settings, setting_differences
 
-__all__ = ['output_paths', 'check_writable', 'find_start']
+__all__ = ['output_paths', 'check_writable', 'find_start', 'RunLock']
 
 
 def output_paths(path, dataset, name, data_dir=None):
@@ -26,6 +29,7 @@ def output_paths(path, dataset, name, data_dir=None):
         'checkpoint': os.path.join(root, 'networks', f'{name}-last.pt'),
         'txt': os.path.join(root, 'results', f'{name}.txt'),
         'json': os.path.join(root, 'results', f'{name}.json'),
+        'lock': os.path.join(root, 'results', f'.{name}.lock'),
     }
 
 
@@ -84,3 +88,93 @@ def find_start(args, paths):
     if completed >= args.num_epochs:
         return 'finished', checkpoint['record']
     return 'resume', checkpoint
+
+
+def _process_start(pid):
+    """When process ``pid`` started (clock ticks since boot, from /proc), or None where that cannot be read."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return int(f.read().rsplit(')', 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid, start):
+    """Whether process ``pid`` on this host still runs and is the one that took the lock (not a reused pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    return start is None or _process_start(pid) in (None, start)
+
+
+class RunLock:
+    """An exclusive lock on a run's name for the whole life of the process that trains it.
+
+    The lock is a file created with O_EXCL (atomic, also on shared network folders) beside
+    the results, holding the host, pid and start time of its owner. A second process for the
+    same name is refused with one line naming them (exit 2). A lock left by a process that
+    died on this host (SIGKILL, a crash) is reclaimed; one from another host cannot be
+    checked from here, so the message says how to remove it if its owner is gone. Folders
+    the lock had to create are removed again on release if the run left nothing in them.
+    """
+
+    def __init__(self, paths):
+        self.path, self.folders, self.created = paths['lock'], (paths['networks'], paths['results']), []
+
+    def _owner(self):
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self):
+        for folder in self.folders:
+            missing = []
+            while not os.path.isdir(folder):
+                missing.append(folder)
+                folder = os.path.dirname(folder)
+            for folder in reversed(missing):
+                os.mkdir(folder)
+                self.created.append(folder)
+        me = {'host': socket.gethostname(), 'pid': os.getpid(), 'process_start': _process_start(os.getpid()),
+              'since': time.strftime('%Y-%m-%d %H:%M:%S')}
+        for _ in range(2):  # a second try after reclaiming a stale lock
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner and owner.get('host') == me['host'] and not _alive(owner.get('pid'), owner.get('process_start')):
+                    os.remove(self.path)  # its process died: the lock is stale
+                    continue
+                self.release()
+                held = (f"process {owner.get('pid')} on {owner.get('host')} (since {owner.get('since')})" if owner
+                        else 'another process')
+                remote = owner and owner.get('host') != me['host']
+                raise RunError(f'{os.path.basename(self.path)[1:-5]} is being trained by {held}: lock {self.path}'
+                               + ('; if that process is gone, delete the lock' if remote else ''), USAGE) from None
+            with os.fdopen(descriptor, 'w') as f:
+                json.dump(me, f)
+            return self
+        raise RunError(f'could not take the lock {self.path}', USAGE)
+
+    def release(self):
+        owner = self._owner()
+        if owner and owner.get('pid') == os.getpid() and owner.get('host') == socket.gethostname():
+            os.remove(self.path)
+        for folder in reversed(self.created):  # nothing written: leave no empty folders behind
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+        self.created = []
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False

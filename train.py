@@ -8,6 +8,7 @@ weights, data order and flips; SGD with momentum and cosine annealing per epoch;
 random horizontal flips are the only augmentation; the weights with the best
 validation accuracy are kept, and the test accuracy at that epoch is reported.
 """
+import contextlib
 import math
 import os
 import shlex
@@ -29,7 +30,7 @@ from engine import TrainStep, evaluate, train_one_epoch
 from errors import FAILURE, USAGE, RunError
 from networks import construct_network, train_only_norms
 from results import new_record, outcome
-from runs import check_writable, find_start, output_paths
+from runs import RunLock, check_writable, find_start, output_paths
 from seeds import make_deterministic
 from weight_decay_and_learning_rate import build_optimizer
 
@@ -119,25 +120,34 @@ def resume_command(argv):
     return shlex.join(['python', 'train.py', *flags, *([] if '--resume' in flags else ['--resume'])])
 
 
-def open_run(args, paths):
-    """Where the run starts ('new', 'resume' or 'finished', with the checkpoint or results), after checking that
-    its folders can be written. Creates nothing."""
-    for folder in (paths['networks'], paths['results']):
-        problem = check_writable(folder)
-        if problem:
-            raise RunError(problem)
-    return find_start(args, paths)
-
-
-def make_folders(args, paths, world):
-    """The run's folders, once its data and network are ready (so bad data leaves nothing behind); with
-    --overwrite, the old files go now."""
+@contextlib.contextmanager
+def locked(paths, world, device_name):
+    """The run's lock (runs.RunLock), held by rank 0 for the whole run, after checking that its folders can be
+    written; under torchrun every process learns whether rank 0 got it. Released on every way out."""
+    lock, refusal = None, None
     if world.is_main:
-        os.makedirs(paths['networks'], exist_ok=True)
-        os.makedirs(paths['results'], exist_ok=True)
-        for key in ('checkpoint', 'weights', 'json', 'txt') if args.overwrite else ():
-            if os.path.exists(paths[key]):
-                os.remove(paths[key])
+        try:
+            for folder in (paths['networks'], paths['results']):
+                problem = check_writable(folder)
+                if problem:
+                    raise RunError(problem)
+            lock = RunLock(paths).acquire()
+        except RunError as error:
+            refusal = error
+    if world.any(refusal is not None, torch.device(device_name)):
+        raise refusal or RunError('the torchrun job\'s rank 0 could not start this run', USAGE)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def remove_old_files(args, paths, world):
+    """With --overwrite, the run's old files go, once its data and network are ready."""
+    for key in ('checkpoint', 'weights', 'json', 'txt') if args.overwrite and world.is_main else ():
+        if os.path.exists(paths[key]):
+            os.remove(paths[key])
 
 
 def begin_record(args, paths, data, device, world, start, previous, model):
@@ -204,12 +214,11 @@ def stopped(signum, where, paths, argv):
                       f'Resume with: {resume_command(argv)}', 128 + signum)
 
 
-def train(args, argv, world, device_name):
+def train(args, argv, world, device_name, paths):
     """The paper's protocol for one run (on every torchrun process; only rank 0 writes and prints)."""
     say = print if world.is_main else (lambda *a, **k: None)
     started = time.time()
-    paths = output_paths(args.path, args.dataset, args.name, args.data_dir)
-    start, previous = open_run(args, paths)
+    start, previous = find_start(args, paths)
     if start == 'finished':
         if world.is_main:
             write_results(paths, previous)  # the checkpoint may be one write ahead of the results
@@ -222,7 +231,7 @@ def train(args, argv, world, device_name):
         say('NOTE: --dataset fake is random noise with random labels: its accuracies are meaningless')
     model = build_model(args, data, device, world)
     record, first_epoch = begin_record(args, paths, data, device, world, start, previous, model)
-    make_folders(args, paths, world)
+    remove_old_files(args, paths, world)
     if start == 'resume':
         say(f'resuming {args.name} from {paths["checkpoint"]} at epoch {first_epoch}, step {model[3].steps_done}')
     say(f'{args.name}: {args.network} on {args.dataset} ({len(data["train"])} train, {len(data["val"])} val, '
@@ -255,15 +264,30 @@ def main(argv=None):
     world, device_name = setup(args.device)
     try:
         check_distributed(args, world)
-        return train(args, argv, world, device_name)
+        paths = output_paths(args.path, args.dataset, args.name, args.data_dir)
+        with locked(paths, world, device_name):
+            return train(args, argv, world, device_name, paths)
     finally:
         world.close()
 
 
+class Terminated(Exception):
+    """SIGTERM before training began (or after it ended): nothing to save, but the lock must go."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def run(argv=None):
     """Command-line entry: known problems end with a one-line message and a non-zero exit, no traceback."""
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         return main(argv)
+    except Terminated:
+        print('train.py: stopped by SIGTERM before training started; nothing was trained', file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except RunStopped as stopped:
         print(f'train.py: {stopped}', file=sys.stderr)
         sys.exit(stopped.status)
@@ -276,6 +300,9 @@ def run(argv=None):
     except KeyboardInterrupt:
         print('train.py: interrupted; --resume continues from the last checkpoint', file=sys.stderr)
         sys.exit(130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == '__main__':

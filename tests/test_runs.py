@@ -1,0 +1,91 @@
+"""A run's name on disk: one process per run name (a lock with real processes), stale locks reclaimed."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, files_under
+from errors import RunError
+from runs import RunLock, output_paths
+
+RUN = ['--dataset', 'fake', '--fake_size', '1000', '--batch_size', '32', '--device', 'cpu', '--network', 'mlp',
+       '--num_epochs', '2', '--name', 'same']
+
+
+def start(folder, *extra):
+    return subprocess.Popen([sys.executable, 'train.py', *RUN, '--path', str(folder), *extra], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path, timeout=120):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert time.time() < deadline, f'{path} never appeared'
+        time.sleep(0.05)
+
+
+def test_a_second_process_for_the_same_run_is_refused(tmp_path):
+    lock = output_paths(str(tmp_path), 'fake', 'same')['lock']
+    first = start(tmp_path, '--seed', '1')
+    wait_for(lock)
+    first.send_signal(signal.SIGSTOP)  # frozen while it holds the lock, whatever it was doing
+    before = files_under(tmp_path)
+    second = subprocess.run([sys.executable, 'train.py', *RUN, '--path', str(tmp_path), '--seed', '2'], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    first.send_signal(signal.SIGCONT)
+    assert second.returncode == 2 and 'Traceback' not in second.stderr
+    message = second.stderr.strip().splitlines()
+    assert len(message) == 1 and message[0].startswith('train.py: error: same is being trained by process '
+                                                       f'{first.pid} on {socket.gethostname()}')
+    assert files_under(tmp_path) == before  # the refused process created and removed nothing
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    record = json.loads((tmp_path / 'fake' / 'results' / 'same.json').read_text())
+    assert record['config']['seed'] == '1' and not os.path.exists(lock)  # released on the way out
+
+
+def test_the_lock_of_a_killed_process_is_reclaimed(tmp_path):
+    lock = output_paths(str(tmp_path), 'fake', 'same')['lock']
+    holder = start(tmp_path)
+    wait_for(lock)
+    holder.send_signal(signal.SIGKILL)  # at whatever point of its run: no way to clean up
+    holder.communicate(timeout=60)
+    assert os.path.exists(lock)  # nothing could remove it
+    again = subprocess.run([sys.executable, 'train.py', *RUN, '--path', str(tmp_path), '--resume'], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / 'fake' / 'results' / 'same.json').read_text())['status'] == 'finished'
+
+
+def test_a_lock_held_elsewhere_names_its_host_and_pid_and_creates_nothing(tmp_path):
+    paths = output_paths(str(tmp_path / 'shared'), 'fake', 'run')
+    os.makedirs(paths['results'])
+    with open(paths['lock'], 'w') as f:
+        json.dump({'host': 'node042', 'pid': 4711, 'process_start': 1, 'since': '2026-11-24 01:00:00'}, f)
+    with pytest.raises(RunError, match=r'run is being trained by process 4711 on node042 \(since 2026-11-24 '
+                                       r'01:00:00\).*if that process is gone, delete the lock') as error:
+        RunLock(paths).acquire()
+    assert error.value.status == 2 and not os.path.exists(paths['networks'])
+    os.remove(paths['lock'])
+    with RunLock(paths):
+        owner = json.loads(open(paths['lock']).read())
+        assert owner['pid'] == os.getpid() and os.path.isdir(paths['networks'])
+    assert not os.path.exists(paths['lock']) and not os.path.exists(paths['networks'])  # left nothing behind
+
+
+def test_sigterm_before_training_starts_releases_the_lock(tmp_path):
+    """A job cancelled while it loads its data: no traceback, exit 143, no lock and no empty folders left."""
+    lock = output_paths(str(tmp_path), 'fake', 'same')['lock']
+    process = start(tmp_path)
+    wait_for(lock)  # the lock comes first, then the data: stop it right there and send SIGTERM
+    process.send_signal(signal.SIGSTOP)
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGCONT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143 and 'Traceback' not in err and 'stopped by SIGTERM' in err
+    assert not os.path.exists(lock) and files_under(tmp_path) == []
