@@ -14,6 +14,7 @@ import gzip
 import os
 import pickle
 import shutil
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,7 +107,7 @@ def _load_cifar(name, root, download):
     base = os.path.join(root, folder)
     paths = [os.path.join(base, f) for f in train_files + test_files]
     if not all(os.path.isfile(p) for p in paths):
-        _download(name, root, download, [p for p in paths if not os.path.isfile(p)])
+        _download(name, root, download, f'{folder}/{{{",".join(train_files + test_files)}}}')
     train = _read_cifar_batches(paths[:len(train_files)], label_key)
     test = _read_cifar_batches(paths[len(train_files):], label_key)
     num_classes = DATASETS[name].num_classes
@@ -149,7 +150,7 @@ def _load_fashionmnist(root, download):
         return None
 
     if not all(find(s) for s in stems):
-        _download('fashionmnist', root, download, [os.path.join(raw, s) for s in stems if not find(s)])
+        _download('fashionmnist', root, download, f'{{{",".join(stems)}}}[.gz]', f'{root} or {raw}')
     train_images, train_labels, test_images, test_labels = (
         _read_idx(find(s), 3 if 'images' in s else 1) for s in stems)
     train = _checked('fashionmnist', train_images[:, None], train_labels, 10, raw)
@@ -160,24 +161,41 @@ def _load_fashionmnist(root, download):
 # ----------------------------------------------------------------------------- download and fake
 
 
-def _download(name, root, download, missing):
-    hint = f'{name} is missing from {root} ({os.path.basename(missing[0])} not found)'
+DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'  # Debian's dataset-fashion-mnist package
+
+
+def _fetch(name, folder):
+    """torchvision's own download and md5-checked extraction of ``name`` into ``folder``."""
+    import torchvision.datasets as tv
+    {'cifar10': tv.CIFAR10, 'cifar100': tv.CIFAR100, 'fashionmnist': tv.FashionMNIST}[name](
+        root=folder, train=True, download=True)
+
+
+def _download(name, root, download, missing, where=None):
+    """Download ``name`` into ``root``, or raise DatasetError with one line naming what was looked for where.
+
+    The download goes to a temporary folder first: nothing is created in ``root`` unless it
+    succeeds (a data folder may be a system folder, or shared).
+    """
+    hint = {'fashionmnist': f"; Debian's dataset-fashion-mnist package installs them in {DEBIAN_FASHION_MNIST}"
+                            + (' (present here): pass --data_dir there' if os.path.isdir(DEBIAN_FASHION_MNIST)
+                               else ''),
+            'cifar10': '; put the extracted cifar-10-python.tar.gz (its cifar-10-batches-py folder) there',
+            'cifar100': '; put the extracted cifar-100-python.tar.gz (its cifar-100-python folder) there'}[name]
+    lacking = f'{name}: no {missing} in {where or root}'
     if not download:
-        raise DatasetError(f'{hint}; place the files there to train offline')
-    import torchvision.datasets as tv  # torchvision's own download and md5-checked extraction
-    dataset_class = {'cifar10': tv.CIFAR10, 'cifar100': tv.CIFAR100, 'fashionmnist': tv.FashionMNIST}[name]
-    created = os.path.abspath(root)  # the top folder this call creates, removed again if the download fails
-    while not os.path.exists(os.path.dirname(created)):
-        created = os.path.dirname(created)
-    created = None if os.path.exists(created) else created
+        raise DatasetError(lacking + hint)
+    temporary = tempfile.mkdtemp(prefix=f'{name}-download-')
     try:
+        _fetch(name, temporary)
         os.makedirs(root, exist_ok=True)
-        dataset_class(root=root, train=True, download=True)
+        for entry in os.listdir(temporary):
+            shutil.move(os.path.join(temporary, entry), os.path.join(root, entry))
     except Exception as error:
-        if created:
-            shutil.rmtree(created, ignore_errors=True)
-        raise DatasetError(f'{hint} and the download failed ({type(error).__name__}: {error}); '
-                           f'place the files there to train offline') from None
+        reason = ' '.join(str(error).split()) or type(error).__name__  # one line, whatever torchvision said
+        raise DatasetError(f'{lacking}, and downloading it failed ({reason}){hint}') from None
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _make_fake(size):

@@ -10,7 +10,6 @@ import torch
 import train
 from batch_norm import ScaleBatchNorm1d, ScaleBatchNorm2d
 from conftest import FAST, ROOT, write_cifar, write_fashionmnist
-from data import DatasetError
 from networks import construct_network
 from t_test import evaluate
 from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
@@ -70,10 +69,17 @@ CLI_AND_DATA = [
     (['--norm', 'mabn', '--network', 'resnet20', '--no_bn_running_stats'], None, 2, 'apply to --norm bn only'),
     (['--no_bn_affine'], None, 2, '--no_bn_affine removes the BN scale and shift'),
     (['--path', '{tmp}/file.txt/sub'], None, 1, 'is a file, not a folder'),
-    (['--dataset', 'cifar10'], 'empty', 1, 'cifar10 is missing from'),
+    (['--dataset', 'cifar10'], 'empty', 1, 'cifar10: no cifar-10-batches-py/{data_batch_1,data_batch_2,'
+                                            'data_batch_3,data_batch_4,data_batch_5,test_batch} in {tmp}/data, and '
+                                            'downloading it failed (Error downloading: Tried http://example, got: '
+                                            '<urlopen error [Errno -2] Name or service not known>); put the '
+                                            'extracted cifar-10-python.tar.gz'),
+    (['--dataset', 'fashionmnist'], 'empty', 1, 'fashionmnist: no {train-images-idx3-ubyte,train-labels-idx1-ubyte,'
+                                                't10k-images-idx3-ubyte,t10k-labels-idx1-ubyte}[.gz] in {tmp}/data or '
+                                                '{tmp}/data/FashionMNIST/raw, and downloading it failed'),
     (['--dataset', 'cifar10'], 'cifar-truncated', 1, 'corrupt dataset file'),
     (['--dataset', 'cifar10'], 'cifar-garbage', 1, 'corrupt dataset file'),
-    (['--dataset', 'cifar10'], 'cifar-one-missing', 1, 'data_batch_4 not found'),
+    (['--dataset', 'cifar10'], 'cifar-one-missing', 1, 'cifar10: no cifar-10-batches-py/{data_batch_1'),
     (['--dataset', 'fashionmnist'], 'fashion-truncated', 1, 'corrupt dataset file'),
     (['--dataset', 'fashionmnist'], 'fashion-bad-magic', 1, 'bad magic number'),
 ]
@@ -104,10 +110,14 @@ def prepare_data_folder(folder, damage):
 def test_command_line_and_data(tmp_path, capsys, monkeypatch, flags, damage, status, message):
     (tmp_path / 'file.txt').write_text('x')
     prepare_data_folder(tmp_path / 'data', damage)
-    # no internet here: a missing dataset must fail as offline, never try to download
-    monkeypatch.setattr('data._download', lambda name, root, download, missing: (_ for _ in ()).throw(
-        DatasetError(f'{name} is missing from {root} ({os.path.basename(missing[0])} not found); '
-                           f'place the files there to train offline')))
+    # no internet here (maybe in CI): the download fails, with torchvision's kind of multi-line message
+    def offline(name, folder):
+        os.makedirs(os.path.join(folder, 'partial'))  # what a failed download leaves in its folder
+        raise RuntimeError('Error downloading:\nTried http://example, got:\n<urlopen error [Errno -2] Name or '
+                           'service not known>\n')
+
+    monkeypatch.setattr('data._fetch', offline)
+    before = sorted(os.listdir(tmp_path / 'data'))
     argv = FAST + ['--path', f'{tmp_path}/out/', '--data_dir', str(tmp_path / 'data')]
     argv += [flag.format(tmp=tmp_path) for flag in flags]
     with pytest.raises(SystemExit) as exit_info:
@@ -115,8 +125,8 @@ def test_command_line_and_data(tmp_path, capsys, monkeypatch, flags, damage, sta
     assert exit_info.value.code == status
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'Traceback' not in err[0]
-    assert err[-1].startswith('train.py: error: ') and message in err[-1]
-    assert not (tmp_path / 'out').exists()
+    assert err[-1].startswith('train.py: error: ') and message.replace('{tmp}', str(tmp_path)) in err[-1]
+    assert not (tmp_path / 'out').exists() and sorted(os.listdir(tmp_path / 'data')) == before
 
 
 API = [

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.model_selection import train_test_split
 
-from conftest import original_loader, write_cifar, write_fashionmnist, write_idx
+from conftest import FASHION_MNIST_DIR, original_loader, write_cifar, write_fashionmnist, write_idx
 from data import (DatasetError, ImageBatches, channel_mean_std, load_dataset, split_train_validation)
 from seeds import make_complex
 
@@ -26,8 +26,10 @@ def test_cifar_read_from_the_real_on_disk_format(tmp_path, name, classes):
 
 
 def test_cifar_missing_offline_and_corrupt_files(tmp_path):
-    with pytest.raises(DatasetError, match='missing .* place the files there to train offline'):
+    with pytest.raises(DatasetError, match=r'cifar10: no cifar-10-batches-py/\{data_batch_1,.*,test_batch\} in .*nothing; '
+                                           'put the extracted cifar-10-python.tar.gz'):
         load_dataset('cifar10', str(tmp_path / 'nothing'), download=False)
+    assert not (tmp_path / 'nothing').exists()
     write_cifar(str(tmp_path))
     path = tmp_path / 'cifar-10-batches-py' / 'data_batch_3'
     path.write_bytes(path.read_bytes()[:500])
@@ -164,3 +166,28 @@ def test_in_order_covers_every_image_once():
     assert [len(y) for _, y in in_order] == [50, 50, 3] and batches.num_batches(25) == 5
     assert torch.equal(torch.cat([x for x, _ in in_order]), expected)
     assert torch.cat([y for _, y in in_order]).tolist() == list(range(103))
+
+
+def test_a_download_lands_in_the_data_folder_only_when_it_succeeds(tmp_path, monkeypatch):
+    """The download goes to a temporary folder first: a failure leaves the data folder as it was."""
+    def fetch(name, folder):
+        write_cifar(folder)
+
+    monkeypatch.setattr('data._fetch', fetch)
+    data = load_dataset('cifar10', str(tmp_path / 'new'))
+    assert data.train_images.shape[0] == 200 and os.listdir(tmp_path / 'new') == ['cifar-10-batches-py']
+
+    def broken(name, folder):
+        write_cifar(folder)
+        raise OSError('connection reset\nby peer')
+
+    monkeypatch.setattr('data._fetch', broken)
+    with pytest.raises(DatasetError, match='downloading it failed \\(connection reset by peer\\)'):
+        load_dataset('cifar100', str(tmp_path / 'other'))
+    assert not (tmp_path / 'other').exists()
+
+
+def test_fashionmnist_found_straight_in_debians_folder():
+    if not os.path.isdir(FASHION_MNIST_DIR):
+        pytest.skip('Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)')
+    assert load_dataset('fashionmnist', FASHION_MNIST_DIR, download=False).test_images.shape == (10000, 1, 28, 28)
