@@ -18,6 +18,11 @@ from fast_path import LossScaler, autocast, check_plain_sgd, sgd_step
 __all__ = ['GRAPH_WARMUP_STEPS', 'TrainStep', 'train_one_epoch', 'evaluate', 'progress']
 
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture, as CUDA graphs require
+# The graph's first step may differ from the eager step of the same batch and state only by how the update is
+# rounded (sgd_step against torch.optim.SGD: one rounding of the update and one of the sum). Autocast keeps the
+# weights, BN statistics and the update in float32 for every --precision, so the unit is float32's rounding,
+# 2^-23 relative to |value| + |change|; two roundings make at most 2 units, and 8 leaves a factor 4 to spare.
+GRAPH_CHECK_UNIT, GRAPH_CHECK_TOLERANCE = 2.0 ** -23, 8.0
 LOG_INTERVAL_S = 30     # progress lines in a log file (stdout not a terminal) come at most this often
 
 
@@ -37,7 +42,7 @@ class TrainStep:
     """
 
     def __init__(self, network, optimizer, criterion, device, precision='fp32', channels_last=False,
-                 use_graph=False, max_steps=1):
+                 use_graph=False, max_steps=1, eager_because='asked for'):
         self.network, self.optimizer, self.criterion = network, optimizer, criterion
         self.device, self.precision, self.channels_last = torch.device(device), precision, channels_last
         if use_graph or precision == 'fp16':  # both step through sgd_step
@@ -60,6 +65,9 @@ class TrainStep:
         self.steps_done, self.in_epoch, self.epoch_start_rng = 0, False, None
         self.eager_steps = 0
         self.graph = None
+        # Which step path runs, why, and the first replay's measured deviation (recorded in the results).
+        self.path = {'step': 'CUDA graph', 'why': 'not captured yet', 'check_deviation': None} if use_graph else {
+            'step': 'eager', 'why': eager_because, 'check_deviation': None}
 
     # ------------------------------------------------------------------ the epoch's position
 
@@ -177,20 +185,62 @@ class TrainStep:
         self.static_labels.copy_(labels)
         self.graph.replay()
 
+    def _warm_up(self, images, labels):
+        """A real training step on a side stream, so that lazy initialisation (cuBLAS/cuDNN handles, autograd
+        streams) happens before capture."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            self._eager(images, labels)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+
+    def _live_state(self):
+        """Every tensor a step changes, as the live tensors: weights and BN statistics, momentum buffers, the
+        loss scaler's state and the epoch's loss records."""
+        tensors = list(self.network.state_dict().values())
+        tensors += [self.optimizer.state[p]['momentum_buffer'] for group in self.optimizer.param_groups
+                    for p in group['params'] if 'momentum_buffer' in self.optimizer.state[p]]
+        tensors += [] if self.scaler is None else [self.scaler.scale, self.scaler.growth_tracker]
+        return tensors + [self.loss_sum, self.step_losses]
+
+    def _capture_checked(self, images, labels):
+        """Capture the step, and check its first replay against an eager step of the same batch from the same
+        state: on a deviation above GRAPH_CHECK_TOLERANCE, or any error while capturing or replaying, warn in
+        one line, keep the eager step's result and train eagerly from here. The GPU path proves itself on the
+        user's GPU; the verdict and the deviation go into ``path`` (and the results)."""
+        live = self._live_state()
+        before = [t.clone() for t in live]
+        self._eager(images, labels)  # the reference
+        expected = [t.clone() for t in live]
+        deviation, problem = None, None
+        try:
+            for tensor, value in zip(live, before):
+                tensor.copy_(value)
+            self._capture(images, labels)
+            self._replay(images, labels)
+            deviation = _deviation(live, expected, before)
+            if not deviation <= GRAPH_CHECK_TOLERANCE:
+                problem = (f'its first step differs from the eager step by {deviation:.3g} rounding units, '
+                           f'more than {GRAPH_CHECK_TOLERANCE:g}')
+        except Exception as error:  # capture or replay failed: the eager result stands
+            problem = f'it failed: {type(error).__name__}: {" ".join(str(error).split())[:200]}'
+        if problem is None:
+            self.path = {'step': 'CUDA graph', 'why': 'its first step matched an eager step', 'check_deviation': deviation}
+            return
+        for tensor, value in zip(live, expected):
+            tensor.copy_(value)
+        self.graph, self.use_graph = None, False
+        self.path = {'step': 'eager', 'why': f'the CUDA graph was dropped: {problem}', 'check_deviation': deviation}
+        print(f'warning: the CUDA graph was dropped ({problem}); training eagerly from here', file=sys.stderr,
+              flush=True)
+
     def _step(self, images, labels, loss_weight):
         if not self.use_graph:
             return self._eager(images, labels, loss_weight)
         if self.graph is None and self.eager_steps < GRAPH_WARMUP_STEPS:
-            # Warm-up steps are real training steps, run on a side stream so that lazy
-            # initialisation (cuBLAS/cuDNN handles, autograd streams) happens before capture.
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                self._eager(images, labels)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            return None
+            return self._warm_up(images, labels)
         if self.graph is None:
-            self._capture(images, labels)  # records the step without running it
+            return self._capture_checked(images, labels)  # trains this batch, by the graph or eagerly
         if labels.shape[0] == self.graph_batch_size:
             return self._replay(images, labels)
         return self._eager(images, labels)  # the last, smaller batch of an epoch
@@ -200,6 +250,23 @@ class TrainStep:
         uses it to weight a process's share of an unevenly split last batch (eager steps only)."""
         self._step(images, labels, loss_weight)
         self.steps_done += 1
+
+
+def _deviation(live, expected, before):
+    """The largest difference between ``live`` and ``expected`` tensors, in float32 rounding units of each
+    element's size and change (|expected| + |expected - before|); integer tensors must be equal (else inf)."""
+    worst = 0.0
+    for got, want, old in zip(live, expected, before):
+        if not want.is_floating_point():
+            worst = max(worst, 0.0 if torch.equal(got, want) else float('inf'))
+            continue
+        got, want, old = got.double(), want.double(), old.double()
+        scale = GRAPH_CHECK_UNIT * (want.abs() + (want - old).abs())
+        error = (got - want).abs()
+        exact = (error == 0) | (torch.isnan(got) & torch.isnan(want))
+        ratio = torch.where(exact, torch.zeros_like(error), error / scale)  # error / 0 is inf, NaN stays NaN
+        worst = max(worst, float('inf') if torch.isnan(ratio).any() else ratio.max().item() if ratio.numel() else 0.0)
+    return worst
 
 
 class _LogLines:

@@ -101,9 +101,11 @@ def build_model(args, data, device, world):
     optimizer, scheduler = build_optimizer(network, args.learning_rate, args.momentum, args.weight_decay, args.c,
                                            args.scheduler, args.num_epochs)
     steps_per_epoch = data['train'].num_batches(args.batch_size, min_batch=world.world_size)
+    eager_because = ('not a CUDA device' if not args.device.startswith('cuda') else '--no_cuda_graph'
+                     if args.no_cuda_graph else 'torchrun (the gradient all-reduce runs eagerly)')
     train_step = TrainStep(world.wrap(network, device), optimizer, nn.CrossEntropyLoss(), device, args.precision,
                            args.channels_last, use_graph=args.cuda_graph and not world.enabled,
-                           max_steps=steps_per_epoch)
+                           max_steps=steps_per_epoch, eager_because=eager_because)
     return network, optimizer, scheduler, train_step
 
 
@@ -248,7 +250,7 @@ def train(args, argv, world, device_name, paths):
                 raise stopped(stop.received, f'at epoch {epoch}, step {model[3].steps_done}/'
                                              f'{model[3].step_losses.shape[0]}', paths, argv)
             improved = add_epoch(record, row, last=epoch == args.num_epochs)
-            record['wall_time_s'] = elapsed_before + time.time() - started
+            record.update(wall_time_s=elapsed_before + time.time() - started, step_path=dict(model[3].path))
             saver.save(record, epoch, best_weights=improved, announce=epoch_line(row, args.num_epochs, improved))
             if world.any(stop.received is not None, device) and epoch < args.num_epochs:
                 raise stopped(stop.received or signal.SIGTERM, f'after epoch {epoch}', paths, argv)

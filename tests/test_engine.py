@@ -181,5 +181,75 @@ def test_cuda_graph_matches_eager_step_by_step(precision, channels_last):
             assert_one_update_apart(networks[0], networks[1], optimizers[0], optimizers[1], before)
         assert torch.equal(steps[0].step_losses, steps[1].step_losses), epoch
         assert torch.isfinite(steps[0].step_losses).all() and steps[1].graph is not None
+        assert steps[1].path['step'] == 'CUDA graph' and steps[1].path['check_deviation'] <= 2
         for scheduler in schedulers:
             scheduler.step()
+
+
+def graph_on_the_cpu(monkeypatch, replay, capture=None):
+    """A TrainStep whose 'CUDA graph' is played by functions (the check must not need a GPU), after the three
+    warm-up steps; and a plain eager TrainStep beside it, from the same weights, as the reference."""
+    steps = []
+    for use_graph in (True, False):
+        network = small_network()
+        steps.append(TrainStep(network, optimizer_for(network), nn.CrossEntropyLoss(), 'cpu', max_steps=8))
+    graph_step = steps[0]
+
+    def fake_capture(self, images, labels):
+        self.graph, self.graph_batch_size = 'captured', labels.shape[0]
+        self.step_index.fill_(self.steps_done)
+
+    monkeypatch.setattr(TrainStep, '_capture', capture or fake_capture)
+    monkeypatch.setattr(TrainStep, '_replay', replay)
+    monkeypatch.setattr(TrainStep, '_warm_up', lambda self, x, y: self._eager(x, y))
+    graph_step.use_graph = True
+    torch.manual_seed(1)
+    batches = [(torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))) for _ in range(6)]
+    for step in steps:
+        step.begin_epoch()
+        for x, y in batches:
+            step(x, y)
+    return steps
+
+
+def faithful_replay(self, images, labels, lr_factor=1.0):
+    """What the captured graph does: forward, backward, sgd_step with the device-held learning rates."""
+    self._refresh_lrs()
+    self.optimizer.zero_grad(set_to_none=True)
+    loss = self._forward_backward(images, labels)
+    for tensor in self.negative_lrs:
+        tensor.mul_(lr_factor)
+    self._update()
+    for tensor in self.negative_lrs:
+        tensor.div_(lr_factor)
+    self._record(loss, captured=True)
+
+
+def test_a_graph_whose_first_step_matches_eager_is_kept(monkeypatch):
+    replays = []
+    graph, eager = graph_on_the_cpu(monkeypatch, lambda self, x, y: replays.append(1) or faithful_replay(self, x, y))
+    assert graph.path['step'] == 'CUDA graph' and graph.path['check_deviation'] <= engine.GRAPH_CHECK_TOLERANCE
+    assert len(replays) == 1 + 2 and graph.use_graph  # the checked first replay, then two more steps
+    assert graph.mean_loss() == pytest.approx(eager.mean_loss(), rel=1e-6)  # fp32 rounding of the updates
+
+
+@pytest.mark.parametrize('problem', ['wrong', 'error'])
+def test_a_graph_that_differs_or_fails_is_dropped_for_the_eager_result(monkeypatch, capsys, problem):
+    """A replay with a 0.1% wrong learning rate, or a capture that raises: one warning line, the step's eager
+    result kept (bit for bit), every later step eager, and the reason and deviation in the step's path."""
+    def broken_capture(self, images, labels):
+        raise RuntimeError('CUDA error: operation not permitted\nwhen stream is capturing')
+
+    replay = lambda self, x, y: faithful_replay(self, x, y, lr_factor=1.001)  # noqa: E731
+    graph, eager = graph_on_the_cpu(monkeypatch, replay, broken_capture if problem == 'error' else None)
+    assert not graph.use_graph and graph.path['step'] == 'eager'
+    assert all(torch.equal(a, b) for a, b in zip(graph.network.state_dict().values(),
+                                                 eager.network.state_dict().values()))
+    assert graph.mean_loss() == eager.mean_loss()
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith('warning: the CUDA graph was dropped')
+    if problem == 'wrong':
+        assert graph.path['check_deviation'] > 1000 and 'differs from the eager step' in graph.path['why']
+    else:
+        assert graph.path['check_deviation'] is None
+        assert 'RuntimeError: CUDA error: operation not permitted when stream is capturing' in graph.path['why']

@@ -39,6 +39,7 @@ def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
     assert record['test_accuracy_at_best'] == best['test_accuracy']
     assert record['final_test_accuracy'] == epochs[-1]['test_accuracy']
     assert record['torch_version'] == torch.__version__ and record['device'] == 'cpu'
+    assert record['step_path'] == {'step': 'eager', 'why': 'not a CUDA device', 'check_deviation': None}
     assert record['wall_time_s'] > 0 and all(math.isfinite(e['train_loss']) for e in epochs)
 
     text = (tmp_path / 'fake/results' / f'{name}.txt').read_text().split('\n')
