@@ -97,8 +97,9 @@ def load_checkpoint(path):
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as error:
-        raise CheckpointError(f'checkpoint {path} is corrupt or unreadable '
-                              f'({type(error).__name__}: {str(error).splitlines()[0][:200]})') from None
+        first = (str(error).strip().splitlines() or [''])[0].split('. ')[0].rstrip('.')  # its first whole sentence
+        raise CheckpointError(f'checkpoint {path} is corrupt or unreadable ({type(error).__name__}: {first}); '
+                              f'--overwrite trains the run again from scratch') from None
     if isinstance(checkpoint, dict) and checkpoint.get('format') == 'revisiting-bn-checkpoint-v1':
         raise CheckpointError(f'{path} was written by an older train.py whose data order differs from the '
                               f'original code\'s; finish that run with the version that started it, or --overwrite')

@@ -13,7 +13,6 @@ unfinished runs are named, never dropped silently. Plots (PNG): paired
 accuracies per seed, mean training/validation curves with spread, and the
 distribution of every BN scale after training against its initial value.
 """
-import argparse
 import csv
 import os
 import sys
@@ -173,15 +172,17 @@ def write_report(groups, out, baseline='baseline', plots=True):
 
 
 def main(argv=None):
-    p = OneLineParser(prog='report.py', description=__doc__.split('\n\n')[0],
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog='report.py', description=__doc__.split('\n\n')[0])
     p.add_argument('results', nargs='+', help='result JSON files, folders searched recursively, or glob patterns')
     p.add_argument('--baseline', default='baseline', help='configuration the others are tested against')
     p.add_argument('--out', default='report', help='folder for report.md, report.csv and the plots')
     p.add_argument('--no_plots', action='store_true', help='write the tables only')
     args = p.parse_args(argv)
     try:
-        text = write_report(group_runs(load_runs(args.results)), args.out, args.baseline, not args.no_plots)
+        groups = group_runs(load_runs(args.results))
+        if args.baseline not in groups:
+            p.error(f'--baseline {args.baseline}: no results of that configuration (found: {", ".join(groups)})')
+        text = write_report(groups, args.out, args.baseline, not args.no_plots)
     except (ResultsError, OSError) as error:
         print(f'report.py: error: {error}', file=sys.stderr)
         return 1

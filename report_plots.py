@@ -49,10 +49,12 @@ def paired_accuracies(groups, comparisons, baseline, path):
         seeds = c['paired_seeds']
         base = [groups[baseline][s]['record']['test_accuracy_at_best'] for s in seeds]
         ours = [groups[c['configuration']][s]['record']['test_accuracy_at_best'] for s in seeds]
-        for x, b, o in zip(range(len(seeds)), base, ours):
-            ax.plot([x, x], [b, o], color='tab:green' if o > b else 'tab:red', alpha=0.6)
-        ax.scatter(range(len(seeds)), base, label=baseline, color='tab:gray', zorder=3)
-        ax.scatter(range(len(seeds)), ours, label=c['configuration'], color='tab:blue', zorder=3)
+        # Each seed's pair side by side (baseline left, configuration right), so equal values stay visible.
+        left, right = np.arange(len(seeds)) - 0.12, np.arange(len(seeds)) + 0.12
+        for x0, x1, b, o in zip(left, right, base, ours):
+            ax.plot([x0, x1], [b, o], color='tab:green' if o > b else 'tab:red' if o < b else 'tab:gray', alpha=0.6)
+        ax.scatter(left, base, label=baseline, color='tab:gray', zorder=3)
+        ax.scatter(right, ours, label=c['configuration'], color='tab:blue', zorder=3)
         ax.set_xticks(range(len(seeds)), [str(s) for s in seeds])
         p = 'n/a' if c['p_value'] is None else f"{c['p_value']:.3g}"
         ax.set(xlabel='seed', ylabel='test accuracy at best validation epoch (%)',
@@ -74,7 +76,8 @@ def curves(groups, path):
         for ax, (key, title) in zip(axes, keys):
             values = np.array([[row[key] for row in e[:length]] for e in finished])
             mean, std = values.mean(0), values.std(0)
-            ax.plot(epochs, mean, label=f'{label} (n={len(finished)})')
+            ax.plot(epochs, mean, label=f'{label} (n={len(finished)})', marker='o' if length <= 30 else None,
+                    markersize=3)
             ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
             ax.set(xlabel='epoch', title=f'{title}, mean ± std over seeds')
     axes[0].legend()
@@ -104,7 +107,7 @@ def scales_after_training(groups, path):
         ax.hist(scales, bins=np.linspace(low - pad, high + pad, 61), color='tab:blue', alpha=0.8)
         ax.axvline(initial, color='black', linestyle='--', label=f'initial value {initial:g}')
         ax.set(xlabel='BN scale (gamma) after training', ylabel='count',
-               title=f'{label}: {scales.size // max(n, 1)} scales x {n} seeds (input BN not shown)')
+               title=f'{label}\n{scales.size // max(n, 1)} scales x {n} seeds (input BN not shown)')
         ax.legend()
     _save(fig, path)
     return True

@@ -64,14 +64,14 @@ def code_version():
     return commit.stdout.strip() + ('+changes' if dirty.stdout.strip() else '')
 
 
-def new_record(config, device, weights_file, **facts):
+def new_record(config, device, **facts):
     """The JSON results of a run that has not finished an epoch yet."""
     import torchvision
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'
     return {'config': config, 'status': 'running', **facts, 'epochs': [], 'best_epoch': None,
             'best_val_accuracy': None, 'test_accuracy_at_best': None, 'final_test_accuracy': None,
-            'wall_time_s': 0.0, 'weights_file': weights_file, 'device': str(device), 'device_name': name,
+            'wall_time_s': 0.0, 'weights_file': None, 'device': str(device), 'device_name': name,
             'cpu_threads': torch.get_num_threads(), 'code_version': code_version(),
             'torch_version': str(torch.__version__), 'torchvision_version': str(torchvision.__version__),
             'python_version': platform.python_version()}

@@ -11,9 +11,9 @@ itself can be killed and restarted. One run per visible GPU at a time (and
 --runs_per_gpu per GPU), or one after the other on CPU. A failed run is reported
 and the others go on; each run's output goes to {path}/{dataset}/logs/{name}.log.
 """
-import argparse
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -49,14 +49,13 @@ class SweepError(Exception):
 def parse_seeds(text):
     """'1-15', '1,3,5' or '1-3,7' -> sorted unique seeds."""
     seeds = set()
-    try:
-        for part in text.split(','):
-            low, _, high = part.partition('-')
-            seeds.update(range(int(low), int(high or low) + 1))
-    except ValueError:
-        raise SweepError(f'--seeds {text!r}: use a range like 1-15 or a list like 1,3,5') from None
-    if not seeds or min(seeds) < 0:
-        raise SweepError(f'--seeds {text!r}: seeds must be integers >= 0')
+    for part in text.split(','):
+        low, _, high = part.partition('-')
+        if not re.fullmatch(r'[0-9]+', low) or not re.fullmatch(r'[0-9]*', high):
+            raise SweepError(f'--seeds {text!r}: use a range like 1-15 or a list like 1,3,5 (decimal digits only)')
+        if high and int(high) < int(low):
+            raise SweepError(f'--seeds {text!r}: the range {part} is reversed; write {high}-{low}')
+        seeds.update(range(int(low), int(high or low) + 1))
     return sorted(seeds)
 
 
@@ -216,8 +215,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     split = argv.index('--') if '--' in argv else len(argv)
     own, common = argv[:split], argv[split + 1:]
-    p = train_args.OneLineParser(prog='sweep.py', description=__doc__.split('\n\n')[0],
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = train_args.OneLineParser(prog='sweep.py', description=__doc__.split('\n\n')[0])
     p.add_argument('--configs', nargs='+', help='configurations to run (default: baseline, proposed and any '
                                                 '--config/--config_file ones; also built in: no_bn, bn_only, '
                                                 'bn_only_small_init, mabn)')

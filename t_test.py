@@ -4,6 +4,8 @@ Runs with the same seed share the validation split, the initial weights' RNG
 stream and the data order, so the proposed and baseline results are paired by
 seed and the test is on their per-seed differences.
 """
+import glob
+
 import numpy as np
 from scipy import stats
 
@@ -53,13 +55,22 @@ def evaluate(d1, d2, alternative='greater'):
     return float(stats.ttest_rel(a, b, alternative=alternative).pvalue)
 
 
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _values_by_seed(items, side):
     """A side given on the command line: numbers in order, or result files keyed by seed."""
-    try:
-        return None, [float(item) for item in items]
-    except ValueError:
-        pass
     from results import group_runs, has_best, is_finished, load_runs
+    numbers = [_number(item) for item in items]
+    if all(number is not None for number in numbers):
+        return None, numbers
+    for item, number in zip(items, numbers):
+        if number is None and not glob.glob(item):
+            raise ValueError(f'--{side}: {item!r} is neither a number nor a result file or folder')
     groups = group_runs(load_runs(items))
     if len(groups) != 1:
         raise ValueError(f'--{side} holds results of several configurations ({", ".join(groups)}): give one')

@@ -159,7 +159,7 @@ def begin_record(args, paths, data, device, world, start, previous, model):
         restore_checkpoint(previous, *model, args.num_epochs)
         return {**previous['record'], 'config': config, 'status': 'running',
                 'world_size': world.world_size}, previous['completed_epochs'] + 1
-    return new_record(config, device, paths['weights'], fake_data=data['is_fake'], input_mean=data['mean'],
+    return new_record(config, device, fake_data=data['is_fake'], input_mean=data['mean'],
                       input_std=data['std'], train_size=len(data['train']), val_size=len(data['val']),
                       test_size=len(data['test']), world_size=world.world_size), 1
 
@@ -182,6 +182,15 @@ def epoch_line(row, num_epochs, improved):
             f"lr {row['learning_rate']:.3g}  {row['epoch_time_s']:.1f}s{'  *best' if improved else ''}")
 
 
+def kept(completed_epochs):
+    return (f'keeping the checkpoint and results of epoch {completed_epochs}' if completed_epochs
+            else 'before any epoch ended: nothing was saved')
+
+
+def plural(count, noun):
+    return f'{count} {noun}{"" if count == 1 else "s"}'
+
+
 def train_and_evaluate(args, epoch, model, data, world, stop, device):
     """One epoch of the protocol: SGD over the training set, the schedule's step, then validation and test.
     Returns the epoch's metrics, or None when a signal stopped it mid-epoch."""
@@ -197,15 +206,14 @@ def train_and_evaluate(args, epoch, model, data, world, stop, device):
     bad_step = world.min(steps_per_epoch if bad_step is None else bad_step, device)
     if bad_step < steps_per_epoch:
         raise RunError(f'non-finite training loss at epoch {epoch}, step {bad_step + 1}/{steps_per_epoch}; '
-                       f'stopped, keeping the checkpoint and results of epoch {epoch - 1}')
+                       f'stopped, {kept(epoch - 1)}')
     if scheduler is not None:
         scheduler.step()
     world.broadcast_buffers(network)
     val, test = (evaluate(network, data[part], args.batch_size, args.precision, args.channels_last, world)
                  for part in ('val', 'test'))
     if not math.isfinite(val['loss']):
-        raise RunError(f'non-finite validation loss after epoch {epoch}; stopped, keeping the '
-                       f'checkpoint and results of epoch {epoch - 1}')
+        raise RunError(f'non-finite validation loss after epoch {epoch}; stopped, {kept(epoch - 1)}')
     return {'epoch': epoch, 'train_loss': train_step.mean_loss(world), 'val_loss': val['loss'],
             'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'], 'learning_rate': learning_rate,
             'epoch_time_s': time.time() - started}
@@ -237,7 +245,7 @@ def train(args, argv, world, device_name, paths):
     if start == 'resume':
         say(f'resuming {args.name} from {paths["checkpoint"]} at epoch {first_epoch}, step {model[3].steps_done}')
     say(f'{args.name}: {args.network} on {args.dataset} ({len(data["train"])} train, {len(data["val"])} val, '
-        f'{len(data["test"])} test) for {args.num_epochs} epochs on {device}'
+        f'{len(data["test"])} test) for {plural(args.num_epochs, "epoch")} on {device}'
         f'{f" x {world.world_size} processes" if world.enabled else ""}', flush=True)
     elapsed_before = record['wall_time_s']
 
@@ -251,11 +259,15 @@ def train(args, argv, world, device_name, paths):
                                              f'{model[3].step_losses.shape[0]}', paths, argv)
             improved = add_epoch(record, row, last=epoch == args.num_epochs)
             record.update(wall_time_s=elapsed_before + time.time() - started, step_path=dict(model[3].path))
+            if improved:
+                record['weights_file'] = paths['weights']  # written (before the results) by this save
             saver.save(record, epoch, best_weights=improved, announce=epoch_line(row, args.num_epochs, improved))
             if world.any(stop.received is not None, device) and epoch < args.num_epochs:
                 raise stopped(stop.received or signal.SIGTERM, f'after epoch {epoch}', paths, argv)
 
-    say(f"done in {record['wall_time_s']:.0f}s: {outcome(record)}; weights {paths['weights']}, results {paths['json']}")
+    took = f'{time.time() - started:.0f} s'
+    took += f" this session, {record['wall_time_s']:.0f} s in all" if elapsed_before else ''
+    say(f"done in {took}: {outcome(record)}; weights {record['weights_file']}, results {paths['json']}")
     return record
 
 

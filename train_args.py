@@ -7,6 +7,7 @@ sweep, report) derives the answer from these roles, so a new flag cannot be left
 import argparse
 import math
 import os
+import re
 
 import torch
 
@@ -25,8 +26,21 @@ PLACE = 'place'            # where the files and the computation go: may change 
 CONTROL = 'control'        # how this session starts: not part of the run's configuration
 
 
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows a flag's default where it has one worth showing (not None, '', or an off switch)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, '', False, argparse.SUPPRESS) or isinstance(action.default, list):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line ('prog: error: ...', exit 2) instead of the whole usage block."""
+    """argparse, but a usage error is one line ('prog: error: ...', exit 2) instead of the whole usage block;
+    flags must be written in full (no abbreviations) and --help shows the defaults."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, formatter_class=DefaultsHelp, **kwargs)
 
     def error(self, message):
         self.exit(USAGE, f'{self.prog}: error: {message}\n')
@@ -34,9 +48,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser():
     default_device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    p = OneLineParser(prog='train.py', description='Train a ResNet with the paper\'s BN initialisation '
-                                                    'and BN-scale learning-rate reduction.',
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog='train.py', description='Train a network with the paper\'s BN initialisation '
+                                                    'and BN-scale learning-rate reduction.')
 
     def flag(name, role, **kwargs):
         p.add_argument(name, **kwargs).role = role
@@ -174,13 +187,10 @@ def validate_args(args, parser):
         problems.append(f'--momentum must be in [0, 1), got {args.momentum}')
     if not _finite(args.bn_weight):
         problems.append(f'--bn_weight must be finite, got {args.bn_weight}')
-    try:
-        seed = int(args.seed)
-        if seed < 0:
-            raise ValueError
-        args.seed = str(seed)  # '01' and '1' must hash to the same run
-    except ValueError:
-        problems.append(f'--seed must be an integer >= 0, got {args.seed!r}')
+    if re.fullmatch(r'[0-9]+', args.seed):
+        args.seed = str(int(args.seed))  # '01' and '1' must hash to the same run
+    else:
+        problems.append(f'--seed must be an integer >= 0 in decimal digits, got {args.seed!r}')
     if args.dataset == 'fake' and args.fake_size < 100:
         problems.append(f'--fake_size must be >= 100 (the validation split needs every class), got {args.fake_size}')
     problems += _norm_problems(args)

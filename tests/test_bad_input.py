@@ -59,6 +59,9 @@ CLI_AND_DATA = [
     (['--resume', '--overwrite'], None, 2, '--resume and --overwrite contradict each other'),
     (['--change_num_epochs'], None, 2, '--change_num_epochs only applies with --resume'),
     (['--bnweight', '0.1'], None, 2, 'unrecognized arguments: --bnweight'),
+    (['--bn', '0.5'], None, 2, 'unrecognized arguments: --bn 0.5'),  # no abbreviations of --bn_weight
+    (['--num_epoch', '3'], None, 2, 'unrecognized arguments: --num_epoch 3'),
+    (['--seed', '1_0'], None, 2, "--seed must be an integer >= 0 in decimal digits, got '1_0'"),
     (['--norm', 'none'], None, 2, '--norm none has no normalisation layer'),
     (['--norm', 'none', '--bn_weight', '1', '--c', '1', '--input_norm', 'dataset', '--train_only_bn'], None, 2,
      '--train_only_bn with --norm none would train nothing'),
@@ -155,3 +158,29 @@ def test_real_process_exit_status_and_no_traceback(tmp_path):
     assert completed.returncode == 2 and 'Traceback' not in completed.stderr
     assert completed.stderr.strip().splitlines()[-1] == 'train.py: error: --batch_size must be >= 1, got -4'
     assert not (tmp_path / 'o').exists()
+
+
+TOOLS = [
+    ('report.py', ['{tmp}/results', '--baseline', 'nosuch', '--out', '{tmp}/report'],
+     '--baseline nosuch: no results of that configuration (found: proposed)'),
+    ('sweep.py', ['--seeds', '5-1', '--dry_run', '--path', '{tmp}/sweep'], "--seeds '5-1': the range 5-1 is reversed"),
+    ('sweep.py', ['--seed', '1', '--dry_run'], 'unrecognized arguments: --seed 1'),  # no abbreviation of --seeds
+    ('t_test.py', ['--proposed', '1', '2', 'abc', '--baseline', '1', '2', '3'],
+     "--proposed: 'abc' is neither a number nor a result file or folder"),
+]
+
+
+@pytest.mark.parametrize('tool, argv, message', TOOLS, ids=[f'{t} {" ".join(a)}' for t, a, _ in TOOLS])
+def test_the_other_tools_refuse_bad_input_the_same_way(tmp_path, tool, argv, message):
+    """sweep.py, report.py and t_test.py: one line, exit 2, no traceback, nothing created."""
+    import json
+    (tmp_path / 'results').mkdir()
+    record = {'config': {'name': 'proposed_seed1', 'seed': '1'}, 'epochs': [], 'status': 'finished'}
+    (tmp_path / 'results' / 'proposed_seed1.json').write_text(json.dumps(record))
+    before = sorted(p.name for p in tmp_path.rglob('*'))
+    completed = subprocess.run([sys.executable, tool, *[a.replace('{tmp}', str(tmp_path)) for a in argv]], cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)
+    err = completed.stderr.strip().splitlines()
+    assert completed.returncode == 2 and len(err) == 1 and 'Traceback' not in completed.stderr
+    assert err[0].startswith(f'{tool}: error: ') and message in err[0]
+    assert sorted(p.name for p in tmp_path.rglob('*')) == before

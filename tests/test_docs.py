@@ -28,3 +28,20 @@ def test_no_module_imports_another_that_imports_it_back():
         return any(d == target or (d not in seen and reaches(d, target, (*seen, d))) for d in imports[start])
 
     assert [m for m in sorted(modules) if reaches(m, m)] == []
+
+
+def test_the_readme_python_examples_run_from_another_folder(tmp_path):
+    """Every Python example of the README's "Python API" section, run from outside the repository with the
+    repository on PYTHONPATH, as the README says."""
+    import re
+    import subprocess
+    import sys
+    readme = open(os.path.join(ROOT, 'README.md')).read()
+    section = readme[readme.index('## Python API'):readme.index('## Files')]
+    blocks = re.findall(r'```python\n(.*?)```', section, flags=re.S)
+    assert len(blocks) >= 3
+    script = tmp_path / 'examples.py'
+    script.write_text('\n'.join(blocks))
+    completed = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                               timeout=300, env={**os.environ, 'PYTHONPATH': ROOT})
+    assert completed.returncode == 0, completed.stderr[-2000:]
