@@ -180,6 +180,16 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_files(tmp_path, monkeypat
     assert [e['epoch'] for e in record['epochs']] == [1] and record['status'] == 'running'
 
 
+def test_non_finite_loss_in_the_first_epoch_saves_nothing_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.nn, 'CrossEntropyLoss', lambda: NaNAtStep(2))
+    with pytest.raises(SystemExit) as failed:
+        train.run(FLAGS + ['--path', str(tmp_path)])
+    assert failed.value.code == 1 and capsys.readouterr().err.strip() == (
+        'train.py: error: non-finite training loss at epoch 1, step 2/6; stopped, before any epoch ended: nothing '
+        'was saved')
+    assert list(tmp_path.iterdir()) == []  # not even the empty folders
+
+
 def finish(folder, *extra):
     return train.main(FLAGS + ['--path', str(folder), *extra])
 
