@@ -13,7 +13,6 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 from batch_norm import BN_EPS, BN_MOMENTUM, NORM_LAYER_TYPES, NORMS, ScaleBatchNorm2d, resolve_bn_weight
 from data import DATASETS
@@ -30,6 +29,7 @@ INPUT_BN_FACTOR = 0.58
 
 def torchvision_resnet(name, num_classes, info, norm):
     """torchvision's ResNet; small images get a 3x3 stride-1 stem without max-pool taking the dataset's channels."""
+    import torchvision  # here, so that runs of the other networks start without it (seconds on a small CPU)
     resnet = getattr(torchvision.models, name)(weights=None, num_classes=num_classes, norm_layer=norm.layer2d)
     if info.small_images:
         resnet.conv1 = nn.Conv2d(info.channels, 64, kernel_size=3, stride=1, padding=1, bias=False)

@@ -66,14 +66,18 @@ def code_version():
 
 def new_record(config, device, **facts):
     """The JSON results of a run that has not finished an epoch yet."""
-    import torchvision
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        torchvision_version = version('torchvision')
+    except PackageNotFoundError:
+        torchvision_version = None
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'
     return {'config': config, 'status': 'running', **facts, 'epochs': [], 'best_epoch': None,
             'best_val_accuracy': None, 'test_accuracy_at_best': None, 'final_test_accuracy': None,
             'wall_time_s': 0.0, 'weights_file': None, 'device': str(device), 'device_name': name,
             'cpu_threads': torch.get_num_threads(), 'code_version': code_version(),
-            'torch_version': str(torch.__version__), 'torchvision_version': str(torchvision.__version__),
+            'torch_version': str(torch.__version__), 'torchvision_version': torchvision_version,
             'python_version': platform.python_version()}
 
 
