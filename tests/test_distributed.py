@@ -73,7 +73,7 @@ def test_torchrun_two_processes_gloo_exact_evaluation_rank0_files(tmp_path):
     assert record['world_size'] == 2 and record['status'] == 'finished'
     # Accuracy and loss from the two shards equal a single process's evaluation of the saved weights.
     network = construct_network('mlp', 10, 'fake', 0.1, 'bn')
-    network.load_state_dict(torch.load(tmp_path / 'fake/networks/ddp-best.pt'))
+    network.load_state_dict(torch.load(tmp_path / 'fake/networks/ddp-best.pt', weights_only=True))
     data = train.prepare_data(parse_args(['--dataset', 'fake', '--fake_size', '200', '--device', 'cpu']), '',
                               torch.device('cpu'))
     best = record['epochs'][record['best_epoch'] - 1]

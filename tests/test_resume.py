@@ -24,7 +24,7 @@ def outputs(folder):
     """Everything a run leaves: metrics (times removed), best weights, last checkpoint's network."""
     record = json.loads((folder / 'fake/results' / f'{NAME}.json').read_text())
     metrics = [{k: v for k, v in e.items() if k != 'epoch_time_s'} for e in record['epochs']]
-    best = torch.load(folder / 'fake/networks' / f'{NAME}-best.pt')
+    best = torch.load(folder / 'fake/networks' / f'{NAME}-best.pt', weights_only=True)
     last = torch.load(folder / 'fake/networks' / f'{NAME}-last.pt', weights_only=True)
     summary = {k: record[k] for k in ('status', 'best_epoch', 'best_val_accuracy', 'test_accuracy_at_best',
                                       'final_test_accuracy')}

@@ -52,7 +52,7 @@ def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
         assert row == f"{e['epoch'] - 1},{e['train_loss']},{e['val_loss']},{e['val_accuracy']},{e['test_accuracy']} "
 
     # The saved weights are the best epoch's: re-evaluating them reproduces its validation accuracy.
-    state = torch.load(tmp_path / 'fake/networks' / f'{name}-best.pt', map_location='cpu')
+    state = torch.load(tmp_path / 'fake/networks' / f'{name}-best.pt', map_location='cpu', weights_only=True)
     network = construct_network('mlp', 10, 'fake', 0.1, 'bn')
     network.load_state_dict(state)
     data = train.prepare_data(parse_args(FAST), '', torch.device('cpu'))
@@ -71,7 +71,7 @@ def test_same_seed_same_run_different_seed_different_run(tmp_path):
     assert b['config']['seed'] == '5'
     strip = lambda r: [{k: v for k, v in e.items() if k != 'epoch_time_s'} for e in r['epochs']]  # noqa: E731
     assert strip(a) == strip(b) and strip(a) != strip(c)
-    weights = lambda n: torch.load(tmp_path / 'fake/networks' / f'{n}-best.pt')  # noqa: E731
+    weights = lambda n: torch.load(tmp_path / 'fake/networks' / f'{n}-best.pt', weights_only=True)  # noqa: E731
     assert all(torch.equal(x, y) for x, y in zip(weights('a').values(), weights('b').values()))
 
 
@@ -180,7 +180,7 @@ def test_training_equals_the_original_code_bit_for_bit(tmp_path, bn_weight, c, i
     record = train.main(flags)
     expected_text, expected_best = original_training(str(images), 16, epochs, bn_weight, c, input_norm, '4', 'a')
     assert (tmp_path / 'cifar10' / 'results' / 'a.txt').read_text() == expected_text
-    best = torch.load(tmp_path / 'cifar10' / 'networks' / 'a-best.pt')
+    best = torch.load(tmp_path / 'cifar10' / 'networks' / 'a-best.pt', weights_only=True)
     assert list(best) == list(expected_best) and all(torch.equal(best[k], expected_best[k]) for k in best)
     assert record['best_epoch'] is not None and len(expected_text.splitlines()) == 13 + epochs
 
