@@ -185,7 +185,7 @@ def parse(argv):
     for name, (gpu_default, cpu_default) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, gpu_default if on_gpu else cpu_default)
-    if min(args.batch_size, args.steps, args.train_size) < 1 or args.warmup < 0 or args.workers < 0 or args.min_time < 0:
+    if min(args.batch_size, args.steps, args.train_size) < 1 or min(args.warmup, args.workers, args.min_time) < 0:
         p.error('--batch_size, --steps and --train_size must be positive; --warmup, --workers and --min_time >= 0')
     if args.train_size < args.batch_size:
         p.error('--train_size must be at least --batch_size')

@@ -225,7 +225,8 @@ class TrainStep:
         except Exception as error:  # capture or replay failed: the eager result stands
             problem = f'it failed: {type(error).__name__}: {" ".join(str(error).split())[:200]}'
         if problem is None:
-            self.path = {'step': 'CUDA graph', 'why': 'its first step matched an eager step', 'check_deviation': deviation}
+            self.path = {'step': 'CUDA graph', 'why': 'its first step matched an eager step',
+                         'check_deviation': deviation}
             return
         for tensor, value in zip(live, expected):
             tensor.copy_(value)

@@ -147,7 +147,9 @@ class RunLock:
                 descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                if owner and owner.get('host') == me['host'] and not _alive(owner.get('pid'), owner.get('process_start')):
+                stale = owner and owner.get('host') == me['host'] and not _alive(owner.get('pid'),
+                                                                                  owner.get('process_start'))
+                if stale:
                     os.remove(self.path)  # its process died: the lock is stale
                     continue
                 self.release()

@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from batch_norm import (CenConv2d, MABN2d, ScaleBatchNorm1d, ScaleBatchNorm2d, ScaleBatchNorm3d, convert_to_scale_batch_norm,
-                        resolve_bn_weight)
+from batch_norm import (CenConv2d, MABN2d, ScaleBatchNorm1d, ScaleBatchNorm2d, ScaleBatchNorm3d,
+                        convert_to_scale_batch_norm, resolve_bn_weight)
 from conftest import batch_norms
 
 
@@ -174,7 +174,8 @@ class OfficialMABNStep(torch.autograd.Function):
         mean_gz = (gz if i <= size or i < state['warmup'] else state['buffer_gz'].mean(dim=0)).view(1, C, 1, 1)
         gx = 1. / torch.sqrt(var + 1e-5) * (g - z * mean_gz)
         y = r * z
-        return gx, (grad_output * y).sum(dim=3).sum(dim=2).sum(dim=0), grad_output.sum(dim=3).sum(dim=2).sum(dim=0), None
+        grad_weight = (grad_output * y).sum(dim=3).sum(dim=2).sum(dim=0)
+        return gx, grad_weight, grad_output.sum(dim=3).sum(dim=2).sum(dim=0), None
 
 
 def test_mabn_equals_the_official_arithmetic_bit_for_bit():

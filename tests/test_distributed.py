@@ -1,3 +1,4 @@
+"""Data-parallel training under torchrun: shards, exact sharded evaluation, rank-0 files, refusals."""
 import json
 import subprocess
 import sys
@@ -5,7 +6,6 @@ import sys
 import pytest
 import torch
 
-"""Data-parallel training under torchrun: shards, exact sharded evaluation, rank-0 files, refusals."""
 import train
 from conftest import ROOT, parse_args
 from data import ImageBatches

@@ -72,7 +72,8 @@ def test_input_bn_scale_is_bn_weight_times_058_then_mapped(bn_weight, expected):
 
 # bn_weight and input_norm only fill constants and wrap the network, so their grid runs on ResNet-18; every
 # other network is compared once, with the input BN (which holds the whole ResNet).
-INITIAL_CASES = [('resnet18', bn_weight, input_norm) for bn_weight in (-1, 0, 0.1, 1) for input_norm in ('bn', 'dataset')]
+INITIAL_CASES = [('resnet18', bn_weight, input_norm) for bn_weight in (-1, 0, 0.1, 1)
+                 for input_norm in ('bn', 'dataset')]
 ORIGINAL_NETWORKS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')  # the original code's five
 INITIAL_CASES += [(network, 0.1, 'bn') for network in ORIGINAL_NETWORKS[1:]]
 
@@ -152,7 +153,8 @@ def test_mlp_is_seed_003s_with_the_chosen_norm_and_the_papers_treatment():
 def test_mabn_networks_use_centred_convolutions_and_train_only_norms_freezes_the_rest():
     from batch_norm import CenConv2d, MABN2d
     from networks import train_only_norms
-    model = construct_network('resnet20', 10, 'cifar10', 0.1, 'dataset', norm='mabn', norm_options={'B': 4, 'real_B': 8})
+    model = construct_network('resnet20', 10, 'cifar10', 0.1, 'dataset', norm='mabn',
+                              norm_options={'B': 4, 'real_B': 8})
     assert all(type(m) is CenConv2d for m in model.modules() if isinstance(m, nn.Conv2d))
     assert sum(isinstance(m, MABN2d) for m in model.modules()) == 19
     frozen = train_only_norms(construct_network('resnet20', 10, 'cifar10', 0.1, 'bn'))

@@ -44,9 +44,9 @@ def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
 
     text = (tmp_path / 'fake/results' / f'{name}.txt').read_text().split('\n')
     assert text[:12] == [f'Name: {name},,,, ', 'Dataset: fake,,,, ', 'Network: mlp,,,, ', 'Batch Size: 64,,,, ',
-                         'Num Epochs: 2,,,, ', 'Learning Rate: 0.1,,,, ', 'LR Scheduler: cos,,,, ', 'Momentum: 0.9,,,, ',
-                         'Weight Decay: 0.0001,,,, ', 'BN Intial Scale: 0.1,,,, ', 'LR Reduction Value: 100,,,, ',
-                         'Input Normalization Method: bn,,,, ']  # the original's file, its typo included
+                         'Num Epochs: 2,,,, ', 'Learning Rate: 0.1,,,, ', 'LR Scheduler: cos,,,, ',
+                         'Momentum: 0.9,,,, ', 'Weight Decay: 0.0001,,,, ', 'BN Intial Scale: 0.1,,,, ',
+                         'LR Reduction Value: 100,,,, ', 'Input Normalization Method: bn,,,, ']  # its typo included
     assert text[12] == 'epoch,train_loss,val_loss,val_accuracy,test_accuracy ' and text[15:] == ['']
     for row, e in zip(text[13:15], epochs):
         assert row == f"{e['epoch'] - 1},{e['train_loss']},{e['val_loss']},{e['val_accuracy']},{e['test_accuracy']} "
