@@ -146,6 +146,9 @@ def test_signal_stops_at_a_step_boundary_and_resume_is_bit_identical(tmp_path, r
     assert checkpoint_position(tmp_path) == position
     record = json.loads((tmp_path / 'fake/results' / f'{NAME}.json').read_text())
     assert record['status'] == ('interrupted' if position[1] else 'running')
+    # the best weights are named only once written: none yet when stopped in the first epoch
+    assert (record['weights_file'] is None) == (position[0] == 0)
+    assert record['weights_file'] is None or os.path.exists(record['weights_file'])
     assert len(record['epochs']) == position[0]
     monkeypatch.undo()
     assert train.main(FLAGS + ['--path', str(tmp_path), '--resume'])['status'] == 'finished'
