@@ -105,26 +105,23 @@ def test_a_step_restored_mid_epoch_continues_the_same_epoch(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), broken.state_dict().values()))
 
 
-def test_progress_is_a_bar_on_a_terminal_and_sparse_lines_in_a_log(monkeypatch):
-    for tty in (True, False):
-        out = io.StringIO()
-        out.isatty = lambda: tty
-        monkeypatch.setattr(sys, 'stdout', out)
-        with engine.progress(200, 0, 'epoch 1/2') as bar:
-            for _ in range(200):
-                bar.update()
-        if tty:
-            assert '\r' in out.getvalue() and 'epoch 1/2' in out.getvalue() and '\n' not in out.getvalue()
-        else:
-            assert out.getvalue() == ''  # an epoch shorter than 30 s leaves no progress line in a log
-    monkeypatch.setattr(engine, 'LOG_INTERVAL_S', 0)
+def shown(monkeypatch, tty, total, initial, label):
+    """What engine.progress prints for ``total - initial`` steps, with stdout a terminal or a log file."""
     out = io.StringIO()
-    out.isatty = lambda: False
+    out.isatty = lambda: tty
     monkeypatch.setattr(sys, 'stdout', out)
-    with engine.progress(5, 2, 'epoch 3/9') as bar:
-        for _ in range(3):
+    with engine.progress(total, initial, label) as bar:
+        for _ in range(total - initial):
             bar.update()
-    lines = out.getvalue().splitlines()  # every 0 s: a line per update, each a whole line with rate and time left
+    return out.getvalue()
+
+
+def test_progress_is_a_bar_on_a_terminal_and_sparse_lines_in_a_log(monkeypatch):
+    bar = shown(monkeypatch, True, 200, 0, 'epoch 1/2')
+    assert '\r' in bar and 'epoch 1/2' in bar and '\n' not in bar
+    assert shown(monkeypatch, False, 200, 0, 'epoch 1/2') == ''  # an epoch under 30 s leaves no line in a log
+    monkeypatch.setattr(engine, 'LOG_INTERVAL_S', 0)
+    lines = shown(monkeypatch, False, 5, 2, 'epoch 3/9').splitlines()  # every 0 s: whole lines, rate, time left
     assert [line.split(' [')[0] for line in lines] == [f'epoch 3/9: {n}/5 steps' for n in (2, 3, 4, 5)]
     assert all('<' in line and 'step' in line.split(', ')[-1] for line in lines)
 
