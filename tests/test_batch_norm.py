@@ -1,3 +1,5 @@
+"""ScaleBatchNorm (identical to torch BN but for its initial scale, the original's positional arguments), MABN
+and CenConv2d against the official arithmetic, the affine and running-statistics switches."""
 from functools import partial
 
 import pytest

@@ -1,3 +1,5 @@
+"""Crash-safe writes, RNG states through weights-only checkpoints, refused checkpoints, snapshots, the
+background writer."""
 import os
 import random
 import threading

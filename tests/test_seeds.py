@@ -1,3 +1,4 @@
+"""Seeds: the last 32 bits of MD5, unique for 0..88265, and every generator seeded from them."""
 import hashlib
 import os
 import random

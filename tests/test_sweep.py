@@ -1,3 +1,4 @@
+"""sweep.py: the configurations x seeds plan, its refusals, running, skipping, failing and resuming runs."""
 import json
 import os
 import signal

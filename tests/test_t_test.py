@@ -1,3 +1,4 @@
+"""The paired t-test: the README's example, the alternatives, input types and bad input."""
 import math
 
 import numpy as np

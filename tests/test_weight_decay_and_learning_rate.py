@@ -1,3 +1,5 @@
+"""Parameter groups equal to the original code's on every network, any model, any optimizer, lr / c, and
+the original's SGD and schedule."""
 import math
 
 import pytest
