@@ -34,6 +34,17 @@ def _mean_std(values):
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def normalisation(config):
+    """The normalisation and what is trained, e.g. 'bn', 'none', 'mabn (real batch 32)', 'bn, BN only' (older
+    results: bn)."""
+    norm = config.get('norm', 'bn')
+    parts = [norm + (f" (real batch {config.get('mabn_real_batch')})" if norm == 'mabn' else '')]
+    parts += ['BN only'] if config.get('train_only_bn') else []
+    parts += [] if config.get('bn_affine', True) else ['no affine']
+    parts += [] if config.get('bn_running_stats', True) else ['batch statistics']
+    return ', '.join(parts)
+
+
 def arithmetic(config):
     """How a run computed: 'fp32 eager', 'bf16 channels_last graph', ... (older results: fp32 eager)."""
     return ' '.join([config.get('precision', 'fp32')] + (['channels_last'] if config.get('channels_last') else [])
@@ -48,7 +59,8 @@ def summarize(groups):
         best = [r['record']['test_accuracy_at_best'] for r in finished.values()]
         final = [r['record']['final_test_accuracy'] for r in finished.values()]
         rows.append({'configuration': label, 'bn_weight': config['bn_weight'], 'c': config['c'],
-                     'arithmetic': arithmetic(config),
+                     'arithmetic': arithmetic(config), 'normalisation': normalisation(config),
+                     'batch_size': config['batch_size'],
                      'input_norm': config['input_norm'], 'dataset': config['dataset'], 'network': config['network'],
                      'num_epochs': config['num_epochs'], 'seeds': list(finished),
                      'unfinished_seeds': sorted(s for s, r in seeds.items() if not is_finished(r['record'])),
@@ -96,12 +108,12 @@ def _seed_list(seeds):
 
 
 def markdown(rows, comparisons, baseline):
-    lines = ['| configuration | dataset | network | epochs | bn_weight | c | input_norm | arithmetic | seeds | '
-             'test acc. at best val. (%) | final test acc. (%) |', '|' + '---|' * 11]
+    lines = ['| configuration | dataset | network | epochs | batch | normalisation | bn_weight | c | input_norm | '
+             'arithmetic | seeds | test acc. at best val. (%) | final test acc. (%) |', '|' + '---|' * 13]
     for r in rows:
         lines.append(f"| {r['configuration']} | {r['dataset']} | {r['network']} | {r['num_epochs']} | "
-                     f"{r['bn_weight']:g} | {r['c']:g} | {r['input_norm']} | {r['arithmetic']} | {len(r['seeds'])} | "
-                     f"{_pm(r['best'])} | {_pm(r['final'])} |")
+                     f"{r['batch_size']} | {r['normalisation']} | {r['bn_weight']:g} | {r['c']:g} | {r['input_norm']} | "
+                     f"{r['arithmetic']} | {len(r['seeds'])} | {_pm(r['best'])} | {_pm(r['final'])} |")
     if comparisons:
         lines += ['', f'One-sided paired t-test over seeds (configuration > {baseline}), test accuracy at the '
                       f'best-validation epoch; * marks p <= {SIGNIFICANCE}. The two-sided p-value asks whether '
@@ -142,15 +154,15 @@ def write_csv(path, rows, comparisons):
     by_label = {c['configuration']: c for c in comparisons}
     with open(path, 'w', newline='') as f:
         writer = csv.writer(f)
-        writer.writerow(['configuration', 'dataset', 'network', 'num_epochs', 'bn_weight', 'c', 'input_norm',
-                         'arithmetic', 'n_seeds', 'seeds', 'unfinished_seeds', 'best_test_mean', 'best_test_std',
+        writer.writerow(['configuration', 'dataset', 'network', 'num_epochs', 'batch_size', 'normalisation',
+                         'bn_weight', 'c', 'input_norm', 'arithmetic', 'n_seeds', 'seeds', 'unfinished_seeds', 'best_test_mean', 'best_test_std',
                          'final_test_mean', 'final_test_std', 'baseline', 'paired_seeds', 'mean_paired_difference',
                          'p_value', 'significant', 'p_value_two_sided', 'unpaired_seeds'])
         for r in rows:
             c = by_label.get(r['configuration'], {})
             unpaired = c.get('only_in_configuration', []) + c.get('only_in_baseline', [])
-            writer.writerow([r['configuration'], r['dataset'], r['network'], r['num_epochs'], r['bn_weight'], r['c'],
-                             r['input_norm'], r['arithmetic'], len(r['seeds']), ' '.join(map(str, r['seeds'])),
+            writer.writerow([r['configuration'], r['dataset'], r['network'], r['num_epochs'], r['batch_size'],
+                             r['normalisation'], r['bn_weight'], r['c'], r['input_norm'], r['arithmetic'], len(r['seeds']), ' '.join(map(str, r['seeds'])),
                              ' '.join(map(str, r['unfinished_seeds'])), *r['best'], *r['final'],
                              c.get('baseline', ''), ' '.join(map(str, c.get('paired_seeds', []))),
                              c.get('mean_difference', ''), c.get('p_value', ''), c.get('significant', ''),

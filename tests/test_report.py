@@ -56,7 +56,8 @@ def test_report_table_pairs_by_seed_and_names_what_is_left_out(results, tmp_path
     assert report.main([str(results / 'fake' / 'results'), '--out', str(out)]) == 0
     text = (out / 'report.md').read_text()
     mean, std = np.mean(BASELINE), np.std(BASELINE, ddof=1)
-    assert f'| baseline | fake | resnet18 | 3 | 1 | 1 | dataset | fp32 eager | 5 | {mean:.2f} ± {std:.2f} |' in text
+    assert (f'| baseline | fake | resnet18 | 3 | 128 | bn | 1 | 1 | dataset | fp32 eager | 5 | {mean:.2f} ± {std:.2f} |'
+            in text)
     assert f'{np.mean(PROPOSED):.2f} ± {np.std(PROPOSED, ddof=1):.2f}' in text
     p_value = t_test.evaluate(PROPOSED[:5], BASELINE)
     difference = np.mean(np.subtract(PROPOSED[:5], BASELINE))
