@@ -7,8 +7,9 @@ or copied from anywhere), groups runs by configuration (the run name without its
 '_seed<N>' suffix, as sweep.py names them) and pairs configurations by seed.
 Writes report.md and report.csv: per configuration the mean +- std of the test
 accuracy at the best-validation epoch and at the final epoch; per comparison
-with the baseline the mean paired difference and the one-sided paired t-test
-p-value (t_test.evaluate), marked when p <= 0.05. Seeds without a partner and
+with the baseline the mean paired difference and the one- and two-sided paired
+t-test p-values (t_test.evaluate), at the best-validation and at the final
+epoch, marked when the one-sided p <= 0.05. Seeds without a partner and
 unfinished runs are named, never dropped silently. Plots (PNG): paired
 accuracies per seed, mean training/validation curves with spread, and the
 distribution of every BN scale after training against its initial value.
@@ -70,8 +71,25 @@ def summarize(groups):
     return rows
 
 
+# The two test accuracies a run reports, as named in its results JSON and in the tables.
+METRICS = {'test_accuracy_at_best': 'best val. epoch', 'final_test_accuracy': 'final epoch'}
+
+
+def _paired_test(ours, theirs):
+    """Mean paired difference and one-/two-sided paired t-test p-values of two seed-aligned lists."""
+    test = {'mean_difference': float(np.mean(np.subtract(ours, theirs))) if ours else None,
+            'p_value': None, 'p_value_two_sided': None, 'note': ''}
+    try:
+        test['p_value'], test['p_value_two_sided'] = evaluate(ours, theirs), evaluate(ours, theirs, 'two-sided')
+    except ValueError as error:
+        test['note'] = str(error)
+    test['significant'] = test['p_value'] is not None and test['p_value'] <= SIGNIFICANCE
+    return test
+
+
 def compare(groups, baseline):
-    """Each configuration against ``baseline``, paired by seed over finished runs."""
+    """Each configuration against ``baseline``, paired by seed over finished runs, at the best-validation epoch
+    (the paper's measure: the top-level keys) and at the final epoch (under 'final')."""
     if baseline not in groups:
         return []
     done = {label: {s: r['record'] for s, r in seeds.items() if is_finished(r['record']) and has_best(r['record'])}
@@ -81,21 +99,15 @@ def compare(groups, baseline):
         if label == baseline:
             continue
         paired = sorted(set(done[label]) & set(done[baseline]))
-        ours = [done[label][s]['test_accuracy_at_best'] for s in paired]
-        theirs = [done[baseline][s]['test_accuracy_at_best'] for s in paired]
-        p_value, p_two_sided, note = None, None, ''
-        try:
-            p_value, p_two_sided = evaluate(ours, theirs), evaluate(ours, theirs, 'two-sided')
-        except ValueError as error:
-            note = str(error)
+        tests = {metric: _paired_test([done[label][s][metric] for s in paired],
+                                      [done[baseline][s][metric] for s in paired]) for metric in METRICS}
         comparisons.append({
             'configuration': label, 'baseline': baseline, 'paired_seeds': paired,
             'only_in_configuration': sorted(set(done[label]) - set(done[baseline])),
             'only_in_baseline': sorted(set(done[baseline]) - set(done[label])),
-            'differences': [a - b for a, b in zip(ours, theirs)],
-            'mean_difference': float(np.mean(np.subtract(ours, theirs))) if paired else None,
-            'p_value': p_value, 'significant': p_value is not None and p_value <= SIGNIFICANCE,
-            'p_value_two_sided': p_two_sided, 'note': note})
+            'differences': [done[label][s]['test_accuracy_at_best'] - done[baseline][s]['test_accuracy_at_best']
+                            for s in paired],
+            **tests['test_accuracy_at_best'], 'final': tests['final_test_accuracy']})
     return comparisons
 
 
@@ -115,17 +127,19 @@ def markdown(rows, comparisons, baseline):
                      f"{r['batch_size']} | {r['normalisation']} | {r['bn_weight']:g} | {r['c']:g} | {r['input_norm']} | "
                      f"{r['arithmetic']} | {len(r['seeds'])} | {_pm(r['best'])} | {_pm(r['final'])} |")
     if comparisons:
-        lines += ['', f'One-sided paired t-test over seeds (configuration > {baseline}), test accuracy at the '
-                      f'best-validation epoch; * marks p <= {SIGNIFICANCE}. The two-sided p-value asks whether '
-                      f'the two differ at all (for settings that should not matter, such as the arithmetic).', '',
-                  '| comparison | paired seeds | mean paired difference (points) | p-value | significant | '
-                  'two-sided p-value |', '|---|---|---|---|---|---|']
+        lines += ['', f'One-sided paired t-test over seeds (configuration > {baseline}) of the test accuracy at the '
+                      f'best-validation epoch (the paper\'s measure) and at the final epoch; * marks p <= '
+                      f'{SIGNIFICANCE}. The two-sided p-value asks whether the two differ at all (for settings that '
+                      f'should not matter, such as the arithmetic).', '',
+                  '| comparison | test accuracy at | paired seeds | mean paired difference (points) | p-value | '
+                  'significant | two-sided p-value |', '|---|---|---|---|---|---|---|']
         for c in comparisons:
-            p = 'n/a' if c['p_value'] is None else f"{c['p_value']:.4g}{' *' if c['significant'] else ''}"
-            p2 = 'n/a' if c['p_value_two_sided'] is None else f"{c['p_value_two_sided']:.4g}"
-            diff = 'n/a' if c['mean_difference'] is None else f"{c['mean_difference']:+.2f}"
-            lines.append(f"| {c['configuration']} vs {baseline} | {len(c['paired_seeds'])} | {diff} | {p} | "
-                         f"{'yes' if c['significant'] else 'no'} | {p2} |")
+            for metric, test in zip(METRICS.values(), (c, c['final'])):
+                p = 'n/a' if test['p_value'] is None else f"{test['p_value']:.4g}{' *' if test['significant'] else ''}"
+                p2 = 'n/a' if test['p_value_two_sided'] is None else f"{test['p_value_two_sided']:.4g}"
+                diff = 'n/a' if test['mean_difference'] is None else f"{test['mean_difference']:+.2f}"
+                lines.append(f"| {c['configuration']} vs {baseline} | {metric} | {len(c['paired_seeds'])} | {diff} | "
+                             f"{p} | {'yes' if test['significant'] else 'no'} | {p2} |")
     elif baseline:
         lines += ['', f'No comparison: there are no results named {baseline!r} (choose one with --baseline).']
     notes = []
@@ -157,7 +171,8 @@ def write_csv(path, rows, comparisons):
         writer.writerow(['configuration', 'dataset', 'network', 'num_epochs', 'batch_size', 'normalisation',
                          'bn_weight', 'c', 'input_norm', 'arithmetic', 'n_seeds', 'seeds', 'unfinished_seeds', 'best_test_mean', 'best_test_std',
                          'final_test_mean', 'final_test_std', 'baseline', 'paired_seeds', 'mean_paired_difference',
-                         'p_value', 'significant', 'p_value_two_sided', 'unpaired_seeds'])
+                         'p_value', 'significant', 'p_value_two_sided', 'final_mean_paired_difference',
+                         'final_p_value', 'final_significant', 'final_p_value_two_sided', 'unpaired_seeds'])
         for r in rows:
             c = by_label.get(r['configuration'], {})
             unpaired = c.get('only_in_configuration', []) + c.get('only_in_baseline', [])
@@ -166,7 +181,9 @@ def write_csv(path, rows, comparisons):
                              ' '.join(map(str, r['unfinished_seeds'])), *r['best'], *r['final'],
                              c.get('baseline', ''), ' '.join(map(str, c.get('paired_seeds', []))),
                              c.get('mean_difference', ''), c.get('p_value', ''), c.get('significant', ''),
-                             c.get('p_value_two_sided', ''), ' '.join(map(str, sorted(set(unpaired))))])
+                             c.get('p_value_two_sided', ''), *[c.get('final', {}).get(key, '') for key in (
+                                 'mean_difference', 'p_value', 'significant', 'p_value_two_sided')],
+                             ' '.join(map(str, sorted(set(unpaired))))])
 
 
 def write_report(groups, out, baseline='baseline', plots=True):

@@ -64,13 +64,19 @@ def test_report_table_pairs_by_seed_and_names_what_is_left_out(results, tmp_path
     assert p_value <= 0.05
     two_sided = t_test.evaluate(PROPOSED[:5], BASELINE, 'two-sided')
     assert two_sided == 2 * p_value  # SciPy doubles the smaller tail exactly; the mean difference is positive
-    assert f'| proposed vs baseline | 5 | {difference:+.2f} | {p_value:.4g} * | yes | {two_sided:.4g} |' in text
+    assert (f'| proposed vs baseline | best val. epoch | 5 | {difference:+.2f} | {p_value:.4g} * | yes | '
+            f'{two_sided:.4g} |' in text)
+    final = np.add(BASELINE, -0.5)  # the proposed runs end at their best accuracy, the baseline 0.5 below it
+    final_p, final_two_sided = t_test.evaluate(PROPOSED[:5], final), t_test.evaluate(PROPOSED[:5], final, 'two-sided')
+    assert (f'| proposed vs baseline | final epoch | 5 | {difference + 0.5:+.2f} | {final_p:.4g} * | yes | '
+            f'{final_two_sided:.4g} |' in text)
     assert 'proposed: unfinished runs (left out) for seeds 7' in text
     assert 'proposed: seeds without a baseline partner (left out of the test): 6' in text
     rows = list(csv.DictReader((out / 'report.csv').open()))
     assert [r['configuration'] for r in rows] == ['baseline', 'proposed']
     assert float(rows[1]['p_value']) == p_value and rows[1]['significant'] == 'True'  # repr round-trips exactly
     assert float(rows[1]['p_value_two_sided']) == two_sided and rows[1]['arithmetic'] == 'fp32 eager'
+    assert float(rows[1]['final_p_value']) == final_p and float(rows[1]['final_p_value_two_sided']) == final_two_sided
     assert rows[1]['paired_seeds'] == '1 2 3 4 5' and rows[1]['unpaired_seeds'] == '6'
     assert float(rows[0]['final_test_mean']) == np.mean(np.subtract(BASELINE, 0.5))  # the same float64 sums
     for png in ('paired_accuracies.png', 'curves.png', 'bn_scales.png'):
