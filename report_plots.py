@@ -27,9 +27,11 @@ def best_weights_file(run):
 
 
 def bn_scales(state_dict):
-    """(input-BN scales, all other BN scales) of a saved state_dict, found by their running statistics."""
-    prefixes = [key[:-len('running_mean')] for key in state_dict if key.endswith('running_mean')]
-    scales = {p: state_dict[p + 'weight'].float().flatten() for p in prefixes if p + 'weight' in state_dict}
+    """(input-BN scales, all other BN scales) of a saved state_dict: the 1-D weights, as only normalisation layers
+    have them (convolution and linear weights have 2 or more dimensions); BN, MABN, with or without running
+    statistics alike."""
+    scales = {key[:-len('weight')]: value.float() for key, value in state_dict.items()
+              if key.endswith('weight') and value.dim() == 1}
     # construct_network puts the input BN first in an nn.Sequential: its parameters are '0.*'
     input_bn = [v for p, v in scales.items() if p == '0.']
     others = [v for p, v in scales.items() if p != '0.']
@@ -94,7 +96,7 @@ def scales_after_training(groups, path):
                 input_scales, scales = bn_scales(torch.load(weights, map_location='cpu', weights_only=True))
                 inputs.append(input_scales)
                 others.append(scales)
-        if others:
+        if others and sum(s.size for s in others):  # a network without normalisation layers has no panel
             initial = resolve_bn_weight(next(iter(seeds.values()))['record']['config']['bn_weight'])
             panels.append((label, initial, np.concatenate(others), np.concatenate(inputs), len(others)))
     if not panels:

@@ -99,6 +99,26 @@ def test_bn_scales_are_read_from_saved_weights():
     assert np.all(scales == np.float32(0.2))
 
 
+@pytest.mark.parametrize('norm, options, count', [('bn', {'track_running_stats': False}, 688),
+                                                  ('mabn', {'B': 4, 'real_B': 8}, 688), ('none', {}, 0)])
+def test_bn_scales_of_every_normalisation_kind(norm, options, count):
+    """MABN (no running_mean) and BN without running statistics have scales too; no normalisation has none."""
+    network = construct_network('resnet20', 10, 'fake', 0.3, 'bn', norm, options)
+    inputs, scales = bn_scales(network.state_dict())
+    assert inputs.size == 3 and scales.size == count and np.all(scales == np.float32(0.3))
+
+
+def test_report_of_a_configuration_without_normalisation(tmp_path):
+    """Seed 003's comparison: the no-BN runs have no scales to plot, the baseline's panel is still drawn."""
+    for seed, accuracy in enumerate(BASELINE, start=1):
+        write_run(tmp_path, 'baseline', seed, accuracy)
+        write_run(tmp_path, 'no_bn', seed, accuracy - 1 - seed / 10)
+        torch.save(construct_network('resnet18', 10, 'fake', 1.0, 'dataset', 'none').state_dict(),
+                   tmp_path / 'fake' / 'networks' / f'no_bn_seed{seed}-best.pt')
+    assert report.main([str(tmp_path / 'fake' / 'results'), '--out', str(tmp_path / 'out')]) == 0
+    assert (tmp_path / 'out' / 'bn_scales.png').exists()
+
+
 def test_bad_result_sets(results, tmp_path, capsys):
     write_run(tmp_path / 'again', 'baseline', 1, 80.0)
     assert report.main([str(results / 'fake'), str(tmp_path / 'again'), '--out', str(tmp_path / 'o')]) == 1
