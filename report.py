@@ -124,8 +124,8 @@ def markdown(rows, comparisons, baseline):
              'arithmetic | seeds | test acc. at best val. (%) | final test acc. (%) |', '|' + '---|' * 13]
     for r in rows:
         lines.append(f"| {r['configuration']} | {r['dataset']} | {r['network']} | {r['num_epochs']} | "
-                     f"{r['batch_size']} | {r['normalisation']} | {r['bn_weight']:g} | {r['c']:g} | {r['input_norm']} | "
-                     f"{r['arithmetic']} | {len(r['seeds'])} | {_pm(r['best'])} | {_pm(r['final'])} |")
+                     f"{r['batch_size']} | {r['normalisation']} | {r['bn_weight']:g} | {r['c']:g} | "
+                     f"{r['input_norm']} | {r['arithmetic']} | {len(r['seeds'])} | {_pm(r['best'])} | {_pm(r['final'])} |")
     if comparisons:
         lines += ['', f'One-sided paired t-test over seeds (configuration > {baseline}) of the test accuracy at the '
                       f'best-validation epoch (the paper\'s measure) and at the final epoch; * marks p <= '
@@ -169,7 +169,8 @@ def write_csv(path, rows, comparisons):
     with open(path, 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['configuration', 'dataset', 'network', 'num_epochs', 'batch_size', 'normalisation',
-                         'bn_weight', 'c', 'input_norm', 'arithmetic', 'n_seeds', 'seeds', 'unfinished_seeds', 'best_test_mean', 'best_test_std',
+                         'bn_weight', 'c', 'input_norm', 'arithmetic', 'n_seeds', 'seeds', 'unfinished_seeds',
+                         'best_test_mean', 'best_test_std',
                          'final_test_mean', 'final_test_std', 'baseline', 'paired_seeds', 'mean_paired_difference',
                          'p_value', 'significant', 'p_value_two_sided', 'final_mean_paired_difference',
                          'final_p_value', 'final_significant', 'final_p_value_two_sided', 'unpaired_seeds'])
@@ -177,7 +178,8 @@ def write_csv(path, rows, comparisons):
             c = by_label.get(r['configuration'], {})
             unpaired = c.get('only_in_configuration', []) + c.get('only_in_baseline', [])
             writer.writerow([r['configuration'], r['dataset'], r['network'], r['num_epochs'], r['batch_size'],
-                             r['normalisation'], r['bn_weight'], r['c'], r['input_norm'], r['arithmetic'], len(r['seeds']), ' '.join(map(str, r['seeds'])),
+                             r['normalisation'], r['bn_weight'], r['c'], r['input_norm'], r['arithmetic'],
+                             len(r['seeds']), ' '.join(map(str, r['seeds'])),
                              ' '.join(map(str, r['unfinished_seeds'])), *r['best'], *r['final'],
                              c.get('baseline', ''), ' '.join(map(str, c.get('paired_seeds', []))),
                              c.get('mean_difference', ''), c.get('p_value', ''), c.get('significant', ''),
