@@ -125,7 +125,8 @@ def markdown(rows, comparisons, baseline):
     for r in rows:
         lines.append(f"| {r['configuration']} | {r['dataset']} | {r['network']} | {r['num_epochs']} | "
                      f"{r['batch_size']} | {r['normalisation']} | {r['bn_weight']:g} | {r['c']:g} | "
-                     f"{r['input_norm']} | {r['arithmetic']} | {len(r['seeds'])} | {_pm(r['best'])} | {_pm(r['final'])} |")
+                     f"{r['input_norm']} | {r['arithmetic']} | {len(r['seeds'])} | {_pm(r['best'])} | "
+                     f"{_pm(r['final'])} |")
     if comparisons:
         lines += ['', f'One-sided paired t-test over seeds (configuration > {baseline}) of the test accuracy at the '
                       f'best-validation epoch (the paper\'s measure) and at the final epoch; * marks p <= '
