@@ -141,6 +141,8 @@ def markdown(rows, comparisons, baseline):
                 diff = 'n/a' if test['mean_difference'] is None else f"{test['mean_difference']:+.2f}"
                 lines.append(f"| {c['configuration']} vs {baseline} | {metric} | {len(c['paired_seeds'])} | {diff} | "
                              f"{p} | {'yes' if test['significant'] else 'no'} | {p2} |")
+    elif baseline in [r['configuration'] for r in rows]:
+        lines += ['', f'No comparison: there are results of {baseline!r} only, no other configuration to test.']
     elif baseline:
         lines += ['', f'No comparison: there are no results named {baseline!r} (choose one with --baseline).']
     notes = []

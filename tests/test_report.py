@@ -108,6 +108,13 @@ def test_bn_scales_of_every_normalisation_kind(norm, options, count):
     assert inputs.size == 3 and scales.size == count and np.all(scales == np.float32(0.3))
 
 
+def test_report_of_the_baseline_alone_says_there_is_nothing_to_compare(tmp_path):
+    """A sweep's first finished runs may all be the baseline's: the report says so, not that it is missing."""
+    write_run(tmp_path, 'baseline', 1, 90.0)
+    assert report.main([str(tmp_path / 'fake' / 'results'), '--out', str(tmp_path / 'out'), '--no_plots']) == 0
+    assert "No comparison: there are results of 'baseline' only" in (tmp_path / 'out' / 'report.md').read_text()
+
+
 def test_report_of_a_configuration_without_normalisation(tmp_path):
     """Seed 003's comparison: the no-BN runs have no scales to plot, the baseline's panel is still drawn."""
     for seed, accuracy in enumerate(BASELINE, start=1):
