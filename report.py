@@ -76,8 +76,9 @@ METRICS = {'test_accuracy_at_best': 'best val. epoch', 'final_test_accuracy': 'f
 
 
 def _paired_test(ours, theirs):
-    """Mean paired difference and one-/two-sided paired t-test p-values of two seed-aligned lists."""
-    test = {'mean_difference': float(np.mean(np.subtract(ours, theirs))) if ours else None,
+    """Per-seed and mean paired differences and one-/two-sided paired t-test p-values of two seed-aligned lists."""
+    differences = [a - b for a, b in zip(ours, theirs)]
+    test = {'differences': differences, 'mean_difference': float(np.mean(differences)) if differences else None,
             'p_value': None, 'p_value_two_sided': None, 'note': ''}
     try:
         test['p_value'], test['p_value_two_sided'] = evaluate(ours, theirs), evaluate(ours, theirs, 'two-sided')
@@ -105,8 +106,6 @@ def compare(groups, baseline):
             'configuration': label, 'baseline': baseline, 'paired_seeds': paired,
             'only_in_configuration': sorted(set(done[label]) - set(done[baseline])),
             'only_in_baseline': sorted(set(done[baseline]) - set(done[label])),
-            'differences': [done[label][s]['test_accuracy_at_best'] - done[baseline][s]['test_accuracy_at_best']
-                            for s in paired],
             **tests['test_accuracy_at_best'], 'final': tests['final_test_accuracy']})
     return comparisons
 
