@@ -27,6 +27,7 @@ import torch
 import train_args
 from results import ResultsError, group_runs, is_finished, load_runs, outcome, read_record
 from runs import output_paths
+from train import plural
 
 STANDARD = ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset']
 BUILT_IN = {  # the paper's pair (run by default), then the seed systems' natural comparisons (run when named)
@@ -243,11 +244,11 @@ def main(argv=None):
     if args.dry_run:
         for index, (run, run_state) in enumerate(zip(runs, states)):
             print(f"[{index}] {run_state:>8}  python train.py {shlex.join(run['argv'])}")
-        print(f'{len(runs)} runs, {states.count("finished")} finished; '
+        print(f'{plural(len(runs), "run")}, {states.count("finished")} finished; '
               f'{len(slot_list)} at a time on {slot_list[0][0]}')
         return 0
     todo = [run for run, run_state in zip(runs, states) if run_state != 'finished']
-    print(f'{len(runs)} runs: {len(runs) - len(todo)} already finished, {len(todo)} to do, '
+    print(f'{plural(len(runs), "run")}: {len(runs) - len(todo)} already finished, {len(todo)} to do, '
           f'{len(slot_list)} at a time on {slot_list[0][0]}', flush=True)
     sweep = Sweep(todo, slot_list)
     ended = sweep.go()
@@ -257,7 +258,7 @@ def main(argv=None):
               file=sys.stderr)
         return 128 + sweep.stopping
     if failed:
-        print(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their logs); the others finished',
+        print(f'{plural(len(failed), "run")} failed: {", ".join(failed)} (see their logs); the others finished',
               file=sys.stderr)
     if not args.no_report and args.task_index is None:
         import report

@@ -82,6 +82,12 @@ def test_sweep_runs_skips_finished_and_reports(tmp_path, capsys):
     assert before == {p: p.stat().st_mtime_ns for p in results.glob('*.json')}
 
 
+def test_one_run_is_counted_in_the_singular(tmp_path, capsys):
+    assert sweep.main(['--dry_run', '--seeds', '1', '--configs', 'proposed', '--path', str(tmp_path),
+                       '--gpus', '0'] + TINY) == 0
+    assert '1 run, 0 finished;' in capsys.readouterr().out
+
+
 def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys):
     argv = ['--seeds', '1', '--path', str(tmp_path), '--gpus', '0', '--configs', 'broken', 'proposed',
             '--config', f'broken=--dataset cifar10 --data_dir {tmp_path}/missing'] + TINY + ['--num_epochs', '1']
@@ -89,7 +95,8 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys):
     captured = capsys.readouterr()
     assert 'broken_seed1 on cpu: FAILED (exit 1)' in captured.out
     assert 'proposed_seed1 on cpu: finished' in captured.out
-    assert '1 run(s) failed: broken_seed1' in captured.err
+    assert '2 runs: 0 already finished, 2 to do' in captured.out
+    assert '1 run failed: broken_seed1' in captured.err
     log = (tmp_path / 'cifar10' / 'logs' / 'broken_seed1.log').read_text()
     assert 'train.py: error: cifar10: no cifar-10-batches-py/' in log
 
