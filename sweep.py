@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 import train_args
+from errors import plural
 from results import ResultsError, group_runs, is_finished, load_runs, outcome, read_record
 from runs import output_paths
-from train import plural
 
 STANDARD = ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset']
 BUILT_IN = {  # the paper's pair (run by default), then the seed systems' natural comparisons (run when named)
@@ -147,7 +147,7 @@ def slots(args):
     visible = os.environ.get('CUDA_VISIBLE_DEVICES')
     ids = [i.strip() for i in visible.split(',') if i.strip()] if visible else [str(i) for i in range(gpus)]
     if gpus > len(ids):
-        raise SweepError(f'--gpus {gpus}: only {len(ids)} GPU(s) visible ({", ".join(ids)})')
+        raise SweepError(f'--gpus {gpus}: only {plural(len(ids), "GPU")} visible ({", ".join(ids)})')
     return [('cuda', ids[gpu]) for gpu in range(gpus) for _ in range(args.runs_per_gpu)]
 
 

@@ -27,7 +27,7 @@ from data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, ImageBatches, channel_m
                   split_train_validation)
 from distributed import setup
 from engine import TrainStep, evaluate, train_one_epoch
-from errors import FAILURE, USAGE, RunError
+from errors import FAILURE, USAGE, RunError, plural
 from networks import construct_network, train_only_norms
 from results import new_record, outcome
 from runs import RunLock, check_writable, find_start, output_paths
@@ -185,10 +185,6 @@ def epoch_line(row, num_epochs, improved):
 def kept(completed_epochs):
     return (f'keeping the checkpoint and results of epoch {completed_epochs}' if completed_epochs
             else 'before any epoch ended: nothing was saved')
-
-
-def plural(count, noun):
-    return f'{count} {noun}{"" if count == 1 else "s"}'
 
 
 def train_and_evaluate(args, epoch, model, data, world, stop, device):

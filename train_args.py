@@ -12,7 +12,7 @@ import re
 import torch
 
 from data import TRAINABLE_DATASETS
-from errors import USAGE
+from errors import USAGE, plural
 from fast_path import PRECISIONS
 from batch_norm import NORMS, resolve_bn_weight
 from networks import INPUT_NORMS, NETWORKS
@@ -226,7 +226,7 @@ def resolve_device(name):
         if not torch.cuda.is_available():
             raise ValueError(f'--device {name} asked for CUDA, but no CUDA GPU is available; use --device cpu')
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f'--device {name}: only {torch.cuda.device_count()} CUDA device(s) present')
+            raise ValueError(f'--device {name}: only {plural(torch.cuda.device_count(), "CUDA device")} present')
     elif device.type != 'cpu':
         try:
             torch.empty(1, device=device)

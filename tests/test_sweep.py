@@ -131,7 +131,7 @@ def test_gpu_slots_keep_the_schedulers_assignment(monkeypatch):
     monkeypatch.delenv('CUDA_VISIBLE_DEVICES')
     assert sweep.slots(args) == [('cuda', '0'), ('cuda', '0'), ('cuda', '1'), ('cuda', '1')]
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '7')
-    with pytest.raises(sweep.SweepError, match='only 1 GPU'):
+    with pytest.raises(sweep.SweepError, match=r'only 1 GPU visible \(7\)'):
         sweep.slots(args)
     args.gpus = 0
     assert sweep.slots(args) == [('cpu', None)]

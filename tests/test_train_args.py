@@ -80,3 +80,13 @@ def test_a_new_experiment_flag_is_noticed_by_resume_sweep_and_report(tmp_path, m
     (results / 'proposed_seed2.json').write_text(json.dumps(other))
     with pytest.raises(ResultsError, match=r'runs named proposed differ in knob \(0.0, 1.0\)'):
         group_runs(load_runs([str(results)]))
+
+
+def test_a_cuda_index_past_the_last_device_is_refused_with_the_count(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    with pytest.raises(ValueError, match=r'^--device cuda:1: only 1 CUDA device present$'):
+        train_args.resolve_device('cuda:1')
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    with pytest.raises(ValueError, match=r'^--device cuda:2: only 2 CUDA devices present$'):
+        train_args.resolve_device('cuda:2')
