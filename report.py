@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 from results import ResultsError, group_runs, has_best, is_finished, load_runs
-from t_test import evaluate
+from t_test import evaluate, format_p
 from train_args import OneLineParser
 
 __all__ = ['summarize', 'compare', 'write_report', 'main']
@@ -135,8 +135,8 @@ def markdown(rows, comparisons, baseline):
                   'significant | two-sided p-value |', '|---|---|---|---|---|---|---|']
         for c in comparisons:
             for metric, test in zip(METRICS.values(), (c, c['final'])):
-                p = 'n/a' if test['p_value'] is None else f"{test['p_value']:.4g}{' *' if test['significant'] else ''}"
-                p2 = 'n/a' if test['p_value_two_sided'] is None else f"{test['p_value_two_sided']:.4g}"
+                p = format_p(test['p_value']) + (' *' if test['significant'] else '')
+                p2 = format_p(test['p_value_two_sided'])
                 diff = 'n/a' if test['mean_difference'] is None else f"{test['mean_difference']:+.2f}"
                 lines.append(f"| {c['configuration']} vs {baseline} | {metric} | {len(c['paired_seeds'])} | {diff} | "
                              f"{p} | {'yes' if test['significant'] else 'no'} | {p2} |")

@@ -14,6 +14,7 @@ import torch  # noqa: E402
 
 from batch_norm import resolve_bn_weight  # noqa: E402
 from results import is_finished  # noqa: E402
+from t_test import format_p  # noqa: E402
 
 __all__ = ['write_plots', 'best_weights_file', 'bn_scales']
 
@@ -58,9 +59,8 @@ def paired_accuracies(groups, comparisons, baseline, path):
         ax.scatter(left, base, label=baseline, color='tab:gray', zorder=3)
         ax.scatter(right, ours, label=c['configuration'], color='tab:blue', zorder=3)
         ax.set_xticks(range(len(seeds)), [str(s) for s in seeds])
-        p = 'n/a' if c['p_value'] is None else f"{c['p_value']:.3g}"
         ax.set(xlabel='seed', ylabel='test accuracy at best validation epoch (%)',
-               title=f"{c['configuration']} vs {baseline}: p = {p}")
+               title=f"{c['configuration']} vs {baseline}: p = {format_p(c['p_value'])}")
         ax.legend()
     _save(fig, path)
 

@@ -9,7 +9,7 @@ import glob
 import numpy as np
 from scipy import stats
 
-__all__ = ['evaluate']
+__all__ = ['evaluate', 'format_p']
 
 
 def _as_vector(values, name):
@@ -53,6 +53,12 @@ def evaluate(d1, d2, alternative='greater'):
         raise ValueError('d1 and d2 are identical: every paired difference is 0, '
                          'so the t-test is undefined')
     return float(stats.ttest_rel(a, b, alternative=alternative).pvalue)
+
+
+def format_p(p_value):
+    """A p-value as every table, plot and message here writes it: 4 significant digits, so that 0.99993 reads
+    0.9999 (not 1) and 0.0002133 keeps its size; None (no test possible) is 'n/a'."""
+    return 'n/a' if p_value is None else f'{p_value:.4g}'
 
 
 def _number(text):
@@ -116,7 +122,7 @@ def main(argv=None):
     verdict = 'not significant' if p_value > 0.05 else (
         'significantly different' if args.two_sided else 'proposed is significantly greater')
     print(f'{sides} paired t-test, {len(proposed)} pairs: mean difference {difference:+.4g}, '
-          f'p = {p_value:.4g} ({verdict} at 0.05)')
+          f'p = {format_p(p_value)} ({verdict} at 0.05)')
     return p_value
 
 

@@ -160,3 +160,14 @@ def test_t_test_cli_numbers_and_result_files(results, capsys):
         with pytest.raises(SystemExit) as exit_info:
             t_test.main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_paired_plot_title_writes_p_as_the_table_does(monkeypatch, tmp_path):
+    import report_plots
+    titles = []
+    monkeypatch.setattr(report_plots, '_save', lambda fig, path: titles.append(fig.axes[0].get_title()))
+    groups = {name: {s: {'record': {'test_accuracy_at_best': 90.0 + s + offset}} for s in (1, 2)}
+              for name, offset in (('baseline', 1.0), ('proposed', 0.0))}
+    comparison = {'configuration': 'proposed', 'paired_seeds': [1, 2], 'p_value': 0.99993}
+    report_plots.paired_accuracies(groups, [comparison], 'baseline', tmp_path / 'p.png')
+    assert titles == ['proposed vs baseline: p = 0.9999']

@@ -8,7 +8,7 @@ from scipy import stats
 
 from conftest import README_BASELINE as BASE
 from conftest import README_PROPOSED as NEW
-from t_test import evaluate
+from t_test import evaluate, format_p
 
 
 def one_sided_p_by_hand(a, b):
@@ -60,3 +60,10 @@ def test_direction_and_input_types():
 def test_bad_input_raises_value_error(d1, d2, message):
     with pytest.raises(ValueError, match=message):
         evaluate(d1, d2)
+
+
+def test_format_p_keeps_four_significant_digits():
+    # Three digits would print a p-value of 0.99993 as '1', as the plots once did beside the tables' 0.9999.
+    assert format_p(0.99993) == '0.9999'
+    assert format_p(0.00021331) == '0.0002133'
+    assert format_p(None) == 'n/a'
