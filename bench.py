@@ -10,7 +10,7 @@ warm-up, with the device synchronised at both ends.
 (a) usual: uint8 HWC images -> PIL -> RandomHorizontalFlip -> ToTensor -> Normalize
     in a torch DataLoader, torch.optim.SGD, fp32 eager: the typical research script.
 (b) fast: train.py's own path: images resident on the device, tensor-op batching,
-    engine.TrainStep (on CUDA, the whole step replayed from one CUDA graph).
+    engine.Step (on CUDA, replayed from one CUDA graph by fast_path.GraphStep).
 (c) bare: the same step on float batches made beforehand, no data work at all:
     the network's own ceiling on this machine.
 """
@@ -23,11 +23,11 @@ import torch
 import torch.nn as nn
 
 from data import ImageBatches
-from engine import TrainStep
-from fast_path import PRECISIONS
+from engine import PRECISIONS, Epoch
+from fast_path import build_step
 from networks import NETWORKS, construct_network
 from seeds import make_deterministic
-from train_args import OneLineParser
+from train_args import OneLineParser, device_problem, resolve_device
 from weight_decay_and_learning_rate import build_optimizer
 
 PAPER_TRAIN_SIZE, PAPER_EPOCHS = 45000, 180
@@ -87,22 +87,22 @@ def usual_pipeline(args, network_name, device, images, labels):
 
 
 def fast_path(args, network_name, device, images, labels):
-    """train.py's path: the data on the device as uint8, tensor-op batches, engine.TrainStep."""
+    """train.py's path: the data on the device as uint8, tensor-op batches, fast_path.build_step's step."""
     network, optimizer = build(args, network_name, device)
     if args.cudnn_benchmark:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
     data = ImageBatches(images, labels, device)
-    train_step = TrainStep(network, optimizer, nn.CrossEntropyLoss(), device, args.precision, args.channels_last,
-                           use_graph=device.type == 'cuda' and not args.no_cuda_graph,
-                           max_steps=data.num_batches(args.batch_size))
+    step = build_step(network, optimizer, nn.CrossEntropyLoss(), device, args.precision, args.channels_last,
+                      use_graph=device.type == 'cuda' and not args.no_cuda_graph)
+    epoch = Epoch(data.num_batches(args.batch_size), device)
 
-    def epoch():
-        train_step.begin_epoch()
+    def one_epoch():
+        epoch.begin()
         yield from ((x, y) for x, y, _ in data.shuffled(args.batch_size))
-        train_step.end_epoch()
+        epoch.end()
 
-    batches = endless(epoch)
-    return lambda: train_step(*next(batches))
+    batches = endless(one_epoch)
+    return lambda: epoch.record(step(*next(batches)))
 
 
 def bare_loop(args, network_name, device, images, labels):
@@ -173,12 +173,10 @@ def parse(argv):
                    help='fast path with cuDNN autotuning instead of deterministic algorithms (to measure the cost)')
     p.add_argument('--json', default=None, help='also write the results to this JSON file')
     args = p.parse_args(argv)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        p.error(f'--device {args.device!r} is not a torch device')
-    if device.type == 'cuda' and not cuda:
-        p.error(f'--device {args.device} asked for CUDA, but no CUDA GPU is available')
+    problem = device_problem(args.device, args.precision)
+    if problem:
+        p.error(problem)
+    device = resolve_device(args.device)
     on_gpu = device.type == 'cuda'
     defaults = {'network': (['resnet18'], ['mlp', 'resnet20']), 'shape': ('cifar', 'mnist'),
                 'train_size': (PAPER_TRAIN_SIZE, 2560), 'min_time': (10.0, 3.0), 'warmup': (30, 3)}
@@ -189,8 +187,6 @@ def parse(argv):
         p.error('--batch_size, --steps and --train_size must be positive; --warmup, --workers and --min_time >= 0')
     if args.train_size < args.batch_size:
         p.error('--train_size must be at least --batch_size')
-    if args.precision == 'fp16' and not on_gpu:
-        p.error('--precision fp16 needs a CUDA device')
     return args, device
 
 

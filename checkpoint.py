@@ -1,30 +1,29 @@
-"""Crash-safe files and checkpoints: what a run saves after each epoch, how it is written, and how it is restored.
-
-Every file a run writes goes through ``atomic_write``: a temporary file in the
-same folder, flushed to disk, then renamed over the target, so a crash at any
-moment leaves either the previous complete file or the new complete one.
+"""Checkpoints: what a run saves after each epoch, how it is restored, and where a run starts.
 
 A checkpoint holds everything needed to continue a run exactly: model,
 optimizer (with its lr/c group), scheduler, the position in training (epoch, and
-within it the training step's state), every RNG state, the metrics so far and
-the configuration. RNG states are stored as tensors and lists so that
+within it the epoch's steps done and losses), every RNG state, the metrics so far
+and the configuration. RNG states are stored as tensors and lists so that
 checkpoints load with ``torch.load(weights_only=True)``: no arbitrary pickled objects.
+Every file is written by ``runs.atomic_write``, so a crash leaves the previous one whole.
 """
 import os
 import random
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from errors import RunError
-from results import results_json, results_text
+from errors import USAGE, RunError
+from results import is_finished, read_record, write_results
+from runs import atomic_write
+from train_args import setting_differences
 
-__all__ = ['CHECKPOINT_FORMAT', 'CheckpointError', 'atomic_write', 'write_text', 'save_torch', 'write_results',
-           'rng_states',
-           'restore_rng_states', 'load_checkpoint', 'cpu_copy', 'checkpoint_state', 'restore_checkpoint',
-           'BackgroundWriter', 'CheckpointSaver']
+__all__ = ['CHECKPOINT_FORMAT', 'CheckpointError', 'save_torch', 'rng_states', 'restore_rng_states',
+           'load_checkpoint', 'cpu_copy', 'checkpoint_state', 'restore_checkpoint', 'BackgroundWriter',
+           'CheckpointSaver', 'Start', 'find_start']
 
 CHECKPOINT_FORMAT = 'revisiting-bn-checkpoint-v2'  # v2: the original code's data order (torch's generator)
 
@@ -33,41 +32,8 @@ class CheckpointError(RunError):
     """A checkpoint is corrupt, foreign, or does not match the requested run."""
 
 
-def atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path``, sync it, then rename it over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f'.{os.path.basename(path)}.tmp{os.getpid()}')
-    try:
-        with open(temporary, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    try:  # make the rename itself durable
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-    except OSError:
-        pass
-
-
-def write_text(path, text):
-    atomic_write(path, lambda f: f.write(text.encode('utf-8')))
-
-
 def save_torch(obj, path):
     atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def write_results(paths, record):
-    """The run's two results files: the original's .txt and the JSON record."""
-    write_text(paths['txt'], results_text(record['config'], record['epochs']))
-    write_text(paths['json'], results_json(record))
 
 
 def rng_states():
@@ -124,14 +90,16 @@ def cpu_copy(obj):
     return obj
 
 
-def checkpoint_state(record, network, optimizer, scheduler, train_step, completed_epochs):
-    """Everything needed to continue after ``completed_epochs`` epochs (and, mid-epoch, the training step's
-    position in the next one), as a CPU snapshot that can be written while training goes on."""
+def checkpoint_state(record, model, completed_epochs):
+    """Everything needed to continue ``model`` (train.Model) after ``completed_epochs`` epochs (and, mid-epoch,
+    its position in the next one), as a CPU snapshot that can be written while training goes on."""
+    scaler = model.step.scaler
     return cpu_copy({
         'format': CHECKPOINT_FORMAT, 'config': record['config'], 'record': record,
-        'completed_epochs': completed_epochs, 'train_step': train_step.state_dict(),
-        'network': network.state_dict(), 'optimizer': optimizer.state_dict(),
-        'scheduler': scheduler.state_dict() if scheduler is not None else None,
+        'completed_epochs': completed_epochs,
+        'train_step': {**model.epoch.state_dict(), 'loss_scaler': None if scaler is None else scaler.state_dict()},
+        'network': model.network.state_dict(), 'optimizer': model.optimizer.state_dict(),
+        'scheduler': model.scheduler.state_dict() if model.scheduler is not None else None,
         'rng': rng_states(),
     })
 
@@ -179,13 +147,16 @@ class BackgroundWriter:
         return False
 
 
-def restore_checkpoint(checkpoint, network, optimizer, scheduler, train_step, num_epochs):
-    network.load_state_dict(checkpoint['network'])
-    optimizer.load_state_dict(checkpoint['optimizer'])
-    if scheduler is not None:
-        scheduler.load_state_dict(checkpoint['scheduler'])
-        scheduler.T_max = num_epochs  # differs only with --change_num_epochs
-    train_step.load_state_dict(checkpoint['train_step'])
+def restore_checkpoint(checkpoint, model, num_epochs):
+    """Put ``model`` (train.Model) and every RNG back where the checkpoint left them."""
+    model.network.load_state_dict(checkpoint['network'])
+    model.optimizer.load_state_dict(checkpoint['optimizer'])
+    if model.scheduler is not None:
+        model.scheduler.load_state_dict(checkpoint['scheduler'])
+        model.scheduler.T_max = num_epochs  # differs only with --change_num_epochs
+    model.epoch.load_state_dict(checkpoint['train_step'])
+    if model.step.scaler is not None and checkpoint['train_step']['loss_scaler']:
+        model.step.scaler.load_state_dict(checkpoint['train_step']['loss_scaler'])
     restore_rng_states(checkpoint['rng'])
 
 
@@ -207,14 +178,13 @@ class CheckpointSaver:
     nothing where ``enabled`` is false (torchrun processes other than rank 0). As a context manager it
     waits for the last write on exit."""
 
-    def __init__(self, paths, network, optimizer, scheduler, train_step, enabled=True):
-        self.paths, self.enabled = paths, enabled
-        self.parts = network, optimizer, scheduler, train_step
+    def __init__(self, paths, model, enabled=True):
+        self.paths, self.model, self.enabled = paths, model, enabled
         self.writer = BackgroundWriter()
 
     def save(self, record, completed_epochs, best_weights=False, announce=None):
         if self.enabled:
-            state = checkpoint_state(record, *self.parts, completed_epochs)
+            state = checkpoint_state(record, self.model, completed_epochs)
             self.writer.submit(_write_progress, self.paths, state, best_weights, announce)
 
     def __enter__(self):
@@ -223,3 +193,58 @@ class CheckpointSaver:
 
     def __exit__(self, *exc):
         return self.writer.__exit__(*exc)
+
+
+@dataclass
+class Start:
+    """Where a run starts: ``kind`` is 'new', 'resume' (from ``checkpoint``) or 'finished' (with ``record``)."""
+    kind: str
+    checkpoint: dict = None
+    record: dict = None
+
+
+def find_start(args, paths):
+    """How the run of ``args`` starts, from what its files say.
+
+    Without --resume, existing results or a checkpoint are never overwritten unless
+    --overwrite says so. With --resume, the checkpoint must come from the same
+    experiment (train_args.differing_settings) and, unless --change_num_epochs, the same
+    number of epochs; a finished run is reported, not retrained.
+    """
+    record = read_record(paths['json'])
+    has_results, has_checkpoint = os.path.exists(paths['json']), os.path.exists(paths['checkpoint'])
+    if not args.resume:
+        if args.overwrite or not (has_results or has_checkpoint):
+            return Start('new')
+        state = 'finished' if is_finished(record) else 'unfinished'
+        raise CheckpointError(f'{args.name} already has {state} results in {paths["results"]}: add --resume to '
+                              f'continue it, or --overwrite to train it again from scratch', status=USAGE)
+    if not has_checkpoint:
+        if is_finished(record):
+            return Start('finished', record=record)
+        if has_results:
+            raise CheckpointError(f'cannot resume {args.name}: it has results but no checkpoint '
+                                  f'({paths["checkpoint"]}); use --overwrite instead to train it again',
+                                  status=USAGE)
+        return Start('new')
+    checkpoint = load_checkpoint(paths['checkpoint'])
+    _check_resumable(args, checkpoint)
+    if checkpoint['completed_epochs'] >= args.num_epochs:
+        return Start('finished', record=checkpoint['record'])
+    return Start('resume', checkpoint=checkpoint)
+
+
+def _check_resumable(args, checkpoint):
+    """Refuse a checkpoint of another experiment; num_epochs only moves the schedule's end, so it is apart."""
+    differences = setting_differences(checkpoint['config'], vars(args), ignore=('num_epochs',))
+    if differences:
+        raise CheckpointError(f'cannot resume {args.name}: its checkpoint was made with other settings '
+                              f'({"; ".join(differences)}); use the original flags or another --name', status=USAGE)
+    saved_epochs, completed = checkpoint['config']['num_epochs'], checkpoint['completed_epochs']
+    if args.num_epochs != saved_epochs and not args.change_num_epochs:
+        raise CheckpointError(f'cannot resume {args.name}: --num_epochs {args.num_epochs} differs from the '
+                              f'checkpoint\'s {saved_epochs}, which changes the cosine schedule; add '
+                              f'--change_num_epochs to accept that', status=USAGE)
+    if args.num_epochs < completed:
+        raise CheckpointError(f'cannot resume {args.name} with --num_epochs {args.num_epochs}: '
+                              f'{completed} epochs are already done', status=USAGE)

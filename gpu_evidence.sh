@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU measurements behind the fast path's defaults, in three parts that each fit in one
-# 10-minute call on a lent GPU (see README, "Fast path"):
+# The GPU measurements behind the fast path's defaults: tests and benchmark, a full run's wall time, a precision
+# study; three parts that run separately (see docs/fast-path.md):
 #
 #   bash gpu_evidence.sh bench     OUT   # CUDA tests of fast_path.py; bench.py, default and variants
 #   bash gpu_evidence.sh full_run  OUT   # train.py, 180 epochs of CIFAR-shaped data (45k/5k/10k): wall time

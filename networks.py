@@ -100,7 +100,8 @@ def cifar_resnet(depth, num_classes, info, norm):
 
 
 def mlp(num_classes, info, norm):
-    """Seed 003's MLP: Flatten, Linear(C*H*W, 64), norm, ReLU, Linear(64, 32), norm, ReLU, Linear(32, classes)."""
+    """A small MLP with batch norm (BatchNorm1d): Flatten, Linear(C*H*W, 64), norm, ReLU, Linear(64, 32), norm,
+    ReLU, Linear(32, classes)."""
     if norm.layer1d is None:
         raise ValueError('the MLP needs a normalisation with a layer for (N, C) inputs (bn or none)')
     return nn.Sequential(nn.Flatten(), nn.Linear(info.channels * info.image_size ** 2, 64), norm.layer1d(64),

@@ -14,6 +14,7 @@ import torch  # noqa: E402
 
 from batch_norm import resolve_bn_weight  # noqa: E402
 from results import is_finished  # noqa: E402
+from runs import run_files  # noqa: E402
 from t_test import format_p  # noqa: E402
 
 __all__ = ['write_plots', 'best_weights_file', 'bn_scales']
@@ -22,8 +23,8 @@ __all__ = ['write_plots', 'best_weights_file', 'bn_scales']
 def best_weights_file(run):
     """The run's best weights: where the results say, else beside the results (a copied folder tree)."""
     record, file = run['record'], run['file']
-    candidates = [record.get('weights_file') or '',
-                  os.path.join(os.path.dirname(file), os.pardir, 'networks', f"{record['config']['name']}-best.pt")]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(file)))  # results/ is one level below the run's root
+    candidates = [record.get('weights_file') or '', run_files(root, record['config']['name'])['weights']]
     return next((c for c in candidates if c and os.path.isfile(c)), None)
 
 

@@ -1,4 +1,4 @@
-"""What a run's results files hold, and reading them back: one run's record, or many grouped by configuration.
+"""A run's results record: its shape, how it grows each epoch, its two files, and reading them back.
 
 A run named N writes (see runs.py for where):
   N.txt    the original code's results file: 'Setting: value,,,, ' lines, then a CSV table
@@ -14,10 +14,12 @@ import re
 import torch
 
 from errors import RunError
-from train_args import experiment_settings
+from runs import write_text
+from train_args import comparable, differing_settings
 
-__all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'new_record',
-           'read_record', 'is_finished', 'has_best', 'outcome', 'result_files', 'load_runs', 'group_runs']
+__all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'write_results',
+           'new_record', 'resumed_record', 'add_epoch', 'interrupted', 'read_record', 'is_finished', 'has_best', 'outcome',
+           'result_files', 'load_runs', 'group_runs']
 
 SEED_SUFFIX = re.compile(r'_seed(\d+)$')
 
@@ -47,6 +49,12 @@ def results_text(config, epochs):
 
 def results_json(record):
     return json.dumps(record, indent=1) + '\n'
+
+
+def write_results(paths, record):
+    """The run's two results files: the original's .txt and the JSON record."""
+    write_text(paths['txt'], results_text(record['config'], record['epochs']))
+    write_text(paths['json'], results_json(record))
 
 
 def code_version():
@@ -79,6 +87,31 @@ def new_record(config, device, **facts):
             'cpu_threads': torch.get_num_threads(), 'code_version': code_version(),
             'torch_version': str(torch.__version__), 'torchvision_version': torchvision_version,
             'python_version': platform.python_version()}
+
+
+def resumed_record(saved, config, world_size):
+    """A resumed run's record: the checkpoint's, running again, with this session's configuration."""
+    return {**saved, 'config': config, 'status': 'running', 'world_size': world_size}
+
+
+def add_epoch(record, row, last, wall_time_s, step_path, weights_file):
+    """Record an epoch's metrics, the run's time so far and which training step ran; True when its validation
+    accuracy beats the best so far (from 0, as the original), so its weights (``weights_file``) are kept."""
+    improved = row['val_accuracy'] > (record['best_val_accuracy'] or 0.0)
+    if improved:
+        record.update(best_epoch=row['epoch'], best_val_accuracy=row['val_accuracy'],
+                      test_accuracy_at_best=row['test_accuracy'])
+    record['epochs'].append(row)
+    record.update(final_test_accuracy=row['test_accuracy'], status='finished' if last else 'running',
+                  wall_time_s=wall_time_s, step_path=dict(step_path))
+    if improved:
+        record['weights_file'] = weights_file
+    return improved
+
+
+def interrupted(record, wall_time_s):
+    """The record of a run stopped by a signal within an epoch (its checkpoint holds the position)."""
+    return {**record, 'status': 'interrupted', 'wall_time_s': wall_time_s}
 
 
 def read_record(path):
@@ -138,10 +171,6 @@ def load_runs(inputs):
     return runs
 
 
-def _canonical(value):
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-
-
 def group_runs(runs):
     """{label: {seed: run}}; refuses two results for one seed, and runs of one label whose experiment
     settings (train_args.experiment_settings, the seed aside) differ."""
@@ -152,11 +181,9 @@ def group_runs(runs):
             raise ResultsError(f"two results for {run['label']} seed {run['seed']}: {seeds[run['seed']]['file']} "
                                f"and {run['file']}")
         seeds[run['seed']] = run
-    settings = [name for name in experiment_settings() if name != 'seed']
     for label, seeds in groups.items():
-        values = {name: {repr(_canonical(run['record']['config'].get(name))) for run in seeds.values()}
-                  for name in settings}
-        mixed = [f'{name} ({", ".join(sorted(v))})' for name, v in values.items() if len(v) > 1]
+        differing = differing_settings([run['record']['config'] for run in seeds.values()], ignore=('seed',))
+        mixed = [f'{name} ({", ".join(sorted(map(comparable, values)))})' for name, values in differing.items()]
         if mixed:
             raise ResultsError(f'runs named {label} differ in {"; ".join(mixed)}: give them different names')
     return groups

@@ -1,26 +1,31 @@
-"""A run's name on disk: where its files go, the lock that keeps it to one process, and how it starts.
+"""A run's files on disk: where they go, how each is written (atomically), and the lock that keeps a run to one process.
 
 With --path P, --dataset D and --name N:
   P/D/images/              the dataset files (or --data_dir)
   P/D/networks/N-best.pt   state_dict of the best-validation epoch
   P/D/networks/N-last.pt   checkpoint to resume from (see checkpoint.py)
   P/D/results/N.txt, .json the results (see results.py)
+Every file goes through ``atomic_write``: a temporary file in the same folder,
+flushed to disk, then renamed over the target, so a crash at any moment leaves
+either the previous complete file or the new complete one.
 """
 import json
 import os
 import socket
 import time
 
-from checkpoint import CheckpointError, load_checkpoint
 from errors import USAGE, RunError
-from results import is_finished, read_record
-from train_args import experiment_settings, setting_differences
 
-__all__ = ['output_paths', 'check_writable', 'find_start', 'RunLock']
+__all__ = ['output_paths', 'run_files', 'atomic_write', 'write_text', 'check_writable', 'RunLock']
 
 
 def output_paths(path, dataset, name, data_dir=None):
-    root = os.path.join(path, dataset)
+    """Every file of the run named ``name`` under ``--path``/``--dataset``."""
+    return run_files(os.path.join(path, dataset), name, data_dir)
+
+
+def run_files(root, name, data_dir=None):
+    """The run's files under ``root`` (the folder that holds images/, networks/ and results/)."""
     return {
         'images': data_dir or os.path.join(root, 'images'),
         'networks': os.path.join(root, 'networks'),
@@ -33,6 +38,33 @@ def output_paths(path, dataset, name, data_dir=None):
     }
 
 
+def atomic_write(path, write):
+    """Call ``write(file)`` on a temporary file beside ``path``, sync it, then rename it over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(folder, f'.{os.path.basename(path)}.tmp{os.getpid()}')
+    try:
+        with open(temporary, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    try:  # make the rename itself durable
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    except OSError:
+        pass
+
+
+def write_text(path, text):
+    atomic_write(path, lambda f: f.write(text.encode('utf-8')))
+
+
 def check_writable(folder):
     """A one-line reason why ``folder`` could not be created or written, or None. Creates nothing."""
     existing = os.path.abspath(folder)
@@ -43,51 +75,6 @@ def check_writable(folder):
     if not os.access(existing, os.W_OK | os.X_OK):
         return f'cannot write to {folder}: {existing} is not writable'
     return None
-
-
-def find_start(args, paths):
-    """How a run starts: ('new', None), ('resume', checkpoint) or ('finished', results record).
-
-    Without --resume, existing results or a checkpoint are never overwritten unless
-    --overwrite says so. With --resume, the checkpoint must come from the same
-    experiment (train_args.experiment_settings) and, unless --change_num_epochs, the same
-    number of epochs; a finished run is reported, not retrained.
-    """
-    record = read_record(paths['json'])
-    has_results = os.path.exists(paths['json'])
-    has_checkpoint = os.path.exists(paths['checkpoint'])
-    if not args.resume:
-        if args.overwrite or not (has_results or has_checkpoint):
-            return 'new', None
-        state = 'finished' if is_finished(record) else 'unfinished'
-        raise CheckpointError(f'{args.name} already has {state} results in {paths["results"]}: add --resume to '
-                              f'continue it, or --overwrite to train it again from scratch', status=USAGE)
-    if not has_checkpoint:
-        if is_finished(record):
-            return 'finished', record
-        if has_results:
-            raise CheckpointError(f'cannot resume {args.name}: it has results but no checkpoint '
-                                  f'({paths["checkpoint"]}); use --overwrite instead to train it again',
-                                  status=USAGE)
-        return 'new', None
-    checkpoint = load_checkpoint(paths['checkpoint'])
-    # Every experiment setting must match; num_epochs only changes the schedule's end, so it is checked apart.
-    names = [name for name in experiment_settings() if name != 'num_epochs']
-    differences = setting_differences(checkpoint['config'], vars(args), names)
-    if differences:
-        raise CheckpointError(f'cannot resume {args.name}: its checkpoint was made with other settings '
-                              f'({"; ".join(differences)}); use the original flags or another --name', status=USAGE)
-    saved_epochs, completed = checkpoint['config']['num_epochs'], checkpoint['completed_epochs']
-    if args.num_epochs != saved_epochs and not args.change_num_epochs:
-        raise CheckpointError(f'cannot resume {args.name}: --num_epochs {args.num_epochs} differs from the '
-                              f'checkpoint\'s {saved_epochs}, which changes the cosine schedule; add '
-                              f'--change_num_epochs to accept that', status=USAGE)
-    if args.num_epochs < completed:
-        raise CheckpointError(f'cannot resume {args.name} with --num_epochs {args.num_epochs}: '
-                              f'{completed} epochs are already done', status=USAGE)
-    if completed >= args.num_epochs:
-        return 'finished', checkpoint['record']
-    return 'resume', checkpoint
 
 
 def _process_start(pid):

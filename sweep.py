@@ -30,13 +30,13 @@ from results import ResultsError, group_runs, is_finished, load_runs, outcome, r
 from runs import output_paths
 
 STANDARD = ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset']
-BUILT_IN = {  # the paper's pair (run by default), then the seed systems' natural comparisons (run when named)
+BUILT_IN = {  # the paper's pair (run by default), then the related BN systems' comparisons (run when named)
     'baseline': STANDARD,
     'proposed': ['--bn_weight', '0.1', '--c', '100', '--input_norm', 'bn'],
-    'no_bn': ['--norm', 'none', *STANDARD],                          # vs baseline: with and without BN (seed 003)
-    'bn_only': ['--train_only_bn', *STANDARD],                       # BN-only training, standard init (seed 002)
+    'no_bn': ['--norm', 'none', *STANDARD],                          # vs baseline: an MLP with and without BN
+    'bn_only': ['--train_only_bn', *STANDARD],                       # BN-only training (Frankle et al.)
     'bn_only_small_init': ['--train_only_bn', '--bn_weight', '0.1', '--c', '1', '--input_norm', 'bn'],  # vs bn_only
-    'mabn': ['--norm', 'mabn', *STANDARD],                           # vs baseline at a small batch (seed 001)
+    'mabn': ['--norm', 'mabn', *STANDARD],                           # vs baseline at a small batch (Yan et al.)
 }
 DEFAULT_CONFIGS = ('baseline', 'proposed')
 SWEEP_CONTROLLED = ('--name', '--seed', '--path', '--resume', '--overwrite', '--device')
@@ -103,16 +103,15 @@ def plan(args, common, device='cpu'):
         if flag.split('=')[0] in SWEEP_CONTROLLED:
             raise SweepError(f'{flag} is set by the sweep for every run; leave it out')
     runs = []
-    parser = train_args.build_parser()
-
-    def refuse(message):
-        raise SweepError(f'train.py flags: {message}')
-    parser.error = refuse
+    parser = train_args.build_parser(raise_errors=True)
     for config, flags in configs.items():
         for seed in parse_seeds(args.seeds):
             name = f'{config}_seed{seed}'
             argv = [*common, *flags, '--name', name, '--seed', str(seed), '--path', args.path, '--resume']
-            parsed = train_args.validate_args(parser.parse_args(argv + ['--device', device]), parser)
+            try:
+                parsed = train_args.parse_args(argv + ['--device', device], parser)
+            except train_args.UsageError as error:
+                raise SweepError(f'train.py flags: {error}') from None
             runs.append({'config': config, 'seed': seed, 'name': name, 'argv': argv,
                          'settings': train_args.run_config(parsed),
                          'paths': output_paths(parsed.path, parsed.dataset, name, parsed.data_dir)})

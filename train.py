@@ -17,20 +17,22 @@ import sys
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 import train_args
-from checkpoint import CheckpointSaver, restore_checkpoint, write_results
+from checkpoint import CheckpointSaver, find_start, restore_checkpoint
 from data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, ImageBatches, channel_mean_std, load_dataset,
                   split_train_validation)
 from distributed import setup
-from engine import TrainStep, evaluate, train_one_epoch
+from engine import Epoch, evaluate_network, train_one_epoch
 from errors import FAILURE, USAGE, RunError, plural
+from fast_path import build_step
 from networks import construct_network, train_only_norms
-from results import new_record, outcome
-from runs import RunLock, check_writable, find_start, output_paths
+from results import add_epoch, interrupted, new_record, outcome, resumed_record, write_results
+from runs import RunLock, check_writable, output_paths
 from seeds import make_deterministic
 from weight_decay_and_learning_rate import build_optimizer
 
@@ -65,6 +67,30 @@ class StopOnSignal:
         return False
 
 
+@dataclass
+class Data:
+    """The paper's three sets on the training device, and what the results record says about them."""
+    train: ImageBatches
+    val: ImageBatches
+    test: ImageBatches
+    num_classes: int
+    is_fake: bool
+    mean: tuple = None  # the --input_norm dataset statistics, if used
+    std: tuple = None
+
+
+@dataclass
+class Model:
+    """What trains, and what a checkpoint saves: the network, its optimizer and schedule, the step that trains it
+    and the position within the current epoch."""
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    step: object  # engine.Step, or a fast_path step around it
+    epoch: Epoch
+    uses_graph: bool
+
+
 def prepare_data(args, images_dir, device):
     """Load the dataset, hold out the paper's validation split, and place all three sets on the device."""
     data = load_dataset(args.dataset, images_dir, fake_size=args.fake_size)
@@ -77,12 +103,20 @@ def prepare_data(args, images_dir, device):
         else:
             mean, std = channel_mean_std(train_images)
     make = lambda images, labels: ImageBatches(images, labels, device, mean, std)  # noqa: E731
-    return {
-        'train': make(train_images, data.train_labels[train_index]),
-        'val': make(data.train_images[validation_index], data.train_labels[validation_index]),
-        'test': make(data.test_images, data.test_labels),
-        'num_classes': data.num_classes, 'is_fake': data.is_fake, 'mean': mean, 'std': std,
-    }
+    return Data(make(train_images, data.train_labels[train_index]),
+                make(data.train_images[validation_index], data.train_labels[validation_index]),
+                make(data.test_images, data.test_labels), data.num_classes, data.is_fake, mean, std)
+
+
+def graph_decision(args, world):
+    """Whether steps replay a CUDA graph, and if not, why: decided here once."""
+    if not args.device.startswith('cuda'):
+        return False, 'not a CUDA device'
+    if args.no_cuda_graph:
+        return False, '--no_cuda_graph'
+    if world.enabled:
+        return False, 'torchrun (the gradient all-reduce runs eagerly)'
+    return True, None
 
 
 def build_model(args, data, device, world):
@@ -90,7 +124,7 @@ def build_model(args, data, device, world):
     make_deterministic(args.seed)
     options = {'affine': args.bn_affine, 'track_running_stats': args.bn_running_stats,
                'B': args.batch_size // world.world_size, 'real_B': args.mabn_real_batch}  # each kind takes its own
-    network = construct_network(args.network, data['num_classes'], args.dataset, args.bn_weight, args.input_norm,
+    network = construct_network(args.network, data.num_classes, args.dataset, args.bn_weight, args.input_norm,
                                 args.norm, options).to(device)
     if args.train_only_bn:
         train_only_norms(network)
@@ -100,13 +134,11 @@ def build_model(args, data, device, world):
         network = network.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(network, args.learning_rate, args.momentum, args.weight_decay, args.c,
                                            args.scheduler, args.num_epochs)
-    steps_per_epoch = data['train'].num_batches(args.batch_size, min_batch=world.world_size)
-    eager_because = ('not a CUDA device' if not args.device.startswith('cuda') else '--no_cuda_graph'
-                     if args.no_cuda_graph else 'torchrun (the gradient all-reduce runs eagerly)')
-    train_step = TrainStep(world.wrap(network, device), optimizer, nn.CrossEntropyLoss(), device, args.precision,
-                           args.channels_last, use_graph=args.cuda_graph and not world.enabled,
-                           max_steps=steps_per_epoch, eager_because=eager_because)
-    return network, optimizer, scheduler, train_step
+    use_graph, eager_because = graph_decision(args, world)
+    step = build_step(world.wrap(network, device), optimizer, nn.CrossEntropyLoss(), device, args.precision,
+                      args.channels_last, use_graph, eager_because)
+    epoch = Epoch(data.train.num_batches(args.batch_size, min_batch=world.world_size), device)
+    return Model(network, optimizer, scheduler, step, epoch, use_graph)
 
 
 def check_distributed(args, world):
@@ -152,28 +184,15 @@ def remove_old_files(args, paths, world):
             os.remove(paths[key])
 
 
-def begin_record(args, paths, data, device, world, start, previous, model):
-    """The results record of a new run, or the resumed run's with its model restored; and its first epoch."""
-    config = {**train_args.run_config(args), 'cuda_graph': args.cuda_graph and not world.enabled}
-    if start == 'resume':
-        restore_checkpoint(previous, *model, args.num_epochs)
-        return {**previous['record'], 'config': config, 'status': 'running',
-                'world_size': world.world_size}, previous['completed_epochs'] + 1
-    return new_record(config, device, fake_data=data['is_fake'], input_mean=data['mean'],
-                      input_std=data['std'], train_size=len(data['train']), val_size=len(data['val']),
-                      test_size=len(data['test']), world_size=world.world_size), 1
-
-
-def add_epoch(record, row, last):
-    """Record an epoch's metrics; True when its validation accuracy beats the best so far (from 0, as the
-    original), so its weights are the ones to keep."""
-    improved = row['val_accuracy'] > (record['best_val_accuracy'] or 0.0)
-    if improved:
-        record.update(best_epoch=row['epoch'], best_val_accuracy=row['val_accuracy'],
-                      test_accuracy_at_best=row['test_accuracy'])
-    record['epochs'].append(row)
-    record.update(final_test_accuracy=row['test_accuracy'], status='finished' if last else 'running')
-    return improved
+def start_record(args, data, device, world, model, start):
+    """The results record of this session, and its first epoch: a new run's, or the resumed checkpoint's."""
+    config = {**train_args.run_config(args), 'cuda_graph': model.uses_graph}
+    if start.kind == 'resume':
+        return (resumed_record(start.checkpoint['record'], config, world.world_size),
+                start.checkpoint['completed_epochs'] + 1)
+    return new_record(config, device, fake_data=data.is_fake, input_mean=data.mean, input_std=data.std,
+                      train_size=len(data.train), val_size=len(data.val), test_size=len(data.test),
+                      world_size=world.world_size), 1
 
 
 def epoch_line(row, num_epochs, improved):
@@ -182,7 +201,7 @@ def epoch_line(row, num_epochs, improved):
             f"lr {row['learning_rate']:.3g}  {row['epoch_time_s']:.1f}s{'  *best' if improved else ''}")
 
 
-def kept(completed_epochs):
+def saved_so_far(completed_epochs):
     return (f'keeping the checkpoint and results of epoch {completed_epochs}' if completed_epochs
             else 'before any epoch ended: nothing was saved')
 
@@ -190,27 +209,25 @@ def kept(completed_epochs):
 def train_and_evaluate(args, epoch, model, data, world, stop, device):
     """One epoch of the protocol: SGD over the training set, the schedule's step, then validation and test.
     Returns the epoch's metrics, or None when a signal stopped it mid-epoch."""
-    network, optimizer, scheduler, train_step = model
-    started, learning_rate = time.time(), optimizer.param_groups[0]['lr']
-    steps_per_epoch = train_step.step_losses.shape[0]
+    started, learning_rate = time.time(), model.optimizer.param_groups[0]['lr']
+    steps = model.epoch.steps
     # Processes must agree on where to stop, so under torchrun a signal takes effect at the epoch's end.
-    steps = train_one_epoch(train_step, data['train'], args.batch_size, None if world.enabled else stop,
-                            f'epoch {epoch}/{args.num_epochs}', world)
-    if steps < steps_per_epoch:
+    if train_one_epoch(model.step, model.epoch, data.train, args.batch_size, None if world.enabled else stop,
+                       f'epoch {epoch}/{args.num_epochs}', world) < steps:
         return None
-    bad_step = train_step.first_nonfinite_step()
-    bad_step = world.min(steps_per_epoch if bad_step is None else bad_step, device)
-    if bad_step < steps_per_epoch:
-        raise RunError(f'non-finite training loss at epoch {epoch}, step {bad_step + 1}/{steps_per_epoch}; '
-                       f'stopped, {kept(epoch - 1)}')
-    if scheduler is not None:
-        scheduler.step()
-    world.broadcast_buffers(network)
-    val, test = (evaluate(network, data[part], args.batch_size, args.precision, args.channels_last, world)
-                 for part in ('val', 'test'))
+    bad_step = model.epoch.first_nonfinite_step()
+    bad_step = world.min(steps if bad_step is None else bad_step, device)
+    if bad_step < steps:
+        raise RunError(f'non-finite training loss at epoch {epoch}, step {bad_step + 1}/{steps}; '
+                       f'stopped, {saved_so_far(epoch - 1)}')
+    if model.scheduler is not None:
+        model.scheduler.step()
+    world.broadcast_buffers(model.network)
+    val, test = (evaluate_network(model.network, part, args.batch_size, args.precision, args.channels_last, world)
+                 for part in (data.val, data.test))
     if not math.isfinite(val['loss']):
-        raise RunError(f'non-finite validation loss after epoch {epoch}; stopped, {kept(epoch - 1)}')
-    return {'epoch': epoch, 'train_loss': train_step.mean_loss(world), 'val_loss': val['loss'],
+        raise RunError(f'non-finite validation loss after epoch {epoch}; stopped, {saved_so_far(epoch - 1)}')
+    return {'epoch': epoch, 'train_loss': model.epoch.mean_loss(world), 'val_loss': val['loss'],
             'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'], 'learning_rate': learning_rate,
             'epoch_time_s': time.time() - started}
 
@@ -220,57 +237,68 @@ def stopped(signum, where, paths, argv):
                       f'Resume with: {resume_command(argv)}', 128 + signum)
 
 
+def already_finished(args, paths, record, world, log):
+    if world.is_main:
+        write_results(paths, record)  # the checkpoint may be one write ahead of the results
+    log(f"{args.name} already finished {len(record['epochs'])} epochs ({outcome(record)}): nothing to do")
+    return record
+
+
+def announce(args, data, device, world, model, start, paths, log):
+    if data.is_fake:
+        log('NOTE: --dataset fake is random noise with random labels: its accuracies are meaningless')
+    if start.kind == 'resume':
+        log(f'resuming {args.name} from {paths["checkpoint"]} at epoch {start.checkpoint["completed_epochs"] + 1}, '
+            f'step {model.epoch.steps_done}')
+    log(f'{args.name}: {args.network} on {args.dataset} ({len(data.train)} train, {len(data.val)} val, '
+        f'{len(data.test)} test) for {plural(args.num_epochs, "epoch")} on {device}'
+        f'{f" x {world.world_size} processes" if world.enabled else ""}', flush=True)
+
+
 def train(args, argv, world, device_name, paths):
     """The paper's protocol for one run (on every torchrun process; only rank 0 writes and prints)."""
-    say = print if world.is_main else (lambda *a, **k: None)
+    log = print if world.is_main else (lambda *a, **k: None)
     started = time.time()
-    start, previous = find_start(args, paths)
-    if start == 'finished':
-        if world.is_main:
-            write_results(paths, previous)  # the checkpoint may be one write ahead of the results
-        say(f"{args.name} already finished {len(previous['epochs'])} epochs ({outcome(previous)}): nothing to do")
-        return previous
+    start = find_start(args, paths)
+    if start.kind == 'finished':
+        return already_finished(args, paths, start.record, world, log)
 
     device = torch.device(device_name)
     data = prepare_data(args, paths['images'], device)
-    if data['is_fake']:
-        say('NOTE: --dataset fake is random noise with random labels: its accuracies are meaningless')
     model = build_model(args, data, device, world)
-    record, first_epoch = begin_record(args, paths, data, device, world, start, previous, model)
+    if start.kind == 'resume':
+        restore_checkpoint(start.checkpoint, model, args.num_epochs)
+    record, first_epoch = start_record(args, data, device, world, model, start)
     remove_old_files(args, paths, world)
-    if start == 'resume':
-        say(f'resuming {args.name} from {paths["checkpoint"]} at epoch {first_epoch}, step {model[3].steps_done}')
-    say(f'{args.name}: {args.network} on {args.dataset} ({len(data["train"])} train, {len(data["val"])} val, '
-        f'{len(data["test"])} test) for {plural(args.num_epochs, "epoch")} on {device}'
-        f'{f" x {world.world_size} processes" if world.enabled else ""}', flush=True)
+    announce(args, data, device, world, model, start, paths, log)
     elapsed_before = record['wall_time_s']
 
-    with StopOnSignal() as stop, CheckpointSaver(paths, *model, enabled=world.is_main) as saver:
+    with StopOnSignal() as stop, CheckpointSaver(paths, model, enabled=world.is_main) as saver:
         for epoch in range(first_epoch, args.num_epochs + 1):
             row = train_and_evaluate(args, epoch, model, data, world, stop, device)
+            wall_time = elapsed_before + time.time() - started
             if row is None:  # stopped mid-epoch: the checkpoint keeps the position within it
-                saver.save({**record, 'status': 'interrupted', 'wall_time_s': elapsed_before + time.time() - started},
-                           epoch - 1)
-                raise stopped(stop.received, f'at epoch {epoch}, step {model[3].steps_done}/'
-                                             f'{model[3].step_losses.shape[0]}', paths, argv)
-            improved = add_epoch(record, row, last=epoch == args.num_epochs)
-            record.update(wall_time_s=elapsed_before + time.time() - started, step_path=dict(model[3].path))
-            if improved:
-                record['weights_file'] = paths['weights']  # written (before the results) by this save
+                saver.save(interrupted(record, wall_time), epoch - 1)
+                raise stopped(stop.received, f'at epoch {epoch}, step {model.epoch.steps_done}/{model.epoch.steps}',
+                              paths, argv)
+            # The best weights are written before the results by this epoch's save.
+            improved = add_epoch(record, row, epoch == args.num_epochs, wall_time, model.step.execution,
+                                 paths['weights'])
             saver.save(record, epoch, best_weights=improved, announce=epoch_line(row, args.num_epochs, improved))
             if world.any(stop.received is not None, device) and epoch < args.num_epochs:
                 raise stopped(stop.received or signal.SIGTERM, f'after epoch {epoch}', paths, argv)
 
     took = f'{time.time() - started:.0f} s'
     took += f" this session, {record['wall_time_s']:.0f} s in all" if elapsed_before else ''
-    say(f"done in {took}: {outcome(record)}; weights {record['weights_file']}, results {paths['json']}")
+    log(f"done in {took}: {outcome(record)}; weights {record['weights_file']}, results {paths['json']}")
     return record
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = train_args.build_parser()
-    args = train_args.validate_args(parser.parse_args(argv), parser)
+    args = train_args.parse_args(argv)
+    if args.seed == '0':
+        print('NOTE: seed 0 is the seed of the validation split; the paper\'s trials use seeds 1..15')
     world, device_name = setup(args.device)
     try:
         check_distributed(args, world)

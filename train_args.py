@@ -2,7 +2,9 @@
 
 A usage error is one line, 'train.py: error: ...', with exit status 2, before anything is written.
 Every flag declares its role, and everything that asks "is this the same experiment?" (resume,
-sweep, report) derives the answer from these roles, so a new flag cannot be left out.
+sweep, report) asks ``differing_settings``, which derives the answer from these roles, so a new
+flag cannot be left out. ``validate_args`` only checks; ``complete_args`` adds what follows
+from the flags (the default name and path, the resolved device).
 """
 import argparse
 import math
@@ -12,14 +14,15 @@ import re
 import torch
 
 from data import TRAINABLE_DATASETS
-from errors import USAGE, plural
-from fast_path import PRECISIONS
+from engine import PRECISIONS
+from errors import USAGE, RunError, plural
 from batch_norm import NORMS, resolve_bn_weight
 from networks import INPUT_NORMS, NETWORKS
 from weight_decay_and_learning_rate import SCHEDULERS
 
-__all__ = ['EXPERIMENT', 'PLACE', 'CONTROL', 'OneLineParser', 'build_parser', 'experiment_settings',
-           'setting_differences', 'run_config', 'validate_args', 'resolve_device']
+__all__ = ['EXPERIMENT', 'PLACE', 'CONTROL', 'UsageError', 'OneLineParser', 'build_parser', 'parse_args',
+           'experiment_settings', 'comparable', 'differing_settings', 'setting_differences', 'run_config',
+           'validate_args', 'complete_args', 'device_problem', 'resolve_device']
 
 EXPERIMENT = 'experiment'  # defines the result: a resume, a sweep and a report refuse to mix runs that differ in it
 PLACE = 'place'            # where the files and the computation go: may change between sessions of one run
@@ -35,21 +38,33 @@ class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescripti
         return super()._get_help_string(action)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line ('prog: error: ...', exit 2) instead of the whole usage block;
-    flags must be written in full (no abbreviations) and --help shows the defaults."""
+class UsageError(RunError):
+    """Flags that cannot work together, or a value a flag cannot take (exit status 2)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, message):
+        super().__init__(message, USAGE)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line ('prog: error: ...', exit 2) instead of the whole usage block
+    (or, with ``raise_errors``, a UsageError for the caller); flags must be written in full (no
+    abbreviations) and --help shows the defaults."""
+
+    def __init__(self, *args, raise_errors=False, **kwargs):
         super().__init__(*args, allow_abbrev=False, formatter_class=DefaultsHelp, **kwargs)
+        self.raise_errors = raise_errors
 
     def error(self, message):
+        if self.raise_errors:
+            raise UsageError(message)
         self.exit(USAGE, f'{self.prog}: error: {message}\n')
 
 
-def build_parser():
+def build_parser(raise_errors=False):
     default_device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    p = OneLineParser(prog='train.py', description='Train a network with the paper\'s BN initialisation '
-                                                    'and BN-scale learning-rate reduction.')
+    p = OneLineParser(prog='train.py', raise_errors=raise_errors,
+                      description='Train a network with the paper\'s BN initialisation and BN-scale learning-rate '
+                                  'reduction.')
 
     def flag(name, role, **kwargs):
         p.add_argument(name, **kwargs).role = role
@@ -129,17 +144,33 @@ def experiment_settings():
     return tuple(name for name, role in _roles().items() if role == EXPERIMENT)
 
 
-def setting_differences(saved, current, names=None):
-    """'name: saved -> current' for every experiment setting (or every one of ``names``) that differs.
-    Numbers compare by value (a default c of 100 equals --c 100.0)."""
-    names = experiment_settings() if names is None else names
-    return [f'{name}: {saved.get(name)!r} -> {current.get(name)!r}' for name in names
-            if saved.get(name) != current.get(name)]
+def comparable(value):
+    """A setting's value as compared and listed: numbers by value (a default c of 100 equals --c 100.0)."""
+    return repr(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value)
+
+
+def differing_settings(configs, ignore=()):
+    """The one answer to "are these the same experiment?": {setting: its distinct values, in order met} for
+    every experiment setting (outside ``ignore``) on which the run configurations ``configs`` differ."""
+    differing = {}
+    for name in experiment_settings():
+        if name not in ignore:
+            values = {}
+            for config in configs:
+                values.setdefault(comparable(config.get(name)), config.get(name))
+            if len(values) > 1:
+                differing[name] = list(values.values())
+    return differing
+
+
+def setting_differences(saved, current, ignore=()):
+    """'name: saved -> current' for every experiment setting (outside ``ignore``) that differs."""
+    return [f'{name}: {saved!r} -> {now!r}' for name, (saved, now) in
+            differing_settings([saved, current], ignore).items()]
 
 
 def run_config(args):
-    """The configuration a run records: every flag but the ones that only control this session,
-    plus what validation derived from them (cuda_graph)."""
+    """The configuration a run records: every flag but the ones that only control this session."""
     control = {name for name, role in _roles().items() if role == CONTROL}
     return {key: value for key, value in vars(args).items() if key not in control}
 
@@ -170,8 +201,8 @@ def _norm_problems(args):
     return problems
 
 
-def validate_args(args, parser):
-    """Reject impossible settings with argparse's one-line usage error (exit status 2)."""
+def _value_problems(args):
+    """Flag values out of range, each as a message."""
     problems = []
     if args.batch_size < 1:
         problems.append(f'--batch_size must be >= 1, got {args.batch_size}')
@@ -187,34 +218,68 @@ def validate_args(args, parser):
         problems.append(f'--momentum must be in [0, 1), got {args.momentum}')
     if not _finite(args.bn_weight):
         problems.append(f'--bn_weight must be finite, got {args.bn_weight}')
-    if re.fullmatch(r'[0-9]+', args.seed):
-        args.seed = str(int(args.seed))  # '01' and '1' must hash to the same run
-    else:
+    if not re.fullmatch(r'[0-9]+', args.seed):
         problems.append(f'--seed must be an integer >= 0 in decimal digits, got {args.seed!r}')
     if args.dataset == 'fake' and args.fake_size < 100:
         problems.append(f'--fake_size must be >= 100 (the validation split needs every class), got {args.fake_size}')
-    problems += _norm_problems(args)
+    return problems
+
+
+def _control_problems(args):
+    """Flags that contradict each other or name no plain file, each as a message."""
+    problems = []
     if args.resume and args.overwrite:
         problems.append('--resume and --overwrite contradict each other: choose one')
     if args.change_num_epochs and not args.resume:
         problems.append('--change_num_epochs only applies with --resume')
     if args.name and (os.sep in args.name or args.name in ('.', '..')):
         problems.append(f'--name must be a plain file name, got {args.name!r}')
+    return problems
+
+
+def validate_args(args):
+    """Raise UsageError naming what makes train.py's flags ``args`` impossible; changes and prints nothing."""
+    problems = _value_problems(args) + _norm_problems(args) + _control_problems(args)
     if problems:
-        parser.error('; '.join(problems))
-    try:
-        args.device = str(resolve_device(args.device))
-    except ValueError as error:
-        parser.error(str(error))
-    if args.precision == 'fp16' and not args.device.startswith('cuda'):
-        parser.error('--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU')
-    args.cuda_graph = args.device.startswith('cuda') and not args.no_cuda_graph
-    if args.seed == '0':
-        print('NOTE: seed 0 is the seed of the validation split; the paper\'s trials use seeds 1..15')
+        raise UsageError('; '.join(problems))
+    problem = device_problem(args.device, args.precision)
+    if problem:
+        raise UsageError(problem)
+
+
+def complete_args(args):
+    """A copy of validated ``args`` with what follows from them: the seed in canonical form ('01' and '1' must
+    hash to the same run), the device as torch names it, and the original's default --name and --path."""
+    args = argparse.Namespace(**vars(args))
+    args.seed = str(int(args.seed))
+    args.device = str(resolve_device(args.device))
     if not args.name:  # the original's default name, values as Python prints them: weight0.1_c100, weight1.0_c1.0
         args.name = f'{args.dataset}_train_weight{args.bn_weight}_c{args.c}'
     args.path = args.path or os.path.join('.', 'training', '')
     return args
+
+
+def parse_args(argv, parser=None):
+    """train.py's flags, checked and completed; a usage error ends the program in one line (exit 2), or raises
+    UsageError with a ``raise_errors`` parser."""
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    try:
+        validate_args(args)
+    except UsageError as error:
+        parser.error(str(error))
+    return complete_args(args)
+
+
+def device_problem(name, precision='fp32'):
+    """Why ``--device name`` with ``--precision precision`` cannot run on this machine, or None."""
+    try:
+        device = resolve_device(name)
+    except ValueError as error:
+        return str(error)
+    if precision == 'fp16' and device.type != 'cuda':
+        return '--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU'
+    return None
 
 
 def resolve_device(name):

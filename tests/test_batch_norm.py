@@ -231,8 +231,8 @@ def test_mabn_and_cenconv_match_the_official_interface():
 
 
 def test_affine_and_running_statistics_switches_pass_through():
-    """Seed 004's switches: without affine no scale or shift; without running statistics, evaluation
-    normalises with the batch's own statistics, as nn.BatchNorm2d(track_running_stats=False) does."""
+    """BN's affine and running-statistics switches: without affine no scale or shift; without running statistics,
+    evaluation normalises with the batch's own statistics, as nn.BatchNorm2d(track_running_stats=False) does."""
     from networks import construct_network
     options = {'affine': False, 'track_running_stats': False}
     model = construct_network('resnet20', 10, 'cifar10', 1, 'bn', norm_options=options)

@@ -10,7 +10,7 @@ import train
 from conftest import ROOT, parse_args
 from data import ImageBatches
 from distributed import Distributed
-from engine import evaluate
+from engine import evaluate_network
 from errors import RunError
 from networks import construct_network
 
@@ -78,10 +78,10 @@ def test_torchrun_two_processes_gloo_exact_evaluation_rank0_files(tmp_path):
                               torch.device('cpu'))
     best = record['epochs'][record['best_epoch'] - 1]
     for part in ('val', 'test'):
-        assert evaluate(network, data[part], 64)['accuracy'] == best[f'{part}_accuracy']  # counts: exact
+        assert evaluate_network(network, getattr(data, part), 64)['accuracy'] == best[f'{part}_accuracy']  # exact
     # The shards' batches differ from one process's, so each float32 batch sum (<= 64 terms) rounds differently:
     # at most 64 x 2^-24 = 4e-6 relative. A wrong shard (a missing or doubled image) is off by ~1 / 20 = 5%.
-    assert evaluate(network, data['val'], 64)['loss'] == pytest.approx(best['val_loss'], rel=1e-5)
+    assert evaluate_network(network, data.val, 64)['loss'] == pytest.approx(best['val_loss'], rel=1e-5)
     sorted_files = sorted(p.name for p in (tmp_path / 'fake').rglob('*') if p.is_file())
     assert sorted_files == ['ddp-best.pt', 'ddp-last.pt', 'ddp.json', 'ddp.txt']
 

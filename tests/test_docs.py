@@ -46,3 +46,31 @@ def test_the_readme_python_examples_run_from_another_folder(tmp_path):
     completed = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
                                timeout=300, env={**os.environ, 'PYTHONPATH': ROOT})
     assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+def user_docs():
+    return {path: open(path).read() for path in [os.path.join(ROOT, 'README.md'),
+                                                 *sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md')))]}
+
+
+def test_the_readme_is_short_and_leads_with_the_workflow_and_the_api():
+    """README.md stays under 300 lines, with the sweep -> report workflow and the Python API in its first 150;
+    the reference lives in docs/, every page of which the README links."""
+    lines = open(os.path.join(ROOT, 'README.md')).read().splitlines()
+    assert len(lines) <= 300
+    headings = {line: number for number, line in enumerate(lines, 1) if line.startswith('## ')}
+    assert headings["## The paper's experiment: sweep → report"] < 150 and headings['## Python API'] < 150
+    readme = '\n'.join(lines)
+    for page in glob.glob(os.path.join(ROOT, 'docs', '*.md')):
+        assert f'(docs/{os.path.basename(page)})' in readme, page
+
+
+def test_user_docs_links_resolve_and_name_the_related_systems():
+    """Every relative link of README.md and docs/ names a file that exists, and the related BN systems are named
+    by what they are (never by the number of the document this project started from)."""
+    import re
+    for path, text in user_docs().items():
+        for target in re.findall(r'\]\(([^)#]+)(?:#[^)]*)?\)', text):
+            if '://' not in target:
+                assert os.path.exists(os.path.join(os.path.dirname(path), target)), (path, target)
+        assert not re.search(r'\bseed 00\d', text, flags=re.I), path

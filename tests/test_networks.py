@@ -115,7 +115,7 @@ def test_bottleneck_network_and_imagenet_stem():
                                                       ('resnet110', 1_727_962), ('mlp', 199_274)])
 def test_small_networks_have_he_et_al_and_seed_003s_sizes(network_name, parameters):
     """For 10 classes on 3-channel 32x32 input, without the input BN: He et al.'s CIFAR ResNets (6n + 2 layers,
-    option-A shortcuts: no parameters) and seed 003's MLP."""
+    option-A shortcuts: no parameters) and the MLP."""
     with torch.device('meta'):
         model = construct_network(network_name, 10, 'cifar10', 0.1, 'dataset')
     assert sum(p.numel() for p in model.parameters()) == parameters

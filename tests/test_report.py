@@ -116,7 +116,7 @@ def test_report_of_the_baseline_alone_says_there_is_nothing_to_compare(tmp_path)
 
 
 def test_report_of_a_configuration_without_normalisation(tmp_path):
-    """Seed 003's comparison: the no-BN runs have no scales to plot, the baseline's panel is still drawn."""
+    """With and without BN: the no-BN runs have no scales to plot, the baseline's panel is still drawn."""
     for seed, accuracy in enumerate(BASELINE, start=1):
         write_run(tmp_path, 'baseline', seed, accuracy)
         write_run(tmp_path, 'no_bn', seed, accuracy - 1 - seed / 10)

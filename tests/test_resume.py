@@ -53,7 +53,7 @@ sys.path.insert(0, {root!r})
 import engine, train
 step, evaluation = {step}, {evaluation}
 calls = {{'steps': 0, 'evaluations': 0}}
-plain_loss, plain_evaluate = torch.nn.CrossEntropyLoss, engine.evaluate
+plain_loss, plain_evaluate = torch.nn.CrossEntropyLoss, engine.evaluate_network
 
 class KillAtStep(torch.nn.Module):  # SIGKILL during training step `step` (1-based, over the whole run)
     def __init__(self):
@@ -72,7 +72,7 @@ def kill_in_evaluation(*args, **kwargs):  # SIGKILL during evaluation pass `eval
     return plain_evaluate(*args, **kwargs)
 
 torch.nn.CrossEntropyLoss = KillAtStep
-train.evaluate = kill_in_evaluation
+train.evaluate_network = kill_in_evaluation
 train.run(sys.argv[1:])
 """
 

@@ -1,4 +1,5 @@
-"""A run's name on disk: one process per run name (a lock with real processes), stale locks reclaimed."""
+"""A run's files on disk: crash-safe writes, one process per run name (a lock with real processes), stale locks
+reclaimed."""
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import pytest
 
 from conftest import ROOT, files_under
 from errors import RunError
-from runs import RunLock, output_paths
+from runs import RunLock, atomic_write, output_paths, write_text
 
 RUN = ['--dataset', 'fake', '--fake_size', '1000', '--batch_size', '32', '--device', 'cpu', '--network', 'mlp',
        '--num_epochs', '2', '--name', 'same']
@@ -89,3 +90,19 @@ def test_sigterm_before_training_starts_releases_the_lock(tmp_path):
     out, err = process.communicate(timeout=120)
     assert process.returncode == 143 and 'Traceback' not in err and 'stopped by SIGTERM' in err
     assert not os.path.exists(lock) and files_under(tmp_path) == []
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / 'results.json'
+    write_text(str(path), 'complete old content\n')
+
+    def crash_halfway(f):
+        f.write(b'half of the new')
+        raise OSError(28, 'No space left on device')
+
+    with pytest.raises(OSError, match='No space'):
+        atomic_write(str(path), crash_halfway)
+    assert path.read_text() == 'complete old content\n'
+    assert os.listdir(tmp_path) == ['results.json']  # no temporary file left behind
+    write_text(str(path), 'new\n')
+    assert path.read_text() == 'new\n'

@@ -10,7 +10,7 @@ import torch
 
 import train
 from conftest import FAST, ROOT, files_under, parse_args, write_cifar, write_fashionmnist
-from engine import evaluate
+from engine import evaluate_network
 from networks import construct_network
 
 
@@ -56,7 +56,7 @@ def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
     network = construct_network('mlp', 10, 'fake', 0.1, 'bn')
     network.load_state_dict(state)
     data = train.prepare_data(parse_args(FAST), '', torch.device('cpu'))
-    val = evaluate(network, data['val'], 64)
+    val = evaluate_network(network, data.val, 64)
     assert val['accuracy'] == record['best_val_accuracy'] and val['loss'] == best['val_loss']  # same arithmetic
 
 
@@ -186,7 +186,7 @@ def test_training_equals_the_original_code_bit_for_bit(tmp_path, bn_weight, c, i
 
 
 def test_train_only_bn_leaves_every_other_parameter_at_its_initial_value(tmp_path):
-    """Seed 002's protocol: after training, every frozen parameter equals a freshly constructed network's (same
+    """BN-only training's protocol: after training, every frozen parameter equals a freshly constructed network's (same
     seed) bit for bit, and every BN scale and shift (but the input BN's frozen shift) has moved."""
     from seeds import make_deterministic
     record = train.main(FAST + ['--num_epochs', '2', '--path', str(tmp_path), '--train_only_bn', '--seed', '7'])

@@ -11,7 +11,7 @@ import train
 import train_args
 from conftest import parse_args
 from results import ResultsError, group_runs, load_runs
-from train_args import CONTROL, EXPERIMENT, PLACE, experiment_settings, setting_differences
+from train_args import CONTROL, EXPERIMENT, PLACE, differing_settings, experiment_settings, setting_differences
 
 
 def test_defaults_match_the_original_readme():
@@ -32,16 +32,16 @@ def test_every_flag_declares_its_role():
                                      'mabn_real_batch', 'train_only_bn', 'bn_affine', 'bn_running_stats', 'seed',
                                      'fake_size', 'precision', 'channels_last', 'sync_bn')
     config = train_args.run_config(parse_args(['--resume']))
-    assert 'resume' not in config and 'overwrite' not in config and config['cuda_graph'] is False
+    assert 'resume' not in config and 'overwrite' not in config and 'cuda_graph' not in config  # train.py decides it
 
 
 def test_setting_differences_name_each_setting():
     saved = {'bn_weight': 0.1, 'c': 100, 'seed': '1', 'path': 'a', 'device': 'cpu'}
     current = {'bn_weight': 1.0, 'c': 100.0, 'seed': '2', 'path': 'b', 'device': 'cuda'}
-    assert setting_differences(saved, current, ['bn_weight', 'c', 'seed', 'path']) == [
-        "bn_weight: 0.1 -> 1.0", "seed: '1' -> '2'", "path: 'a' -> 'b'"]
-    assert setting_differences(saved, current) == ["bn_weight: 0.1 -> 1.0", "seed: '1' -> '2'",
-                                                   'dataset: None -> None'][:2]  # c 100 == 100.0
+    assert setting_differences(saved, current) == ["bn_weight: 0.1 -> 1.0", "seed: '1' -> '2'"]  # c 100 == 100.0
+    assert setting_differences(saved, current, ignore=('seed',)) == ["bn_weight: 0.1 -> 1.0"]  # path is no setting
+    assert differing_settings([saved, current, {**current, 'bn_weight': 0.5}], ignore=('seed',)) == {
+        'bn_weight': [0.1, 1.0, 0.5]}
 
 
 TINY = ['--dataset', 'fake', '--fake_size', '100', '--batch_size', '100', '--num_epochs', '1', '--network', 'mlp',
@@ -53,8 +53,8 @@ def test_a_new_experiment_flag_is_noticed_by_resume_sweep_and_report(tmp_path, m
     mix runs that differ in it, naming it."""
     plain_parser = train_args.build_parser
 
-    def with_knob():
-        parser = plain_parser()
+    def with_knob(**kwargs):
+        parser = plain_parser(**kwargs)
         parser.add_argument('--knob', type=int, default=0).role = EXPERIMENT
         return parser
 
@@ -90,3 +90,22 @@ def test_a_cuda_index_past_the_last_device_is_refused_with_the_count(monkeypatch
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
     with pytest.raises(ValueError, match=r'^--device cuda:2: only 2 CUDA devices present$'):
         train_args.resolve_device('cuda:2')
+
+
+def test_validate_args_only_checks_and_complete_args_derives_on_a_copy(capsys):
+    """validate_args neither changes nor prints (sweep.py and bench.py call it too); what follows from the flags
+    (canonical seed, default name and path, torch's device name) comes from complete_args, on a copy."""
+    args = train_args.build_parser().parse_args(['--seed', '00', '--device', 'cpu', '--dataset', 'fashionmnist'])
+    before = dict(vars(args))
+    train_args.validate_args(args)
+    assert vars(args) == before and capsys.readouterr() == ('', '')
+    completed = train_args.complete_args(args)
+    assert (completed.seed, completed.name, completed.path) == ('0', 'fashionmnist_train_weight0.1_c100',
+                                                                os.path.join('.', 'training', ''))
+    assert vars(args) == before
+    bad = train_args.build_parser().parse_args(['--batch_size', '0', '--device', 'cpu', '--resume', '--overwrite'])
+    with pytest.raises(train_args.UsageError, match=r'--batch_size must be >= 1, got 0; .*contradict') as error:
+        train_args.validate_args(bad)
+    assert error.value.status == 2
+    with pytest.raises(train_args.UsageError, match='fp16 needs a CUDA device'):
+        train_args.validate_args(train_args.build_parser().parse_args(['--device', 'cpu', '--precision', 'fp16']))
