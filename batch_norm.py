@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 __all__ = ['ScaleBatchNorm1d', 'ScaleBatchNorm2d', 'ScaleBatchNorm3d', 'resolve_bn_weight',
-           'convert_to_scale_batch_norm', 'MABN2d', 'CenConv2d', 'Norm', 'NORMS', 'NORM_LAYER_TYPES',
-           'BN_EPS', 'BN_MOMENTUM']
+           'convert_to_scale_batch_norm', 'to_plain_batch_norm', 'MABN2d', 'CenConv2d', 'Norm', 'NORMS',
+           'NORM_LAYER_TYPES', 'BN_EPS', 'BN_MOMENTUM', 'layer_seeing_one_value']
 
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # torchvision's defaults; the paper keeps them
 
@@ -44,10 +44,21 @@ def resolve_bn_weight(bn_weight):
     return value if value > 0 else 1.0
 
 
+@torch.jit.unused
+def _traced_by_fx(input):
+    return isinstance(input, torch.fx.Proxy)
+
+
 class _ScaleBatchNorm(_BatchNorm):
-    """Shared body of the ScaleBatchNorm classes; subclasses name the input ranks they accept."""
+    """Shared body of the ScaleBatchNorm classes; subclasses name the input ranks they accept.
+
+    The rank check compiles under TorchScript (its facts are module constants) and is left out while
+    torch.fx traces (a traced input has no rank yet), so scripting, tracing, torch.compile and
+    torch.export see the same module as eager code.
+    """
     input_dims = ()
     input_layout = ''
+    __constants__ = [*_BatchNorm.__constants__, 'min_dim', 'max_dim', 'rank_problem']
 
     # bn_weight is the 5th positional argument, as in the original code's ScaleBatchNorm2d.
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, bn_weight=1.0, *,
@@ -56,6 +67,9 @@ class _ScaleBatchNorm(_BatchNorm):
         self.bn_weight = resolve_bn_weight(bn_weight)
         super().__init__(num_features, eps, momentum, affine, track_running_stats,
                          device=device, dtype=dtype)
+        self.min_dim, self.max_dim = min(self.input_dims), max(self.input_dims)  # consecutive ranks
+        ranks = ' or '.join(f'{d}-D' for d in self.input_dims)
+        self.rank_problem = f'{type(self).__name__} expects a {ranks} input {self.input_layout}'
 
     def reset_parameters(self):
         self.reset_running_stats()
@@ -64,10 +78,11 @@ class _ScaleBatchNorm(_BatchNorm):
             nn.init.zeros_(self.bias)
 
     def _check_input_dim(self, input):
-        if input.dim() not in self.input_dims:
-            ranks = ' or '.join(f'{d}-D' for d in self.input_dims)
-            raise ValueError(f'{type(self).__name__} expects a {ranks} input {self.input_layout}, '
-                             f'got a {input.dim()}-D input of shape {tuple(input.shape)}')
+        if not torch.jit.is_scripting():
+            if _traced_by_fx(input):
+                return
+        if input.dim() < self.min_dim or input.dim() > self.max_dim:
+            raise ValueError(f'{self.rank_problem}, got a {input.dim()}-D input')
 
     def extra_repr(self):
         return f'{super().extra_repr()}, bn_weight={self.bn_weight}'
@@ -98,21 +113,34 @@ _SCALED_VERSION = {
 }
 
 
-def _scaled_copy(bn, bn_weight):
-    scaled_class = _SCALED_VERSION[type(bn)]
+def _rebuilt(bn, layer_class, **extra):
+    """A ``layer_class`` layer with ``bn``'s settings, device, dtype, requires_grad flags and train/eval mode."""
     reference = bn.weight if bn.affine else bn.running_mean
     factory = {} if reference is None else {'device': reference.device, 'dtype': reference.dtype}
-    scaled = scaled_class(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-                          track_running_stats=bn.track_running_stats, bn_weight=bn_weight, **factory)
+    layer = layer_class(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+                        track_running_stats=bn.track_running_stats, **factory, **extra)
+    if bn.affine:
+        layer.weight.requires_grad_(bn.weight.requires_grad)
+        layer.bias.requires_grad_(bn.bias.requires_grad)
+    return layer.train(bn.training)
+
+
+def _scaled_copy(bn, bn_weight):
+    scaled = _rebuilt(bn, _SCALED_VERSION[type(bn)], bn_weight=bn_weight)
     if bn.track_running_stats:
         scaled.running_mean.copy_(bn.running_mean)
         scaled.running_var.copy_(bn.running_var)
         scaled.num_batches_tracked.copy_(bn.num_batches_tracked)
-    if bn.affine:
-        scaled.weight.requires_grad_(bn.weight.requires_grad)
-        scaled.bias.requires_grad_(bn.bias.requires_grad)
-    scaled.train(bn.training)
     return scaled
+
+
+def _refuse_unconvertible(module):
+    if isinstance(module, nn.SyncBatchNorm):
+        raise ValueError('convert_to_scale_batch_norm cannot keep a SyncBatchNorm layer synchronised: convert the '
+                         'model first, then call nn.SyncBatchNorm.convert_sync_batchnorm (it keeps the scales)')
+    if isinstance(module, nn.modules.lazy.LazyModuleMixin) and isinstance(module, _NormBase):
+        raise ValueError(f'{type(module).__name__} has no size yet: run one forward pass before converting, or '
+                         f'build the model with a ScaleBatchNorm layer of known num_features')
 
 
 def convert_to_scale_batch_norm(module, bn_weight=0.1):
@@ -126,10 +154,31 @@ def convert_to_scale_batch_norm(module, bn_weight=0.1):
     converted model, which is a new object when ``module`` itself is a BN layer.
     """
     resolve_bn_weight(bn_weight)
+    _refuse_unconvertible(module)
     if type(module) in _SCALED_VERSION:
         return _scaled_copy(module, bn_weight)
     for name, child in module.named_children():
         converted = convert_to_scale_batch_norm(child, bn_weight)
+        if converted is not child:
+            setattr(module, name, converted)
+    return module
+
+
+_PLAIN_VERSION = {ScaleBatchNorm1d: nn.BatchNorm1d, ScaleBatchNorm2d: nn.BatchNorm2d,
+                  ScaleBatchNorm3d: nn.BatchNorm3d}
+
+
+def to_plain_batch_norm(module):
+    """Replace every ScaleBatchNorm layer of a (trained) model by the plain ``nn.BatchNorm1d/2d/3d`` with the same
+    state_dict and mode, for tools that insist on PyTorch's exact types (conv-BN fusion, quantization). The
+    values are kept as they are (nothing is re-initialised); returns the model, a new object when ``module``
+    itself is a Scale layer."""
+    if type(module) in _PLAIN_VERSION:
+        plain = _rebuilt(module, _PLAIN_VERSION[type(module)])
+        plain.load_state_dict(module.state_dict())
+        return plain
+    for name, child in module.named_children():
+        converted = to_plain_batch_norm(child)
         if converted is not child:
             setattr(module, name, converted)
     return module
@@ -276,3 +325,33 @@ NORMS = {
 NORM_LAYER_TYPES = tuple(dict.fromkeys(
     [t for t in (_NormBase, nn.GroupNorm, nn.LayerNorm, getattr(nn, 'RMSNorm', None)) if t is not None]
     + [t for norm in NORMS.values() for t in norm.scale_types]))
+
+
+class _OneValue(Exception):
+    pass
+
+
+@torch.no_grad()
+def layer_seeing_one_value(network, sample):
+    """The name of the first batch-statistics layer (BN, MABN) that a batch of the single image ``sample`` gives
+    one value per channel (an (1, C) input: batch norm cannot train on it), or None. One forward pass in eval
+    mode: no statistics, parameter or random stream changes."""
+    def check(name):
+        def hook(module, inputs):
+            if inputs[0].numel() == inputs[0].shape[1]:
+                raise _OneValue(name)
+        return hook
+
+    layers = [(name, m) for name, m in network.named_modules() if isinstance(m, (_BatchNorm, MABN2d))]
+    handles = [m.register_forward_pre_hook(check(name)) for name, m in layers]
+    was_training = network.training
+    try:
+        network.eval()
+        network(sample)
+        return None
+    except _OneValue as found:
+        return str(found)
+    finally:
+        network.train(was_training)
+        for handle in handles:
+            handle.remove()

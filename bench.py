@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from data import ImageBatches
+from errors import exit_on_error, plural
 from engine import PRECISIONS, Epoch
 from fast_path import build_step
 from networks import NETWORKS, construct_network
@@ -197,7 +198,7 @@ def main(argv=None):
     labels = torch.arange(args.train_size) % 10
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
     print(f'batch {args.batch_size}, {args.train_size} images {"x".join(map(str, SHAPES[args.shape]))}, on {name} '
-          f'({torch.get_num_threads()} threads), torch {torch.__version__}', flush=True)
+          f'({plural(torch.get_num_threads(), "thread")}), torch {torch.__version__}', flush=True)
     results = {'config': {**vars(args), 'device_name': name, 'torch_version': torch.__version__,
                           'cpu_threads': torch.get_num_threads()}}
     for network_name in args.network:
@@ -206,7 +207,7 @@ def main(argv=None):
             result = measure(PIPELINES[pipeline], args, network_name, device, images, labels)
             results[network_name][pipeline] = result
             peak = result['peak_gpu_memory_gib']
-            print(f"{network_name:<9} {pipeline:<6} {result['images_per_s']:>10,.0f} images/s ({result['steps']} steps)"
+            print(f"{network_name:<9} {pipeline:<6} {result['images_per_s']:>10,.0f} images/s ({plural(result['steps'], 'step')})"
                   f"{'' if peak is None else f', peak GPU memory {peak:.2f} GiB'}", flush=True)
         rates = {k: v['images_per_s'] for k, v in results[network_name].items()}
         if 'fast' in rates and 'bare' in rates:
@@ -222,4 +223,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(0 if main() else 1)
+    with exit_on_error('bench.py'):
+        sys.exit(0 if main() else 1)

@@ -7,6 +7,7 @@ and the configuration. RNG states are stored as tensors and lists so that
 checkpoints load with ``torch.load(weights_only=True)``: no arbitrary pickled objects.
 Every file is written by ``runs.atomic_write``, so a crash leaves the previous one whole.
 """
+import io
 import os
 import random
 import sys
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from errors import USAGE, RunError
+from errors import USAGE, RunError, plural
 from results import is_finished, read_record, write_results
 from runs import atomic_write
 from train_args import setting_differences
@@ -33,7 +34,11 @@ class CheckpointError(RunError):
 
 
 def save_torch(obj, path):
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save into memory, then the bytes to ``path``: a full disk is then the operating system's OSError
+    (ENOSPC, naming the file), not a RuntimeError from torch's zip writer."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def rng_states():
@@ -214,7 +219,10 @@ def find_start(args, paths):
     record = read_record(paths['json'])
     has_results, has_checkpoint = os.path.exists(paths['json']), os.path.exists(paths['checkpoint'])
     if not args.resume:
-        if args.overwrite or not (has_results or has_checkpoint):
+        if not (has_results or has_checkpoint):
+            return Start('new')
+        _check_same_experiment(args, paths, record)
+        if args.overwrite:
             return Start('new')
         state = 'finished' if is_finished(record) else 'unfinished'
         raise CheckpointError(f'{args.name} already has {state} results in {paths["results"]}: add --resume to '
@@ -234,6 +242,24 @@ def find_start(args, paths):
     return Start('resume', checkpoint=checkpoint)
 
 
+def _check_same_experiment(args, paths, record):
+    """Refuse to start, or --overwrite, a run whose existing files come from another experiment (another network,
+    seed, ...): they are another result, and only a new --name keeps both."""
+    saved = record.get('config') if record else None
+    if saved is None and os.path.exists(paths['checkpoint']):
+        saved = load_checkpoint(paths['checkpoint'])['config']
+    differences = setting_differences(saved or {}, vars(args))
+    if not differences:
+        return
+    more_epochs = differences == [f'num_epochs: {saved["num_epochs"]!r} -> {args.num_epochs!r}'] and \
+        args.num_epochs > saved['num_epochs']
+    hint = '; --resume --change_num_epochs continues it to the new number of epochs' if more_epochs else ''
+    raise CheckpointError(f'{args.name} already holds the results of a different experiment in {paths["results"]} '
+                          f'({"; ".join(differences)}): give this run its own --name{hint}'
+                          + (' (--overwrite replaces a run of the same experiment only)' if args.overwrite else ''),
+                          status=USAGE)
+
+
 def _check_resumable(args, checkpoint):
     """Refuse a checkpoint of another experiment; num_epochs only moves the schedule's end, so it is apart."""
     differences = setting_differences(checkpoint['config'], vars(args), ignore=('num_epochs',))
@@ -247,4 +273,4 @@ def _check_resumable(args, checkpoint):
                               f'--change_num_epochs to accept that', status=USAGE)
     if args.num_epochs < completed:
         raise CheckpointError(f'cannot resume {args.name} with --num_epochs {args.num_epochs}: '
-                              f'{completed} epochs are already done', status=USAGE)
+                              f'{plural(completed, "epoch")} {"is" if completed == 1 else "are"} already done', status=USAGE)

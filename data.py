@@ -151,10 +151,11 @@ def _load_fashionmnist(root, download):
 
     if not all(find(s) for s in stems):
         _download('fashionmnist', root, download, f'{{{",".join(stems)}}}[.gz]', f'{root} or {raw}')
+    files = [find(s) for s in stems]
     train_images, train_labels, test_images, test_labels = (
-        _read_idx(find(s), 3 if 'images' in s else 1) for s in stems)
-    train = _checked('fashionmnist', train_images[:, None], train_labels, 10, raw)
-    test = _checked('fashionmnist', test_images[:, None], test_labels, 10, raw)
+        _read_idx(file, 3 if 'images' in stem else 1) for file, stem in zip(files, stems))
+    train = _checked('fashionmnist', train_images[:, None], train_labels, 10, f'{files[0]} and {files[1]}')
+    test = _checked('fashionmnist', test_images[:, None], test_labels, 10, f'{files[2]} and {files[3]}')
     return ImageData(*train, *test, 10)
 
 
@@ -221,6 +222,9 @@ def load_dataset(name, root, download=True, fake_size=50000):
     """
     if name == 'fake':
         return _make_fake(fake_size)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise DatasetError(f'{root} is a file, not a folder of {name} files: give --data_dir the folder that holds '
+                           f'them')
     if name in _CIFAR_FILES:
         return _load_cifar(name, root, download)
     if name == 'fashionmnist':
@@ -336,6 +340,17 @@ class ImageBatches:
         for start in range(0, len(index), batch_size):
             part = index[start:start + batch_size]
             yield self._to_float(self.images.index_select(0, part)), self.labels.index_select(0, part)
+
+    def first(self, count=1):
+        """The first ``count`` images as the network gets them (unflipped), drawing nothing at random."""
+        return self._to_float(self.images[:count])
+
+    def smallest_share(self, batch_size, processes=1):
+        """The fewest images one of ``processes`` processes trains on in one step of an epoch: its part of a
+        full batch, or of the last, smaller one (left out when it has fewer images than processes)."""
+        rest = len(self) % batch_size
+        shares = [batch_size // processes] + ([rest // processes] if rest >= processes else [])
+        return min(shares)
 
     def num_batches(self, batch_size, min_batch=1):
         """Batches per epoch: the last, smaller one counts when it has at least ``min_batch`` images."""

@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 
+from errors import exit_on_error
 from results import ResultsError, group_runs, has_best, is_finished, load_runs
 from t_test import evaluate, format_p
 from train_args import OneLineParser
@@ -226,4 +227,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    with exit_on_error('report.py'):
+        sys.exit(main())

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from batch_norm import resolve_bn_weight  # noqa: E402
+from errors import plural  # noqa: E402
 from results import is_finished  # noqa: E402
 from runs import run_files  # noqa: E402
 from t_test import format_p  # noqa: E402
@@ -110,7 +111,7 @@ def scales_after_training(groups, path):
         ax.hist(scales, bins=np.linspace(low - pad, high + pad, 61), color='tab:blue', alpha=0.8)
         ax.axvline(initial, color='black', linestyle='--', label=f'initial value {initial:g}')
         ax.set(xlabel='BN scale (gamma) after training', ylabel='count',
-               title=f'{label}\n{scales.size // max(n, 1)} scales x {n} seeds (input BN not shown)')
+               title=f'{label}\n{plural(scales.size // max(n, 1), "scale")} x {plural(n, "seed")} (input BN not shown)')
         ax.legend()
     _save(fig, path)
     return True

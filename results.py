@@ -18,7 +18,7 @@ from runs import write_text
 from train_args import comparable, differing_settings
 
 __all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'write_results',
-           'new_record', 'resumed_record', 'add_epoch', 'interrupted', 'read_record', 'is_finished', 'has_best', 'outcome',
+           'new_record', 'resumed_record', 'add_epoch', 'interrupted', 'record_failure', 'read_record', 'is_finished', 'has_best', 'outcome',
            'result_files', 'load_runs', 'group_runs']
 
 SEED_SUFFIX = re.compile(r'_seed(\d+)$')
@@ -107,6 +107,19 @@ def add_epoch(record, row, last, wall_time_s, step_path, weights_file):
     if improved:
         record['weights_file'] = weights_file
     return improved
+
+
+def record_failure(paths, problem):
+    """Mark the run's results JSON on disk 'failed' (with ``problem``, one line) where it still says 'running':
+    its other files stay those of the last saved epoch, from which --resume continues. Best effort: on a disk
+    that stays full, the JSON stays as it was."""
+    record = read_record(paths['json'])
+    if record and record.get('status') == 'running':
+        record.update(status='failed' if problem != 'interrupted' else 'interrupted', error=problem)
+        try:
+            write_text(paths['json'], results_json(record))
+        except OSError:
+            pass
 
 
 def interrupted(record, wall_time_s):

@@ -48,6 +48,10 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
+    except OSError as error:  # name the file being written (a failed write() names none, open() the temporary)
+        if error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, path) from None
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
@@ -119,6 +123,13 @@ class RunLock:
             return None
 
     def acquire(self):
+        try:
+            return self._acquire()
+        except BaseException:
+            self.release()  # a refusal, or an error such as a name too long for the file system: leave nothing
+            raise
+
+    def _acquire(self):
         for folder in self.folders:
             missing = []
             while not os.path.isdir(folder):
@@ -139,7 +150,6 @@ class RunLock:
                 if stale:
                     os.remove(self.path)  # its process died: the lock is stale
                     continue
-                self.release()
                 held = (f"process {owner.get('pid')} on {owner.get('host')} (since {owner.get('since')})" if owner
                         else 'another process')
                 remote = owner and owner.get('host') != me['host']

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 import train_args
-from errors import plural
+from errors import exit_on_error, plural
 from results import ResultsError, group_runs, is_finished, load_runs, outcome, read_record
 from runs import output_paths
 
@@ -272,4 +272,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    with exit_on_error('sweep.py'):
+        sys.exit(main())

@@ -9,6 +9,8 @@ import glob
 import numpy as np
 from scipy import stats
 
+from errors import exit_on_error
+
 __all__ = ['evaluate', 'format_p']
 
 
@@ -41,6 +43,9 @@ def evaluate(d1, d2, alternative='greater'):
     arrays and torch tensors. The proposed method is significantly better than
     the baseline when the p-value is <= 0.05. ``alternative='two-sided'`` asks
     instead whether the two differ at all (e.g. two precisions of one method).
+    Raises ValueError where no t-test exists: unequal lengths, fewer than 2 pairs,
+    non-finite values, and paired differences that are all the same (identical
+    inputs included): their variance is 0, so there is no t statistic and no p-value.
     """
     if alternative not in ALTERNATIVES:
         raise ValueError(f'alternative must be one of {", ".join(ALTERNATIVES)}, got {alternative!r}')
@@ -52,7 +57,20 @@ def evaluate(d1, d2, alternative='greater'):
     if np.all(a == b):
         raise ValueError('d1 and d2 are identical: every paired difference is 0, '
                          'so the t-test is undefined')
+    _check_spread(a - b, max(np.abs(a).max(), np.abs(b).max()))
     return float(stats.ttest_rel(a, b, alternative=alternative).pvalue)
+
+
+def _check_spread(differences, size):
+    """Refuse differences that are all equal (up to the rounding of values of ``size``): t = mean / (std / sqrt(n))
+    divides by a zero standard deviation there, which SciPy turns into p = 0 or 1 with a precision warning."""
+    if np.ptp(differences) > 8 * np.finfo(differences.dtype).eps * size:
+        return
+    mean = float(np.mean(differences))
+    raise ValueError(f'every paired difference is {mean:+.4g} (zero variance): the t statistic divides by their '
+                     f'spread, so it is undefined and there is no p-value; all {differences.size} pairs move by '
+                     f'the same amount, which a t-test cannot weigh (more pairs, or a test without a variance, '
+                     f'such as the sign test, can)')
 
 
 def format_p(p_value):
@@ -127,4 +145,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    with exit_on_error('t_test.py'):
+        main()

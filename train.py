@@ -28,10 +28,12 @@ from data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, ImageBatches, channel_m
                   split_train_validation)
 from distributed import setup
 from engine import Epoch, evaluate_network, train_one_epoch
-from errors import FAILURE, USAGE, RunError, plural
+from errors import USAGE, RunError, describe, exit_on_error, plural
 from fast_path import build_step
+from batch_norm import layer_seeing_one_value
 from networks import construct_network, train_only_norms
-from results import add_epoch, interrupted, new_record, outcome, resumed_record, write_results
+from results import (add_epoch, interrupted, new_record, outcome, record_failure, resumed_record,
+                     write_results)
 from runs import RunLock, check_writable, output_paths
 from seeds import make_deterministic
 from weight_decay_and_learning_rate import build_optimizer
@@ -40,8 +42,12 @@ from weight_decay_and_learning_rate import build_optimizer
 warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`')
 
 
-class RunStopped(RunError):
+class RunStopped(Exception):
     """A signal stopped the run after its checkpoint and results were written (status 128 + signal)."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
 
 
 class StopOnSignal:
@@ -141,6 +147,26 @@ def build_model(args, data, device, world):
     return Model(network, optimizer, scheduler, step, epoch, use_graph)
 
 
+def check_batches(args, data, model, world):
+    """Refuse, before any training, a batch size that would give a BN layer one value per channel in some step:
+    batch norm cannot train on that (the original code fails there, after an epoch's work)."""
+    n, size, processes = len(data.train), args.batch_size, world.world_size
+    if data.train.smallest_share(size, processes) > 1:
+        return
+    layer = layer_seeing_one_value(model.network, data.train.first())
+    if layer is None:  # every BN layer sees several values per channel (an image's positions) even for one image
+        return
+    works = [b for b in range(max(2, size - 64), size + 65)
+             if b % processes == 0 and data.train.smallest_share(b, processes) > 1]
+    nearby = sorted(sorted(works, key=lambda b: abs(b - size))[:2])
+    where = (f'every training batch would hold 1 image' if size // processes == 1 else
+             f'the last training batch would hold {n % size} image{"s" if n % size > 1 else ""} ({n} = {size} x '
+             f'{n // size} + {n % size}){f", 1 for some of the {processes} processes" if processes > 1 else ""}')
+    kind = type(dict(model.network.named_modules())[layer]).__name__
+    raise RunError(f'--batch_size {size}: {where}, and batch norm cannot train on one value per channel ({kind} '
+                   f'{layer!r}); batch sizes near {size} that work: {", ".join(map(str, nearby))}', USAGE)
+
+
 def check_distributed(args, world):
     if world.enabled and args.batch_size % world.world_size:
         raise RunError(f'--batch_size {args.batch_size} (the global batch) must be divisible by the '
@@ -150,8 +176,11 @@ def check_distributed(args, world):
 
 
 def resume_command(argv):
+    """The command that continues this run from any folder: this one's folder (relative paths stay right), the
+    thread count (it changes the CPU's rounding), this Python and train.py by their full paths."""
     flags = [flag for flag in argv if flag != '--overwrite']
-    return shlex.join(['python', 'train.py', *flags, *([] if '--resume' in flags else ['--resume'])])
+    command = [sys.executable, os.path.abspath(__file__), *flags, *([] if '--resume' in flags else ['--resume'])]
+    return f'cd {shlex.quote(os.getcwd())} && OMP_NUM_THREADS={torch.get_num_threads()} {shlex.join(command)}'
 
 
 @contextlib.contextmanager
@@ -237,10 +266,27 @@ def stopped(signum, where, paths, argv):
                       f'Resume with: {resume_command(argv)}', 128 + signum)
 
 
+@contextlib.contextmanager
+def failures_recorded(paths, world):
+    """A run that fails (a full disk, a non-finite loss, any error) says so in its results JSON, which would
+    otherwise still say 'running' for the last saved epoch; a signal's stop has already said 'interrupted'."""
+    try:
+        yield
+    except RunStopped:
+        raise
+    except BaseException as error:
+        if world.is_main:
+            record_failure(paths, 'interrupted' if isinstance(error, KeyboardInterrupt) else describe(error))
+        if isinstance(error, OSError):  # a full disk, a vanished folder: what was saved before stays whole
+            raise RunError(f'{describe(error)}; the files of the last saved epoch are intact: once that is mended, '
+                           f'add --resume to continue') from None
+        raise
+
+
 def already_finished(args, paths, record, world, log):
     if world.is_main:
         write_results(paths, record)  # the checkpoint may be one write ahead of the results
-    log(f"{args.name} already finished {len(record['epochs'])} epochs ({outcome(record)}): nothing to do")
+    log(f"{args.name} already finished {plural(len(record['epochs']), 'epoch')} ({outcome(record)}): nothing to do")
     return record
 
 
@@ -266,6 +312,7 @@ def train(args, argv, world, device_name, paths):
     device = torch.device(device_name)
     data = prepare_data(args, paths['images'], device)
     model = build_model(args, data, device, world)
+    check_batches(args, data, model, world)
     if start.kind == 'resume':
         restore_checkpoint(start.checkpoint, model, args.num_epochs)
     record, first_epoch = start_record(args, data, device, world, model, start)
@@ -273,7 +320,8 @@ def train(args, argv, world, device_name, paths):
     announce(args, data, device, world, model, start, paths, log)
     elapsed_before = record['wall_time_s']
 
-    with StopOnSignal() as stop, CheckpointSaver(paths, model, enabled=world.is_main) as saver:
+    with failures_recorded(paths, world), StopOnSignal() as stop, \
+            CheckpointSaver(paths, model, enabled=world.is_main) as saver:
         for epoch in range(first_epoch, args.num_epochs + 1):
             row = train_and_evaluate(args, epoch, model, data, world, stop, device)
             wall_time = elapsed_before + time.time() - started
@@ -322,19 +370,14 @@ def run(argv=None):
     previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
         else None
     try:
-        return main(argv)
+        with exit_on_error('train.py', passing=(Terminated, RunStopped)):  # any other error: one line
+            return main(argv)
     except Terminated:
         print('train.py: stopped by SIGTERM before training started; nothing was trained', file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
     except RunStopped as stopped:
         print(f'train.py: {stopped}', file=sys.stderr)
         sys.exit(stopped.status)
-    except RunError as error:
-        print(f'train.py: error: {error}', file=sys.stderr)
-        sys.exit(error.status)
-    except OSError as error:  # a full disk, a vanished folder: the files written before stay complete
-        print(f'train.py: error: {error.strerror or error}: {error.filename or ""}', file=sys.stderr)
-        sys.exit(FAILURE)
     except KeyboardInterrupt:
         print('train.py: interrupted; --resume continues from the last checkpoint', file=sys.stderr)
         sys.exit(130)

@@ -232,9 +232,27 @@ def _control_problems(args):
         problems.append('--resume and --overwrite contradict each other: choose one')
     if args.change_num_epochs and not args.resume:
         problems.append('--change_num_epochs only applies with --resume')
-    if args.name and (os.sep in args.name or args.name in ('.', '..')):
-        problems.append(f'--name must be a plain file name, got {args.name!r}')
+    if args.name is not None:
+        problems += _name_problems(args.name)
+    for flag in ('path', 'data_dir'):
+        if '\0' in (getattr(args, flag) or ''):
+            problems.append(f'--{flag} must not contain a NUL character')
     return problems
+
+
+NAME_BYTES = 200  # the longest file a run makes, '.{name}-last.pt.tmp{pid}', stays under the usual 255 bytes
+
+
+def _name_problems(name):
+    if os.sep in name or name in ('.', '..') or not name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return [f'--name must be a plain file name (no {os.sep}, not blank, no control characters such as a '
+                f'newline), got {name!r}']
+    if name != name.strip():
+        return [f'--name must not start or end with a space, got {name!r}']
+    if len(name.encode('utf-8')) > NAME_BYTES:
+        return [f'--name must be at most {NAME_BYTES} bytes long (its files add a prefix and a suffix), got '
+                f'{len(name.encode("utf-8"))}']
+    return []
 
 
 def validate_args(args):

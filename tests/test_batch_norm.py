@@ -1,5 +1,6 @@
-"""ScaleBatchNorm (identical to torch BN but for its initial scale, the original's positional arguments), MABN
-and CenConv2d against the official arithmetic, the affine and running-statistics switches."""
+"""ScaleBatchNorm (identical to torch BN but for its initial scale, the original's positional arguments, working
+with PyTorch's own tools), MABN and CenConv2d against the official arithmetic, the affine and running-statistics
+switches."""
 from functools import partial
 
 import pytest
@@ -8,7 +9,7 @@ import torch.nn as nn
 import torchvision
 
 from batch_norm import (CenConv2d, MABN2d, ScaleBatchNorm1d, ScaleBatchNorm2d, ScaleBatchNorm3d,
-                        convert_to_scale_batch_norm, resolve_bn_weight)
+                        convert_to_scale_batch_norm, resolve_bn_weight, to_plain_batch_norm)
 from conftest import batch_norms
 
 
@@ -242,3 +243,82 @@ def test_affine_and_running_statistics_switches_pass_through():
     x = torch.randn(4, 3, 32, 32)
     reference = nn.BatchNorm2d(3, affine=False, track_running_stats=False).eval()
     assert torch.equal(model[0](x), reference(x))  # the input BN: batch statistics in eval mode
+
+
+def trained_scale_resnet():
+    """A torchvision ResNet-18 built with the paper's norm_layer, its BN statistics moved off their start by three
+    training-mode passes, in eval mode; and an input with its output."""
+    torch.manual_seed(0)
+    network = torchvision.models.resnet18(num_classes=10, norm_layer=partial(ScaleBatchNorm2d, bn_weight=0.1))
+    with torch.no_grad():
+        for _ in range(3):
+            network(torch.randn(4, 3, 32, 32) * 2 + 1)
+    network.eval()
+    images = torch.randn(2, 3, 32, 32)
+    return network, images, network(images).detach()
+
+
+@pytest.mark.parametrize('tool', ['torch.jit.script', 'torch.fx.symbolic_trace', 'torch.export', 'torch.compile'])
+def test_scale_layers_work_with_pytorch_tools(tool):
+    """Scripted, traced, exported and compiled (the dynamo frontend, whole graph), the ResNet computes what the
+    eager one does, bit for bit."""
+    network, images, expected = trained_scale_resnet()
+    if tool == 'torch.jit.script':
+        converted = torch.jit.script(network)
+    elif tool == 'torch.fx.symbolic_trace':
+        converted = torch.fx.symbolic_trace(network)
+    elif tool == 'torch.export':
+        converted = torch.export.export(network, (images,)).module()
+    else:
+        converted = torch.compile(network, backend='aot_eager', fullgraph=True)
+    with torch.no_grad():
+        assert torch.equal(converted(images), expected)
+
+
+def test_scale_layers_export_to_onnx():
+    """The ONNX file, run by ONNX Runtime, computes the eager output up to float rounding."""
+    import inspect
+    import io
+    pytest.importorskip('onnx')
+    onnxruntime = pytest.importorskip('onnxruntime')
+    network, images, expected = trained_scale_resnet()
+    model = io.BytesIO()
+    legacy = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
+    torch.onnx.export(network, (images,), model, **legacy)  # the TorchScript-based exporter needs no onnxscript
+    session = onnxruntime.InferenceSession(model.getvalue())
+    outputs = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
+    assert torch.allclose(torch.from_numpy(outputs), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_to_plain_batch_norm_keeps_the_state_for_conv_bn_fusion():
+    """to_plain_batch_norm turns every Scale layer into the plain nn.BatchNorm2d (same state_dict, same outputs),
+    which conv-BN fusion (torch.ao.quantization.fuse_modules, torch.fx's fuse) insists on."""
+    from torch.fx.experimental.optimization import fuse
+    network, images, expected = trained_scale_resnet()
+    state = {k: v.clone() for k, v in network.state_dict().items()}
+    plain = to_plain_batch_norm(network)
+    assert not [m for m in plain.modules() if isinstance(m, ScaleBatchNorm2d)]
+    assert sum(type(m) is nn.BatchNorm2d for m in plain.modules()) == 20 and not plain.training
+    assert plain.state_dict().keys() == state.keys() and all(torch.equal(plain.state_dict()[k], v)
+                                                             for k, v in state.items())
+    with torch.no_grad():
+        assert torch.equal(plain(images), expected)
+        fused = torch.ao.quantization.fuse_modules(plain, [['conv1', 'bn1'], ['layer1.0.conv1', 'layer1.0.bn1']])
+        assert isinstance(fused.bn1, nn.Identity)
+        assert torch.allclose(fused(images), expected, rtol=1e-4, atol=1e-5)
+        assert torch.allclose(fuse(to_plain_batch_norm(trained_scale_resnet()[0]))(images), expected, rtol=1e-4,
+                              atol=1e-5)
+    assert type(to_plain_batch_norm(ScaleBatchNorm1d(3, bn_weight=0.1))) is nn.BatchNorm1d
+
+
+def test_sync_and_lazy_batch_norm_are_refused_with_a_clear_line():
+    """Converting would drop SyncBatchNorm's synchronisation or guess a lazy layer's size: each is refused in one
+    line saying what to do, and the advised order (convert, then convert_sync_batchnorm) keeps the scales."""
+    for model, words in ((nn.Sequential(nn.Conv2d(3, 4, 3), nn.SyncBatchNorm(4)), 'convert_sync_batchnorm'),
+                         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d()), 'has no size yet')):
+        with pytest.raises(ValueError, match=words) as error:
+            convert_to_scale_batch_norm(model, 0.1)
+        assert '\n' not in str(error.value)
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(
+        convert_to_scale_batch_norm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), 0.1))
+    assert isinstance(synced[1], nn.SyncBatchNorm) and torch.all(synced[1].weight == 0.1)

@@ -143,6 +143,8 @@ def test_signal_stops_at_a_step_boundary_and_resume_is_bit_identical(tmp_path, r
     message = capsys.readouterr().err.strip().splitlines()
     assert len(message) == 1 and signal.Signals(signum).name in message[0]
     assert message[0].endswith(f'--network mlp --path {tmp_path} --resume') and '--name run' in message[0]
+    command = message[0].split('Resume with: ')[1]
+    assert command.startswith(f'cd {os.getcwd()} && OMP_NUM_THREADS={torch.get_num_threads()} {sys.executable} {ROOT}/')
     assert checkpoint_position(tmp_path) == position
     record = json.loads((tmp_path / 'fake/results' / f'{NAME}.json').read_text())
     assert record['status'] == ('interrupted' if position[1] else 'running')
@@ -151,7 +153,12 @@ def test_signal_stops_at_a_step_boundary_and_resume_is_bit_identical(tmp_path, r
     assert record['weights_file'] is None or os.path.exists(record['weights_file'])
     assert len(record['epochs']) == position[0]
     monkeypatch.undo()
-    assert train.main(FLAGS + ['--path', str(tmp_path), '--resume'])['status'] == 'finished'
+    if position == (1, 3):  # the printed command itself, from another folder
+        resumed = subprocess.run(['bash', '-c', command], cwd=tmp_path.anchor, capture_output=True, text=True,
+                                 timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+    else:
+        assert train.main(FLAGS + ['--path', str(tmp_path), '--resume'])['status'] == 'finished'
     assert_same_run(outputs(tmp_path), reference)
 
 
@@ -179,7 +186,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_files(tmp_path, monkeypat
                    'checkpoint and results of epoch 1')
     assert checkpoint_position(tmp_path) == (1, 0)
     record = json.loads((tmp_path / 'fake/results' / f'{NAME}.json').read_text())
-    assert [e['epoch'] for e in record['epochs']] == [1] and record['status'] == 'running'
+    assert [e['epoch'] for e in record['epochs']] == [1] and record['status'] == 'failed'  # not a live run
+    assert record['error'].startswith('non-finite training loss at epoch 2, step 3/6')
+    monkeypatch.undo()
+    assert finish(tmp_path, '--resume')['status'] == 'finished'  # resumable from epoch 1's checkpoint
 
 
 def test_non_finite_loss_in_the_first_epoch_saves_nothing_and_leaves_nothing(tmp_path, monkeypatch, capsys):
@@ -213,8 +223,11 @@ def test_finished_run_is_not_retrained(tmp_path, capsys):
     again = train.run(FLAGS + ['--path', str(tmp_path), '--resume'])
     assert 'nothing to do' in capsys.readouterr().out and again['status'] == 'finished'
     assert (json_file.read_bytes(), (tmp_path / 'fake/networks' / f'{NAME}-best.pt').read_bytes()) == before
-    fresh = finish(tmp_path, '--overwrite', '--num_epochs', '1')
-    assert fresh['status'] == 'finished' and len(fresh['epochs']) == 1
+    status, message = run_status(capsys, FLAGS + ['--path', str(tmp_path), '--overwrite', '--num_epochs', '1'])
+    assert status == 2 and 'different experiment' in message and 'num_epochs: 4 -> 1' in message  # kept
+    assert (json_file.read_bytes(), (tmp_path / 'fake/networks' / f'{NAME}-best.pt').read_bytes()) == before
+    fresh = finish(tmp_path, '--overwrite')  # the same experiment, trained again
+    assert fresh['status'] == 'finished' and len(fresh['epochs']) == 4
 
 
 @pytest.mark.parametrize('extra, expected', [
