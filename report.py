@@ -119,7 +119,7 @@ def _seed_list(seeds):
     return ', '.join(map(str, seeds)) or 'none'
 
 
-def markdown(rows, comparisons, baseline):
+def markdown(rows, comparisons, baseline, left_out=()):
     lines = ['| configuration | dataset | network | epochs | batch | normalisation | bn_weight | c | input_norm | '
              'arithmetic | seeds | test acc. at best val. (%) | final test acc. (%) |', '|' + '---|' * 13]
     for r in rows:
@@ -145,7 +145,7 @@ def markdown(rows, comparisons, baseline):
         lines += ['', f'No comparison: there are results of {baseline!r} only, no other configuration to test.']
     elif baseline:
         lines += ['', f'No comparison: there are no results named {baseline!r} (choose one with --baseline).']
-    notes = []
+    notes = list(left_out)
     for r in rows:
         if r['unfinished_seeds']:
             notes.append(f"{r['configuration']}: unfinished runs (left out) for seeds "
@@ -191,18 +191,22 @@ def write_csv(path, rows, comparisons):
                              ' '.join(map(str, sorted(set(unpaired))))])
 
 
-def write_report(groups, out, baseline='baseline', plots=True):
-    """Write report.md, report.csv and (optionally) the plots into ``out``; returns the Markdown."""
+def write_report(groups, out, baseline='baseline', plots=True, left_out=()):
+    """Write report.md, report.csv and (optionally) the plots into ``out``, after removing the figures of an
+    earlier report there; returns the Markdown and {figure: why it was not made}."""
+    import report_plots
     os.makedirs(out, exist_ok=True)
+    for figure in report_plots.FIGURES:  # never a stale figure beside a new report
+        if os.path.exists(os.path.join(out, figure)):
+            os.remove(os.path.join(out, figure))
     rows, comparisons = summarize(groups), compare(groups, baseline)
-    text = markdown(rows, comparisons, baseline)
+    not_made = report_plots.write_plots(groups, comparisons, baseline, out) if plots else {}
+    text = markdown(rows, comparisons, baseline, list(left_out) + [f'figure {figure} not made: {why}'
+                                                                   for figure, why in not_made.items()])
     with open(os.path.join(out, 'report.md'), 'w') as f:
         f.write(text)
     write_csv(os.path.join(out, 'report.csv'), rows, comparisons)
-    if plots:
-        import report_plots
-        report_plots.write_plots(groups, comparisons, baseline, out)
-    return text
+    return text, not_made
 
 
 def main(argv=None):
@@ -211,18 +215,24 @@ def main(argv=None):
     p.add_argument('--baseline', default='baseline', help='configuration the others are tested against')
     p.add_argument('--out', default='report', help='folder for report.md, report.csv and the plots')
     p.add_argument('--no_plots', action='store_true', help='write the tables only')
+    p.add_argument('--skip_unreadable', action='store_true',
+                   help='leave out results files that cannot be read (named in report.md) instead of refusing')
     args = p.parse_args(argv)
     try:
-        groups = group_runs(load_runs(args.results))
+        runs = load_runs(args.results, args.skip_unreadable)
+        groups = group_runs(runs)
         if args.baseline not in groups:
             p.error(f'--baseline {args.baseline}: no results of that configuration (found: {", ".join(groups)})')
-        text = write_report(groups, args.out, args.baseline, not args.no_plots)
+        left_out = [f'left out, unreadable (--skip_unreadable): {file}' for file in runs.unreadable]
+        text, not_made = write_report(groups, args.out, args.baseline, not args.no_plots, left_out)
     except (ResultsError, OSError) as error:
         print(f'report.py: error: {error}', file=sys.stderr)
         return 1
     print(text, end='')
     print(f'written to {os.path.join(args.out, "report.md")} and report.csv'
-          f'{"" if args.no_plots else " with the plots"}')
+          f'{"" if args.no_plots else " with the plots" + ("" if not not_made else " that the results allow")}')
+    for figure, why in not_made.items():
+        print(f'{figure} not made: {why}')
     return 0
 
 

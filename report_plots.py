@@ -89,11 +89,12 @@ def curves(groups, path):
 
 
 def scales_after_training(groups, path):
-    panels = []
+    panels, found = [], 0
     for label, seeds in groups.items():
         inputs, others = [], []
         for run in seeds.values():
             weights = best_weights_file(run)
+            found += bool(weights)
             if weights and is_finished(run['record']):
                 input_scales, scales = bn_scales(torch.load(weights, map_location='cpu', weights_only=True))
                 inputs.append(input_scales)
@@ -102,7 +103,9 @@ def scales_after_training(groups, path):
             initial = resolve_bn_weight(next(iter(seeds.values()))['record']['config']['bn_weight'])
             panels.append((label, initial, np.concatenate(others), np.concatenate(inputs), len(others)))
     if not panels:
-        return False
+        return ('no best weights found: the results name none that exists, and there is no networks/ folder beside '
+                'results/ (weights are not kept with copied or committed results)' if not found else
+                'no finished run has normalisation layers with a scale')
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (label, initial, scales, input_scales, n) in zip(axes[0], panels):
         # Bins around the data and the initial value: with lr/c the scales barely move.
@@ -114,18 +117,22 @@ def scales_after_training(groups, path):
                title=f'{label}\n{plural(scales.size // max(n, 1), "scale")} x {plural(n, "seed")} (input BN not shown)')
         ax.legend()
     _save(fig, path)
-    return True
+    return None
+
+
+FIGURES = ('paired_accuracies.png', 'curves.png', 'bn_scales.png')
 
 
 def write_plots(groups, comparisons, baseline, out):
-    """Write the PNGs that the data allows; returns their file names."""
-    written = []
+    """Write the figures (FIGURES) that the data allows; returns {figure: why it was not made} for the others."""
+    not_made = {}
     if comparisons and any(c['paired_seeds'] for c in comparisons):
         paired_accuracies(groups, [c for c in comparisons if c['paired_seeds']], baseline,
                           os.path.join(out, 'paired_accuracies.png'))
-        written.append('paired_accuracies.png')
+    else:
+        not_made['paired_accuracies.png'] = f'no seed has finished runs of both {baseline} and another configuration'
     curves(groups, os.path.join(out, 'curves.png'))
-    written.append('curves.png')
-    if scales_after_training(groups, os.path.join(out, 'bn_scales.png')):
-        written.append('bn_scales.png')
-    return written
+    problem = scales_after_training(groups, os.path.join(out, 'bn_scales.png'))
+    if problem:
+        not_made['bn_scales.png'] = problem
+    return not_made

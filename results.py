@@ -2,6 +2,7 @@
 
 A run named N writes (see runs.py for where):
   N.txt    the original code's results file: 'Setting: value,,,, ' lines, then a CSV table
+  N.csv    the same epochs as a plain CSV (a header row, then a row per epoch)
   N.json   configuration, every epoch's metrics, best epoch, versions, status
 Sweeps name runs {configuration}_seed{seed}; ``group_runs`` pairs them back by seed.
 """
@@ -13,11 +14,11 @@ import re
 
 import torch
 
-from errors import RunError
+from errors import RunError, plural
 from runs import write_text
 from train_args import comparable, differing_settings
 
-__all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'write_results',
+__all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'results_csv', 'write_results',
            'new_record', 'resumed_record', 'add_epoch', 'interrupted', 'record_failure', 'read_record', 'is_finished', 'has_best', 'outcome',
            'result_files', 'load_runs', 'group_runs']
 
@@ -51,9 +52,20 @@ def results_json(record):
     return json.dumps(record, indent=1) + '\n'
 
 
+CSV_COLUMNS = (*RESULT_COLUMNS, 'learning_rate', 'epoch_time_s')
+
+
+def results_csv(epochs):
+    """The per-epoch numbers as plain CSV: one header row, one row per epoch (1-based), values as Python prints
+    them, so that pandas.read_csv reads it as it is."""
+    return '\n'.join([','.join(CSV_COLUMNS)] + [','.join(str(row.get(key, '')) for key in CSV_COLUMNS)
+                                                for row in epochs]) + '\n'
+
+
 def write_results(paths, record):
-    """The run's two results files: the original's .txt and the JSON record."""
+    """The run's results files: the original's .txt, the per-epoch CSV and the JSON record."""
     write_text(paths['txt'], results_text(record['config'], record['epochs']))
+    write_text(paths['csv'], results_csv(record['epochs']))
     write_text(paths['json'], results_json(record))
 
 
@@ -156,7 +168,8 @@ def outcome(record):
 
 
 def result_files(inputs):
-    """Every .json file under ``inputs``: files, folders (searched recursively) or glob patterns."""
+    """Every .json file under ``inputs``: files, folders (searched recursively) or glob patterns; a file reached
+    twice (the same path given twice, or a folder and a file in it) counts once."""
     files = []
     for item in inputs:
         matches = sorted(glob.glob(item)) or [item]
@@ -167,21 +180,43 @@ def result_files(inputs):
                 files.append(match)
             else:
                 raise ResultsError(f'{item}: no such file or folder')
-    return files
+    seen = set()
+    return [f for f in files if not (os.path.realpath(f) in seen or seen.add(os.path.realpath(f)))]
 
 
-def load_runs(inputs):
-    """Every train.py result under ``inputs`` as dicts: label (the name without '_seed<N>'), seed, record, file."""
-    runs = []
+def load_runs(inputs, skip_unreadable=False):
+    """Every train.py result under ``inputs`` as dicts: label (the name without '_seed<N>'), seed, record, file.
+
+    A .json file that cannot be read (truncated, not JSON) is refused by name, unless ``skip_unreadable``:
+    then the runs come with ``unreadable``, the list of files left out, for the caller to say so. Readable JSON
+    that is not a train.py result (a sweep's own files, a bench JSON) is passed over.
+    """
+    runs, unreadable = [], []
     for file in result_files(inputs):
-        record = read_record(file)
-        if not record or 'config' not in record or 'epochs' not in record:
-            continue  # not a train.py results file (a sweep's own files, a bench JSON, ...)
+        try:
+            with open(file) as f:
+                record = json.load(f)
+        except (OSError, ValueError) as error:
+            unreadable.append(f'{file} ({type(error).__name__}: {str(error).splitlines()[0][:80]})')
+            continue
+        if not isinstance(record, dict) or 'config' not in record or 'epochs' not in record:
+            continue
         name, seed = record['config']['name'], int(record['config']['seed'])
         runs.append({'label': SEED_SUFFIX.sub('', name), 'seed': seed, 'record': record, 'file': file})
+    if unreadable and not skip_unreadable:
+        raise ResultsError(f'cannot read {plural(len(unreadable), "results file")}: {"; ".join(unreadable)}: '
+                           f'mend or remove them, or leave them out with --skip_unreadable')
     if not runs:
-        raise ResultsError(f'no train.py results (*.json) found in {", ".join(inputs)}')
-    return runs
+        raise ResultsError(f'no train.py results (*.json) found in {", ".join(inputs) or "no folder"}')
+    return RunList(runs, unreadable)
+
+
+class RunList(list):
+    """Runs as load_runs found them, with the unreadable files it left out (``unreadable``)."""
+
+    def __init__(self, runs, unreadable=()):
+        super().__init__(runs)
+        self.unreadable = list(unreadable)
 
 
 def group_runs(runs):

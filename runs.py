@@ -4,7 +4,7 @@ With --path P, --dataset D and --name N:
   P/D/images/              the dataset files (or --data_dir)
   P/D/networks/N-best.pt   state_dict of the best-validation epoch
   P/D/networks/N-last.pt   checkpoint to resume from (see checkpoint.py)
-  P/D/results/N.txt, .json the results (see results.py)
+  P/D/results/N.txt, .csv, .json the results (see results.py)
 Every file goes through ``atomic_write``: a temporary file in the same folder,
 flushed to disk, then renamed over the target, so a crash at any moment leaves
 either the previous complete file or the new complete one.
@@ -33,6 +33,7 @@ def run_files(root, name, data_dir=None):
         'weights': os.path.join(root, 'networks', f'{name}-best.pt'),
         'checkpoint': os.path.join(root, 'networks', f'{name}-last.pt'),
         'txt': os.path.join(root, 'results', f'{name}.txt'),
+        'csv': os.path.join(root, 'results', f'{name}.csv'),
         'json': os.path.join(root, 'results', f'{name}.json'),
         'lock': os.path.join(root, 'results', f'.{name}.lock'),
     }
@@ -121,6 +122,15 @@ class RunLock:
                 return json.load(f)
         except (OSError, ValueError):
             return None
+
+    def holder(self):
+        """Who holds the lock now (host, pid, since), or None: nobody, or a process of this host that died."""
+        owner = self._owner()
+        if not owner:
+            return None
+        if owner.get('host') == socket.gethostname() and not _alive(owner.get('pid'), owner.get('process_start')):
+            return None
+        return owner
 
     def acquire(self):
         try:

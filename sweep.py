@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 import train_args
-from errors import exit_on_error, plural
+from errors import RunError, exit_on_error, plural
 from results import ResultsError, group_runs, is_finished, load_runs, outcome, read_record
-from runs import output_paths
+from runs import RunLock, output_paths
 
 STANDARD = ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset']
 BUILT_IN = {  # the paper's pair (run by default), then the related BN systems' comparisons (run when named)
@@ -69,6 +69,15 @@ def flag_list(value):
     raise SweepError(f'a configuration must be a string of flags or a mapping, got {value!r}')
 
 
+def _own_name(name, where):
+    """A user's configuration may not take a built-in one's name: its runs would be named, found and paired as
+    that configuration's."""
+    if name in BUILT_IN:
+        raise SweepError(f'{where} {name}: {name!r} is built in ({shlex.join(BUILT_IN[name])}); give your '
+                         f'configuration another name')
+    return name
+
+
 def configurations(args):
     configs = dict(BUILT_IN)
     if args.config_file:
@@ -79,12 +88,12 @@ def configurations(args):
             raise SweepError(f'--config_file {args.config_file}: {error}') from None
         if not isinstance(loaded, dict):
             raise SweepError(f'--config_file {args.config_file}: expected a JSON object {{name: flags}}')
-        configs.update({name: flag_list(flags) for name, flags in loaded.items()})
+        configs.update({_own_name(name, '--config_file'): flag_list(flags) for name, flags in loaded.items()})
     for item in args.config:
         name, sep, flags = item.partition('=')
         if not sep or not name.strip():
             raise SweepError(f"--config {item!r}: use NAME='--flag value ...'")
-        configs[name.strip()] = flag_list(flags)
+        configs[_own_name(name.strip(), '--config')] = flag_list(flags)
     chosen = args.configs or [*DEFAULT_CONFIGS, *(name for name in configs if name not in BUILT_IN)]
     unknown = [name for name in chosen if name not in configs]
     if unknown:
@@ -150,6 +159,17 @@ def slots(args):
     return [('cuda', ids[gpu]) for gpu in range(gpus) for _ in range(args.runs_per_gpu)]
 
 
+def _sweep_lock(run):
+    """The lock a sweep takes on a run while it trains it (beside train.py's own, which train.py takes)."""
+    return os.path.join(run['paths']['results'], f".{run['name']}.sweep.lock")
+
+
+def _holder(lock):
+    """Who holds ``lock``, in words, or None."""
+    owner = lock.holder()
+    return owner and f"process {owner.get('pid')} on {owner.get('host')} (since {owner.get('since')})"
+
+
 class Sweep:
     def __init__(self, runs, slot_list):
         self.runs, self.free = runs, list(slot_list)
@@ -157,6 +177,29 @@ class Sweep:
         self.results = {}
 
     def _run(self, run):
+        """Train one run on a free slot, unless another process holds it: a second sweep of the same runs, or a
+        train.py started by hand. That run is left to its owner and reported as such, and only the process that
+        trains a run writes its log."""
+        claim = RunLock({**run['paths'], 'lock': _sweep_lock(run)})
+        held = _holder(RunLock(run['paths']))
+        if not held:
+            try:
+                claim.acquire()
+            except RunError:
+                held = _holder(claim) or 'another sweep'
+        if held:
+            self.results[run['name']] = 'held'
+            print(f"{run['name']}: not started here: it is being trained by {held}", flush=True)
+            return
+        try:
+            if is_finished(read_record(run['paths']['json'])):  # another process finished it meanwhile
+                self.results[run['name']] = 'finished'
+                return
+            self._train(run)
+        finally:
+            claim.release()
+
+    def _train(self, run):
         with self.lock:
             if self.stopping is not None:
                 self.results[run['name']] = 'not started'
@@ -178,21 +221,23 @@ class Sweep:
                 status = process.wait()
             with self.lock:
                 self.running.pop(run['name'], None)
-            record = read_record(run['paths']['json'])
-            where = f"{device}{'' if visible is None else ':' + visible}"
-            if status == 0 and is_finished(record):
-                result = f'finished: {outcome(record)}'
-                self.results[run['name']] = 'finished'
-            elif self.stopping is not None:
-                result = f'interrupted (exit {status}); the same command resumes it'
-                self.results[run['name']] = 'interrupted'
-            else:
-                result = f'FAILED (exit {status}), see {log_path}'
-                self.results[run['name']] = 'failed'
-            print(f"{run['name']} on {where}: {result}", flush=True)
+            self._report(run, status, f"{device}{'' if visible is None else ':' + visible}", log_path)
         finally:
             with self.lock:
                 self.free.append((device, visible))
+
+    def _report(self, run, status, where, log_path):
+        record, holder = read_record(run['paths']['json']), _holder(RunLock(run['paths']))
+        if status == 0 and is_finished(record):
+            result, self.results[run['name']] = f'finished: {outcome(record)}', 'finished'
+        elif self.stopping is not None:
+            result, self.results[run['name']] = f'interrupted (exit {status}); the same command resumes it', \
+                'interrupted'
+        elif holder:  # a train.py started by hand took the run first
+            result, self.results[run['name']] = f'not trained here: it is being trained by {holder}', 'held'
+        else:
+            result, self.results[run['name']] = f'FAILED (exit {status}), see {log_path}', 'failed'
+        print(f"{run['name']} on {where}: {result}", flush=True)
 
     def stop(self, signum, frame):
         with self.lock:
@@ -251,24 +296,45 @@ def main(argv=None):
           f'{len(slot_list)} at a time on {slot_list[0][0]}', flush=True)
     sweep = Sweep(todo, slot_list)
     ended = sweep.go()
-    failed = sorted(name for name, result in ended.items() if result == 'failed')
     if sweep.stopping is not None:
         print(f'sweep stopped by {signal.Signals(sweep.stopping).name}; run the same command again to resume',
               file=sys.stderr)
         return 128 + sweep.stopping
-    if failed:
-        print(f'{plural(len(failed), "run")} failed: {", ".join(failed)} (see their logs); the others finished',
-              file=sys.stderr)
+    failed = summarize_ended(ended)
     if not args.no_report and args.task_index is None:
-        import report
-        files = [run['paths']['json'] for run in runs if os.path.exists(run['paths']['json'])]
-        out = os.path.join(os.path.dirname(runs[0]['paths']['results']), 'report')
-        try:
-            print(report.write_report(group_runs(load_runs(files)), out, args.baseline), end='')
-            print(f'report written to {out}')
-        except ResultsError as error:
-            print(f'sweep.py: no report: {error}', file=sys.stderr)
+        write_sweep_report(runs, args.baseline)
     return 1 if failed else 0
+
+
+def summarize_ended(ended):
+    """Say how the runs this sweep tried ended (failed, and left to other processes); returns the failed ones."""
+    by = {kind: sorted(name for name, result in ended.items() if result == kind) for kind in ('failed', 'held')}
+    if by['failed']:
+        finished = sum(result == 'finished' for result in ended.values())
+        rest = f'the other {plural(finished, "run")} finished' if finished else 'none finished'
+        every = len(by['failed']) == len(ended)
+        print(f'{"all " if every and len(ended) > 1 else ""}{plural(len(by["failed"]), "run")} failed: '
+              f'{", ".join(by["failed"])} (see their logs){"" if every else "; " + rest}', file=sys.stderr)
+    if by['held']:
+        print(f'{plural(len(by["held"]), "run")} left to the processes training them ({", ".join(by["held"])}); '
+              f'run this sweep again once they have finished, for a report with them', file=sys.stderr)
+    return by['failed']
+
+
+def write_sweep_report(runs, baseline):
+    import report
+    files = [run['paths']['json'] for run in runs if os.path.exists(run['paths']['json'])]
+    out = os.path.join(os.path.dirname(runs[0]['paths']['results']), 'report')
+    if not files:
+        print(f'sweep.py: no report: none of the {plural(len(runs), "run")} has results yet', file=sys.stderr)
+        return
+    try:
+        text, not_made = report.write_report(group_runs(load_runs(files)), out, baseline)
+    except ResultsError as error:
+        print(f'sweep.py: no report: {error}', file=sys.stderr)
+        return
+    print(text, end='')
+    print(f'report written to {out}' + ''.join(f'; {figure} not made: {why}' for figure, why in not_made.items()))
 
 
 if __name__ == '__main__':

@@ -310,9 +310,11 @@ def resolve_device(name):
             raise ValueError(f'--device {name} asked for CUDA, but no CUDA GPU is available; use --device cpu')
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f'--device {name}: only {plural(torch.cuda.device_count(), "CUDA device")} present')
+    elif device.type == 'meta':
+        raise ValueError(f'--device {name} holds no data (it only tracks shapes): train on cpu or cuda')
     elif device.type != 'cpu':
         try:
-            torch.empty(1, device=device)
+            torch.ones(1, device=device).add(1).cpu()  # a device that stores and computes, here
         except Exception:
             raise ValueError(f'--device {name} is not available on this machine') from None
     return device

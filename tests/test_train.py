@@ -21,7 +21,8 @@ def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
     assert completed.returncode == 0, completed.stderr
     name = 'fake_train_weight0.1_c100'
     assert files_under(tmp_path) == [f'fake/networks/{name}-best.pt', f'fake/networks/{name}-last.pt',
-                                     f'fake/results/{name}.json', f'fake/results/{name}.txt']
+                                     f'fake/results/{name}.csv', f'fake/results/{name}.json',
+                                     f'fake/results/{name}.txt']
     lines = completed.stdout.strip().splitlines()
     assert sum(line.startswith('epoch ') for line in lines) == 2 and 'meaningless' in lines[0]
 
@@ -41,6 +42,14 @@ def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
     assert record['torch_version'] == torch.__version__ and record['device'] == 'cpu'
     assert record['step_path'] == {'step': 'eager', 'why': 'not a CUDA device', 'check_deviation': None}
     assert record['wall_time_s'] > 0 and all(math.isfinite(e['train_loss']) for e in epochs)
+
+    import csv  # the per-epoch CSV: one header row, a row per epoch, the JSON's numbers exactly
+    with open(tmp_path / 'fake/results' / f'{name}.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [list(r) for r in rows][0] == ['epoch', 'train_loss', 'val_loss', 'val_accuracy', 'test_accuracy',
+                                          'learning_rate', 'epoch_time_s']
+    assert [{k: float(v) for k, v in r.items()} for r in rows] == [
+        {k: float(e[k]) for k in rows[0]} for e in epochs]
 
     text = (tmp_path / 'fake/results' / f'{name}.txt').read_text().split('\n')
     assert text[:12] == [f'Name: {name},,,, ', 'Dataset: fake,,,, ', 'Network: mlp,,,, ', 'Batch Size: 64,,,, ',
@@ -92,6 +101,7 @@ def test_fashionmnist_from_data_dir_with_dataset_statistics(tmp_path):
     assert record['input_mean'][0] == pytest.approx(127.5 / 255, abs=0.02) and len(record['input_std']) == 1
     assert files_under(tmp_path / 'out') == ['fashionmnist/networks/fashionmnist_train_weight0.1_c100-best.pt',
                                              'fashionmnist/networks/fashionmnist_train_weight0.1_c100-last.pt',
+                                             'fashionmnist/results/fashionmnist_train_weight0.1_c100.csv',
                                              'fashionmnist/results/fashionmnist_train_weight0.1_c100.json',
                                              'fashionmnist/results/fashionmnist_train_weight0.1_c100.txt']
 
