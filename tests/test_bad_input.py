@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import train
-from batch_norm import ScaleBatchNorm1d, ScaleBatchNorm2d
+from batch_norm import ScaleBatchNorm1d, ScaleBatchNorm2d, convert_to_scale_batch_norm
 from conftest import FAST, ROOT, write_cifar, write_fashionmnist
 from networks import construct_network
 from t_test import evaluate
@@ -85,6 +85,22 @@ CLI_AND_DATA = [
     (['--dataset', 'cifar10'], 'cifar-one-missing', 1, 'cifar10: no cifar-10-batches-py/{data_batch_1'),
     (['--dataset', 'fashionmnist'], 'fashion-truncated', 1, 'corrupt dataset file'),
     (['--dataset', 'fashionmnist'], 'fashion-bad-magic', 1, 'bad magic number'),
+    (['--name', ' '], None, 2, '--name must be a plain file name (no /, not blank, no control characters'),
+    (['--name', 'a\nb'], None, 2, "no control characters such as a newline), got 'a\\nb'"),
+    (['--name', 'x' * 300], None, 2, '--name must be at most 200 bytes long'),
+    (['--name', ' padded'], None, 2, '--name must not start or end with a space'),
+    (['--path', 'a\0b'], None, 2, '--path must not contain a NUL character'),
+    (['--data_dir', 'a\0b'], None, 2, '--data_dir must not contain a NUL character'),
+    (['--device', 'meta'], None, 2, '--device meta holds no data (it only tracks shapes): train on cpu or cuda'),
+    (['--device', 'xla'], None, 2, '--device xla is not available on this machine'),
+    (['--dataset', 'fashionmnist', '--data_dir', '{tmp}/file.txt'], None, 1,
+     '{tmp}/file.txt is a file, not a folder of fashionmnist files'),
+    (['--batch_size', '1'], None, 2, '--batch_size 1: every training batch would hold 1 image, and batch norm '
+                                     'cannot train on one value per channel (ScaleBatchNorm1d'),
+    (['--batch_size', '179'], None, 2, '--batch_size 179: the last training batch would hold 1 image (180 = 179 x 1 '
+                                       '+ 1), and batch norm cannot train on one value per channel'),
+    (['--fake_size', '230', '--batch_size', '103'], None, 2, 'batch sizes near 103 that work: 102, 104'),
+    (['--fake_size', '10000000000'], None, 1, 'not enough memory'),
 ]
 
 
@@ -142,6 +158,11 @@ API = [
     (lambda: construct_network('vgg16'), "unknown network 'vgg16'"),
     (lambda: construct_network(dataset='mnist'), "unknown dataset 'mnist'"),
     (lambda: adjust_weight_decay_and_learning_rate(torch.nn.Linear(2, 2), c=-1), 'c must be a finite number'),
+    (lambda: evaluate([91, 92, 93], [90, 91, 92]), 'every paired difference is +1 (zero variance)'),
+    (lambda: evaluate([91.7, 93.4, 92.4], [91.0, 92.7, 91.7]), 'every paired difference is +0.7 (zero variance)'),
+    (lambda: convert_to_scale_batch_norm(torch.nn.SyncBatchNorm(4)), 'cannot keep a SyncBatchNorm layer'),
+    (lambda: convert_to_scale_batch_norm(torch.nn.Sequential(torch.nn.LazyBatchNorm2d())),
+     'LazyBatchNorm2d has no size yet'),
 ]
 
 
@@ -160,27 +181,111 @@ def test_real_process_exit_status_and_no_traceback(tmp_path):
     assert not (tmp_path / 'o').exists()
 
 
+TRUNCATED = '{"config": {"name": "proposed_seed2", "seed": "2"}, "epo'
+# (tool, flags, exit status, words the one line must contain, files written first beside proposed_seed1.json)
 TOOLS = [
-    ('report.py', ['{tmp}/results', '--baseline', 'nosuch', '--out', '{tmp}/report'],
-     '--baseline nosuch: no results of that configuration (found: proposed)'),
-    ('sweep.py', ['--seeds', '5-1', '--dry_run', '--path', '{tmp}/sweep'], "--seeds '5-1': the range 5-1 is reversed"),
-    ('sweep.py', ['--seed', '1', '--dry_run'], 'unrecognized arguments: --seed 1'),  # no abbreviation of --seeds
-    ('t_test.py', ['--proposed', '1', '2', 'abc', '--baseline', '1', '2', '3'],
-     "--proposed: 'abc' is neither a number nor a result file or folder"),
+    ('report.py', ['{tmp}/results', '--baseline', 'nosuch', '--out', '{tmp}/report'], 2,
+     '--baseline nosuch: no results of that configuration (found: proposed)', {}),
+    ('report.py', ['{tmp}/results', '--baseline', 'proposed', '--out', '{tmp}/report'], 1,
+     'cannot read 1 results file: {tmp}/results/proposed_seed2.json (JSONDecodeError', {'proposed_seed2.json': TRUNCATED}),
+    ('report.py', ['{tmp}/nothing', '--out', '{tmp}/report'], 1, '{tmp}/nothing: no such file or folder', {}),
+    ('sweep.py', ['--seeds', '5-1', '--dry_run', '--path', '{tmp}/sweep'], 2, "--seeds '5-1': the range 5-1 is reversed",
+     {}),
+    ('sweep.py', ['--seed', '1', '--dry_run'], 2, 'unrecognized arguments: --seed 1', {}),  # no abbreviation
+    ('sweep.py', ['--config', 'baseline=--bn_weight 0.5', '--dry_run', '--path', '{tmp}/sweep'], 2,
+     "--config baseline: 'baseline' is built in (--bn_weight 1 --c 1 --input_norm dataset); give your configuration "
+     "another name", {}),
+    ('sweep.py', ['--config_file', '{tmp}/results/configs.json', '--dry_run', '--path', '{tmp}/sweep'], 2,
+     "--config_file proposed: 'proposed' is built in", {'configs.json': '{"proposed": "--bn_weight 0.2"}'}),
+    ('t_test.py', ['--proposed', '1', '2', 'abc', '--baseline', '1', '2', '3'], 2,
+     "--proposed: 'abc' is neither a number nor a result file or folder", {}),
+    ('t_test.py', ['--proposed', '91', '92', '93', '--baseline', '90', '91', '92'], 2,
+     'every paired difference is +1 (zero variance): the t statistic divides by their spread, so it is undefined', {}),
+    ('t_test.py', ['--proposed', '{tmp}/results', '--baseline', '{tmp}/results'], 2,
+     'cannot read 1 results file', {'proposed_seed2.json': TRUNCATED}),
+    ('bench.py', ['--device', 'meta'], 2, '--device meta holds no data', {}),
 ]
 
 
-@pytest.mark.parametrize('tool, argv, message', TOOLS, ids=[f'{t} {" ".join(a)}' for t, a, _ in TOOLS])
-def test_the_other_tools_refuse_bad_input_the_same_way(tmp_path, tool, argv, message):
-    """sweep.py, report.py and t_test.py: one line, exit 2, no traceback, nothing created."""
+@pytest.mark.parametrize('tool, argv, status, message, files', TOOLS,
+                         ids=[f'{t} {" ".join(a)}' for t, a, _, _, _ in TOOLS])
+def test_the_other_tools_refuse_bad_input_the_same_way(tmp_path, tool, argv, status, message, files):
+    """sweep.py, report.py, t_test.py and bench.py: one line, the exit status, no traceback, nothing created."""
     import json
     (tmp_path / 'results').mkdir()
     record = {'config': {'name': 'proposed_seed1', 'seed': '1'}, 'epochs': [], 'status': 'finished'}
     (tmp_path / 'results' / 'proposed_seed1.json').write_text(json.dumps(record))
+    for name, text in files.items():
+        (tmp_path / 'results' / name).write_text(text)
     before = sorted(p.name for p in tmp_path.rglob('*'))
     completed = subprocess.run([sys.executable, tool, *[a.replace('{tmp}', str(tmp_path)) for a in argv]], cwd=ROOT,
                                capture_output=True, text=True, timeout=120)
     err = completed.stderr.strip().splitlines()
-    assert completed.returncode == 2 and len(err) == 1 and 'Traceback' not in completed.stderr
-    assert err[0].startswith(f'{tool}: error: ') and message in err[0]
+    assert completed.returncode == status and len(err) == 1 and 'Traceback' not in completed.stderr, err
+    assert err[0].startswith(f'{tool}: error: ') and message.replace('{tmp}', str(tmp_path)) in err[0]
     assert sorted(p.name for p in tmp_path.rglob('*')) == before
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory):
+    """A finished 2-epoch MLP run under the default name, as the README's quick start leaves it."""
+    folder = tmp_path_factory.mktemp('finished')
+    train.main(FAST + ['--num_epochs', '2', '--path', f'{folder}/'])
+    return folder
+
+
+# (flags for a second train.py under the same --path and default --name, exit status, words of its one line)
+AFTER_A_RUN = [
+    (['--network', 'resnet20'], 2, "already holds the results of a different experiment in {out}/fake/results "
+                                   "(network: 'mlp' -> 'resnet20'): give this run its own --name"),
+    (['--network', 'resnet20', '--overwrite'], 2, '(--overwrite replaces a run of the same experiment only)'),
+    (['--seed', '2'], 2, "(seed: '1' -> '2'): give this run its own --name"),
+    (['--num_epochs', '3'], 2, '(num_epochs: 2 -> 3): give this run its own --name; --resume --change_num_epochs '
+                               'continues it to the new number of epochs'),
+    (['--num_epochs', '1', '--overwrite'], 2, '(num_epochs: 2 -> 1)'),
+    (['--resume', '--network', 'resnet20'], 2, 'cannot resume fake_train_weight0.1_c100: its checkpoint was made '
+                                               "with other settings (network: 'mlp' -> 'resnet20')"),
+    ([], 2, 'already has finished results in {out}/fake/results: add --resume to continue it, or --overwrite'),
+]
+
+
+@pytest.mark.parametrize('flags, status, message', AFTER_A_RUN, ids=[' '.join(f) or 'same' for f, _, _ in AFTER_A_RUN])
+def test_a_second_run_under_the_same_name_leaves_the_first_as_it_was(finished_run, tmp_path, capsys, flags, status,
+                                                                     message):
+    """The README's next steps without their own --name: refused in one line that says what differs, and the
+    finished run's files are left byte for byte."""
+    import shutil
+    out = tmp_path / 'out'
+    shutil.copytree(finished_run, out)
+    before = {p: p.read_bytes() for p in out.rglob('*') if p.is_file()}
+    with pytest.raises(SystemExit) as exit_info:
+        train.run(FAST + ['--num_epochs', '2', '--path', f'{out}/', *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == status and len(err) == 1 and message.format(out=out) in err[0], err
+    assert {p: p.read_bytes() for p in out.rglob('*') if p.is_file()} == before
+
+
+def test_a_full_disk_ends_in_one_line_and_leaves_the_last_epoch_resumable(tmp_path):
+    """A real full disk (a 3.5 MB tmpfs: room for epoch 1's files, not for epoch 2's new checkpoint beside them; root
+    may mount one): one line naming the folder, exit 1, the first
+    epoch's files intact, the JSON saying 'failed', and --resume continuing once there is room."""
+    import json
+    disk = tmp_path / 'disk'
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3500k', 'tmpfs', str(disk)],
+                                           capture_output=True).returncode:
+        pytest.skip('mounting a small tmpfs needs root')
+    try:
+        argv = [sys.executable, 'train.py', *FAST, '--num_epochs', '3', '--path', f'{disk}/', '--fake_size', '2000']
+        completed = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        err = completed.stderr.strip().splitlines()
+        assert completed.returncode == 1 and len(err) == 1 and 'Traceback' not in completed.stderr, err
+        assert err[0].startswith(f'train.py: error: no space left on device in {disk}/fake/networks (writing ')
+        record = json.loads((disk / 'fake/results/fake_train_weight0.1_c100.json').read_text())
+        assert record['status'] == 'failed' and record['error'].startswith('no space left') and record['epochs']
+        subprocess.run(['mount', '-o', 'remount,size=20m', str(disk)], check=True)
+        resumed = subprocess.run(argv + ['--resume'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert json.loads((disk / 'fake/results/fake_train_weight0.1_c100.json').read_text())['status'] == 'finished'
+    finally:
+        subprocess.run(['umount', str(disk)], capture_output=True)

@@ -171,3 +171,38 @@ def test_paired_plot_title_writes_p_as_the_table_does(monkeypatch, tmp_path):
     comparison = {'configuration': 'proposed', 'paired_seeds': [1, 2], 'p_value': 0.99993}
     report_plots.paired_accuracies(groups, [comparison], 'baseline', tmp_path / 'p.png')
     assert titles == ['proposed vs baseline: p = 0.9999']
+
+
+def test_an_unreadable_results_file_is_named_and_refused_unless_left_out_on_purpose(results, tmp_path, capsys):
+    """A truncated JSON among the others: named, exit 1, no report; with --skip_unreadable the report is made
+    without it and report.md says so."""
+    broken = results / 'fake' / 'results' / 'baseline_seed9.json'
+    broken.write_text('{"config": {"name": "baseline_seed9", "se')
+    out = tmp_path / 'out'
+    assert report.main([str(results / 'fake' / 'results'), '--out', str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f'cannot read 1 results file: {broken} (JSONDecodeError' in err and not out.exists()
+    assert report.main([str(results / 'fake' / 'results'), '--out', str(out), '--skip_unreadable']) == 0
+    assert f'- left out, unreadable (--skip_unreadable): {broken} (JSONDecodeError' in (out / 'report.md').read_text()
+
+
+def test_missing_weights_leave_no_stale_figure_and_say_why(results, tmp_path, capsys):
+    """Without the best weights (copied or committed results), bn_scales.png is not made, the output and
+    report.md say why, and an older bn_scales.png in --out is removed, not left beside the new report."""
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'bn_scales.png').write_bytes(b'an older figure')
+    for weights in (results / 'fake' / 'networks').iterdir():
+        weights.unlink()
+    assert report.main([str(results / 'fake' / 'results'), '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert not (out / 'bn_scales.png').exists() and (out / 'curves.png').exists()
+    assert 'with the plots that the results allow' in printed and 'bn_scales.png not made: no best weights found' \
+        in printed
+    assert '- figure bn_scales.png not made: no best weights found' in (out / 'report.md').read_text()
+
+
+def test_the_same_results_given_twice_are_one_run(results):
+    folder = str(results / 'fake' / 'results')
+    once, twice = load_runs([folder]), load_runs([folder, folder, f'{folder}/baseline_seed1.json'])
+    assert sorted(r['file'] for r in once) == sorted(r['file'] for r in twice)

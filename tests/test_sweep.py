@@ -135,3 +135,38 @@ def test_gpu_slots_keep_the_schedulers_assignment(monkeypatch):
         sweep.slots(args)
     args.gpus = 0
     assert sweep.slots(args) == [('cpu', None)]
+
+
+@pytest.mark.parametrize('lock', ['train.py', 'sweep.py'])
+def test_a_run_held_by_another_process_is_left_to_it(tmp_path, capsys, lock):
+    """A run whose lock (train.py's own, or another sweep's) a live process holds is neither started nor called
+    a failure: the sweep says who has it, writes no log for it, and exits 0."""
+    import socket
+    import runs
+    holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])
+    try:
+        paths = runs.output_paths(f'{tmp_path}/', 'fake', 'proposed_seed1')
+        os.makedirs(paths['results'])
+        lock_file = paths['lock'] if lock == 'train.py' else sweep._sweep_lock({'paths': paths, 'name': 'proposed_seed1'})
+        with open(lock_file, 'w') as f:
+            json.dump({'host': socket.gethostname(), 'pid': holder.pid, 'since': 'now',
+                       'process_start': runs._process_start(holder.pid)}, f)
+        status = sweep.main(['--gpus', '0', '--configs', 'proposed', '--seeds', '1', '--path', f'{tmp_path}/',
+                             '--no_report'] + TINY)
+        captured = capsys.readouterr()
+        assert status == 0, captured.err
+        assert f'proposed_seed1: not started here: it is being trained by process {holder.pid}' in captured.out
+        assert '1 run left to the processes training them (proposed_seed1)' in captured.err
+        assert 'FAILED' not in captured.out and not (tmp_path / 'fake' / 'logs').exists()
+    finally:
+        holder.kill()
+
+
+def test_when_every_run_fails_the_sweep_says_so(tmp_path, capsys):
+    (tmp_path / 'not-a-folder').write_text('x')  # each run fails at once (no download is tried)
+    status = sweep.main(['--gpus', '0', '--configs', 'proposed', '--seeds', '1-2', '--path', f'{tmp_path}/', '--',
+                         '--dataset', 'fashionmnist', '--data_dir', str(tmp_path / 'not-a-folder'), '--network', 'mlp'])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert 'all 2 runs failed: proposed_seed1, proposed_seed2 (see their logs)\n' in err
+    assert 'sweep.py: no report: none of the 2 runs has results yet' in err
