@@ -207,7 +207,8 @@ def main(argv=None):
             result = measure(PIPELINES[pipeline], args, network_name, device, images, labels)
             results[network_name][pipeline] = result
             peak = result['peak_gpu_memory_gib']
-            print(f"{network_name:<9} {pipeline:<6} {result['images_per_s']:>10,.0f} images/s ({plural(result['steps'], 'step')})"
+            print(f"{network_name:<9} {pipeline:<6} {result['images_per_s']:>10,.0f} images/s "
+                  f"({plural(result['steps'], 'step')})"
                   f"{'' if peak is None else f', peak GPU memory {peak:.2f} GiB'}", flush=True)
         rates = {k: v['images_per_s'] for k, v in results[network_name].items()}
         if 'fast' in rates and 'bare' in rates:

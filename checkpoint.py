@@ -273,4 +273,5 @@ def _check_resumable(args, checkpoint):
                               f'--change_num_epochs to accept that', status=USAGE)
     if args.num_epochs < completed:
         raise CheckpointError(f'cannot resume {args.name} with --num_epochs {args.num_epochs}: '
-                              f'{plural(completed, "epoch")} {"is" if completed == 1 else "are"} already done', status=USAGE)
+                              f'{plural(completed, "epoch")} {"is" if completed == 1 else "are"} already done',
+                              status=USAGE)

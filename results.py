@@ -18,9 +18,10 @@ from errors import RunError, plural
 from runs import write_text
 from train_args import comparable, differing_settings
 
-__all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'results_csv', 'write_results',
-           'new_record', 'resumed_record', 'add_epoch', 'interrupted', 'record_failure', 'read_record', 'is_finished', 'has_best', 'outcome',
-           'result_files', 'load_runs', 'group_runs']
+__all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'results_csv',
+           'write_results', 'new_record', 'resumed_record', 'add_epoch', 'interrupted', 'record_failure',
+           'read_record', 'is_finished', 'has_best', 'outcome',
+           'result_files', 'load_runs', 'RunList', 'group_runs']
 
 SEED_SUFFIX = re.compile(r'_seed(\d+)$')
 

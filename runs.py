@@ -155,6 +155,11 @@ class RunLock:
                 descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
+                for _ in range(20):  # its owner may have created it a moment ago and not written itself in yet
+                    if owner:
+                        break
+                    time.sleep(0.05)
+                    owner = self._owner()
                 stale = owner and owner.get('host') == me['host'] and not _alive(owner.get('pid'),
                                                                                   owner.get('process_start'))
                 if stale:

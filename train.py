@@ -159,7 +159,7 @@ def check_batches(args, data, model, world):
     works = [b for b in range(max(2, size - 64), size + 65)
              if b % processes == 0 and data.train.smallest_share(b, processes) > 1]
     nearby = sorted(sorted(works, key=lambda b: abs(b - size))[:2])
-    where = (f'every training batch would hold 1 image' if size // processes == 1 else
+    where = ('every training batch would hold 1 image' if size // processes == 1 else
              f'the last training batch would hold {n % size} image{"s" if n % size > 1 else ""} ({n} = {size} x '
              f'{n // size} + {n % size}){f", 1 for some of the {processes} processes" if processes > 1 else ""}')
     kind = type(dict(model.network.named_modules())[layer]).__name__

@@ -187,10 +187,11 @@ TOOLS = [
     ('report.py', ['{tmp}/results', '--baseline', 'nosuch', '--out', '{tmp}/report'], 2,
      '--baseline nosuch: no results of that configuration (found: proposed)', {}),
     ('report.py', ['{tmp}/results', '--baseline', 'proposed', '--out', '{tmp}/report'], 1,
-     'cannot read 1 results file: {tmp}/results/proposed_seed2.json (JSONDecodeError', {'proposed_seed2.json': TRUNCATED}),
+     'cannot read 1 results file: {tmp}/results/proposed_seed2.json (JSONDecodeError',
+     {'proposed_seed2.json': TRUNCATED}),
     ('report.py', ['{tmp}/nothing', '--out', '{tmp}/report'], 1, '{tmp}/nothing: no such file or folder', {}),
-    ('sweep.py', ['--seeds', '5-1', '--dry_run', '--path', '{tmp}/sweep'], 2, "--seeds '5-1': the range 5-1 is reversed",
-     {}),
+    ('sweep.py', ['--seeds', '5-1', '--dry_run', '--path', '{tmp}/sweep'], 2,
+     "--seeds '5-1': the range 5-1 is reversed", {}),
     ('sweep.py', ['--seed', '1', '--dry_run'], 2, 'unrecognized arguments: --seed 1', {}),  # no abbreviation
     ('sweep.py', ['--config', 'baseline=--bn_weight 0.5', '--dry_run', '--path', '{tmp}/sweep'], 2,
      "--config baseline: 'baseline' is built in (--bn_weight 1 --c 1 --input_norm dataset); give your configuration "

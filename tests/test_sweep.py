@@ -147,7 +147,8 @@ def test_a_run_held_by_another_process_is_left_to_it(tmp_path, capsys, lock):
     try:
         paths = runs.output_paths(f'{tmp_path}/', 'fake', 'proposed_seed1')
         os.makedirs(paths['results'])
-        lock_file = paths['lock'] if lock == 'train.py' else sweep._sweep_lock({'paths': paths, 'name': 'proposed_seed1'})
+        claim = {'paths': paths, 'name': 'proposed_seed1'}
+        lock_file = paths['lock'] if lock == 'train.py' else sweep._sweep_lock(claim)
         with open(lock_file, 'w') as f:
             json.dump({'host': socket.gethostname(), 'pid': holder.pid, 'since': 'now',
                        'process_start': runs._process_start(holder.pid)}, f)
