@@ -113,22 +113,20 @@ def add_epoch(record, row, last, wall_time_s, step_path, weights_file):
     improved = row['val_accuracy'] > (record['best_val_accuracy'] or 0.0)
     if improved:
         record.update(best_epoch=row['epoch'], best_val_accuracy=row['val_accuracy'],
-                      test_accuracy_at_best=row['test_accuracy'])
+                      test_accuracy_at_best=row['test_accuracy'], weights_file=weights_file)
     record['epochs'].append(row)
     record.update(final_test_accuracy=row['test_accuracy'], status='finished' if last else 'running',
                   wall_time_s=wall_time_s, step_path=dict(step_path))
-    if improved:
-        record['weights_file'] = weights_file
     return improved
 
 
-def record_failure(paths, problem):
-    """Mark the run's results JSON on disk 'failed' (with ``problem``, one line) where it still says 'running':
-    its other files stay those of the last saved epoch, from which --resume continues. Best effort: on a disk
-    that stays full, the JSON stays as it was."""
+def record_failure(paths, status, problem):
+    """Mark the run's results JSON on disk with ``status`` ('failed' or 'interrupted') and ``problem`` (one line)
+    where it still says 'running': its other files stay those of the last saved epoch, from which --resume
+    continues. Best effort: on a disk that stays full, the JSON stays as it was."""
     record = read_record(paths['json'])
     if record and record.get('status') == 'running':
-        record.update(status='failed' if problem != 'interrupted' else 'interrupted', error=problem)
+        record.update(status=status, error=problem)
         try:
             write_text(paths['json'], results_json(record))
         except OSError:
@@ -181,8 +179,10 @@ def result_files(inputs):
                 files.append(match)
             else:
                 raise ResultsError(f'{item}: no such file or folder')
-    seen = set()
-    return [f for f in files if not (os.path.realpath(f) in seen or seen.add(os.path.realpath(f)))]
+    unique = {}
+    for file in files:
+        unique.setdefault(os.path.realpath(file), file)
+    return list(unique.values())
 
 
 def load_runs(inputs, skip_unreadable=False):

@@ -276,7 +276,9 @@ def failures_recorded(paths, world):
         raise
     except BaseException as error:
         if world.is_main:
-            record_failure(paths, 'interrupted' if isinstance(error, KeyboardInterrupt) else describe(error))
+            stopped_by_hand = isinstance(error, KeyboardInterrupt)
+            record_failure(paths, 'interrupted' if stopped_by_hand else 'failed',
+                           'interrupted' if stopped_by_hand else describe(error))
         if isinstance(error, OSError):  # a full disk, a vanished folder: what was saved before stays whole
             raise RunError(f'{describe(error)}; the files of the last saved epoch are intact: once that is mended, '
                            f'add --resume to continue') from None
