@@ -3,6 +3,7 @@
     python bench.py                                  # CUDA if present: ResNet-18, batch 128, CIFAR-shaped
     python bench.py --device cpu                     # the MLP and ResNet-20 on 28x28x1 images, batch 128
     python bench.py --device cpu --network resnet20 --channels_last
+    python bench.py --device cpu --pipelines fast --sharing   # 1 thread, all threads, one job per core
 
 Every pipeline trains the same network (with the paper's input BN and optimizer
 groups) on the same random uint8 images; only training steps are timed, after
@@ -13,15 +14,23 @@ warm-up, with the device synchronised at both ends.
     engine.Step (on CUDA, replayed from one CUDA graph by fast_path.GraphStep).
 (c) bare: the same step on float batches made beforehand, no data work at all:
     the network's own ceiling on this machine.
+With --sharing (on the CPU), the fast path is also timed with 1 thread, with one thread per
+core, and as one single-thread job per core at once (separate processes timed over the same
+seconds, their images/s summed): which way a sweep gets the most images per second.
 """
+import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from cpu_threads import set_threads, usable_cores
 from data import ImageBatches
 from errors import exit_on_error, plural
 from engine import PRECISIONS, Epoch
@@ -148,6 +157,50 @@ def measure(make_step, args, network_name, device, images, labels):
             'projected_180_epochs_min': PAPER_EPOCHS * args.train_size / rate / 60}
 
 
+def sharing_job(args, network_name, threads, barrier, out):
+    """The command of one --sharing job (the fast path alone, ``threads`` threads), which times once every job
+    has reached the ``barrier`` folder."""
+    flags = ['--device', 'cpu', '--network', network_name, '--pipelines', 'fast', '--threads', threads,
+             '--shape', args.shape, '--batch_size', args.batch_size, '--train_size', args.train_size, '--steps',
+             args.steps, '--min_time', args.min_time, '--warmup', args.warmup, '--barrier', barrier, '--json', out]
+    return [sys.executable, os.path.abspath(__file__), *map(str, flags)]
+
+
+def wait_for_all(barrier):
+    """A --sharing job marks itself ready in the folder ``barrier`` (named ready-N for N jobs) and waits for the
+    others, so that every job times the same seconds."""
+    open(os.path.join(barrier, str(os.getpid())), 'w').close()
+    jobs = int(os.path.basename(barrier).split('-')[1])
+    while len(os.listdir(barrier)) < jobs:
+        time.sleep(0.01)
+
+
+def jobs_at_once(args, network_name, jobs, threads):
+    """Summed images/s of ``jobs`` processes of ``threads`` threads each, timed over the same seconds."""
+    with tempfile.TemporaryDirectory() as folder:
+        outs = [os.path.join(folder, f'{job}.json') for job in range(jobs)]
+        barrier = f'{folder}/ready-{jobs}'
+        os.mkdir(barrier)
+        running = [subprocess.Popen(sharing_job(args, network_name, threads, barrier, out), stdout=subprocess.DEVNULL,
+                                    env=dict(os.environ, OMP_NUM_THREADS=str(threads))) for out in outs]
+        if any(job.wait() for job in running):
+            raise RuntimeError(f'a --sharing job of {network_name} failed')
+        total = 0.0
+        for out in outs:
+            with open(out) as f:
+                total += json.load(f)[network_name]['fast']['images_per_s']
+    return total
+
+
+def sharing(args, network_name):
+    """images/s of the fast path, each way in its own processes: one job with 1 thread, one with a thread per
+    core, and --jobs single-thread jobs at once (summed)."""
+    cores = usable_cores()
+    ways = [(1, 1)] + ([(1, cores)] if cores > 1 else []) + ([(args.jobs, 1)] if args.jobs > 1 else [])
+    return {f'{plural(jobs, "job")} x {plural(threads, "thread")}': jobs_at_once(args, network_name, jobs, threads)
+            for jobs, threads in ways}
+
+
 def parse(argv):
     cuda = torch.cuda.is_available()
     p = OneLineParser(prog='bench.py', description=__doc__.split('\n\n')[0])
@@ -172,8 +225,17 @@ def parse(argv):
     p.add_argument('--no_cuda_graph', action='store_true', help='eager steps on the fast path')
     p.add_argument('--cudnn_benchmark', action='store_true',
                    help='fast path with cuDNN autotuning instead of deterministic algorithms (to measure the cost)')
+    p.add_argument('--threads', type=int, default=None, help='CPU threads of this process (default: torch\'s)')
+    p.add_argument('--sharing', action='store_true',
+                   help='on the CPU, also time the fast path with 1 thread, one thread per core, and --jobs '
+                        'single-thread jobs at once')
+    p.add_argument('--jobs', type=int, default=usable_cores(), help='jobs at once for --sharing (default: one per core '
+                                                                    'this process may use)')
+    p.add_argument('--barrier', default=None, help=argparse.SUPPRESS)  # a --sharing job's start: see wait_for_all
     p.add_argument('--json', default=None, help='also write the results to this JSON file')
     args = p.parse_args(argv)
+    if (args.threads is not None and args.threads < 1) or args.jobs < 1:
+        p.error('--threads and --jobs must be >= 1')
     problem = device_problem(args.device, args.precision)
     if problem:
         p.error(problem)
@@ -188,11 +250,15 @@ def parse(argv):
         p.error('--batch_size, --steps and --train_size must be positive; --warmup, --workers and --min_time >= 0')
     if args.train_size < args.batch_size:
         p.error('--train_size must be at least --batch_size')
+    if args.sharing and on_gpu:
+        p.error('--sharing compares ways of sharing a CPU: use it with --device cpu')
     return args, device
 
 
 def main(argv=None):
     args, device = parse(argv)
+    if args.threads:
+        set_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (args.train_size, *SHAPES[args.shape]), dtype=torch.uint8, generator=generator)
     labels = torch.arange(args.train_size) % 10
@@ -203,6 +269,8 @@ def main(argv=None):
                           'cpu_threads': torch.get_num_threads()}}
     for network_name in args.network:
         results[network_name] = {}
+        if args.barrier:
+            wait_for_all(args.barrier)
         for pipeline in args.pipelines:
             result = measure(PIPELINES[pipeline], args, network_name, device, images, labels)
             results[network_name][pipeline] = result
@@ -217,6 +285,13 @@ def main(argv=None):
         if 'fast' in rates and 'usual' in rates:
             results[network_name]['fast_over_usual'] = rates['fast'] / rates['usual']
             print(f"{network_name:<9} fast / usual: {rates['fast'] / rates['usual']:.2f}x")
+        if args.sharing:
+            shared = results[network_name]['sharing'] = sharing(args, network_name)
+            one = shared['1 job x 1 thread']
+            for way, rate in shared.items():
+                print(f"{network_name:<9} {way:<22} {rate:>10,.0f} images/s ({rate / one:.2f}x one thread)",
+                      flush=True)
+            print(f"{network_name:<9} most images/s on this CPU: {max(shared, key=shared.get)}")
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=1, default=lambda v: v if np.isscalar(v) else str(v))

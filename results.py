@@ -102,9 +102,16 @@ def new_record(config, device, **facts):
             'python_version': platform.python_version()}
 
 
-def resumed_record(saved, config, world_size):
-    """A resumed run's record: the checkpoint's, running again, with this session's configuration."""
-    return {**saved, 'config': config, 'status': 'running', 'world_size': world_size}
+def resumed_record(saved, config, world_size, first_epoch):
+    """A resumed run's record: the checkpoint's, running again from ``first_epoch``, with this session's
+    configuration; a new CPU thread count is noted with the epoch it starts from (it changes the rounding)."""
+    record = {**saved, 'config': config, 'status': 'running', 'world_size': world_size}
+    threads = torch.get_num_threads()
+    if saved.get('cpu_threads') not in (None, threads):
+        record['cpu_threads'] = threads
+        record['thread_changes'] = [*saved.get('thread_changes', []),
+                                    {'from_epoch': first_epoch, 'cpu_threads': threads}]
+    return record
 
 
 def add_epoch(record, row, last, wall_time_s, step_path, weights_file):

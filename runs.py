@@ -16,7 +16,8 @@ import time
 
 from errors import USAGE, RunError
 
-__all__ = ['output_paths', 'run_files', 'atomic_write', 'write_text', 'check_writable', 'RunLock']
+__all__ = ['output_paths', 'run_files', 'atomic_write', 'write_text', 'check_writable', 'process_start', 'process_alive',
+           'RunLock']
 
 
 def output_paths(path, dataset, name, data_dir=None):
@@ -82,7 +83,7 @@ def check_writable(folder):
     return None
 
 
-def _process_start(pid):
+def process_start(pid):
     """When process ``pid`` started (clock ticks since boot, from /proc), or None where that cannot be read."""
     try:
         with open(f'/proc/{pid}/stat') as f:
@@ -91,7 +92,7 @@ def _process_start(pid):
         return None
 
 
-def _alive(pid, start):
+def process_alive(pid, start):
     """Whether process ``pid`` on this host still runs and is the one that took the lock (not a reused pid)."""
     try:
         os.kill(pid, 0)
@@ -99,7 +100,7 @@ def _alive(pid, start):
         return False
     except PermissionError:
         pass  # another user's process: it exists
-    return start is None or _process_start(pid) in (None, start)
+    return start is None or process_start(pid) in (None, start)
 
 
 class RunLock:
@@ -128,7 +129,7 @@ class RunLock:
         owner = self._owner()
         if not owner:
             return None
-        if owner.get('host') == socket.gethostname() and not _alive(owner.get('pid'), owner.get('process_start')):
+        if owner.get('host') == socket.gethostname() and not process_alive(owner.get('pid'), owner.get('process_start')):
             return None
         return owner
 
@@ -146,9 +147,12 @@ class RunLock:
                 missing.append(folder)
                 folder = os.path.dirname(folder)
             for folder in reversed(missing):
-                os.mkdir(folder)
+                try:
+                    os.mkdir(folder)
+                except FileExistsError:  # made a moment ago by a run started beside this one
+                    continue
                 self.created.append(folder)
-        me = {'host': socket.gethostname(), 'pid': os.getpid(), 'process_start': _process_start(os.getpid()),
+        me = {'host': socket.gethostname(), 'pid': os.getpid(), 'process_start': process_start(os.getpid()),
               'since': time.strftime('%Y-%m-%d %H:%M:%S')}
         for _ in range(2):  # a second try after reclaiming a stale lock
             try:
@@ -160,7 +164,7 @@ class RunLock:
                         break
                     time.sleep(0.05)
                     owner = self._owner()
-                stale = owner and owner.get('host') == me['host'] and not _alive(owner.get('pid'),
+                stale = owner and owner.get('host') == me['host'] and not process_alive(owner.get('pid'),
                                                                                   owner.get('process_start'))
                 if stale:
                     os.remove(self.path)  # its process died: the lock is stale

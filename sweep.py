@@ -8,7 +8,8 @@ Flags after '--' go to every train.py run; a configuration's own flags come afte
 them and win. Each run is `train.py ... --name {configuration}_seed{seed} --seed
 {seed} --resume`: finished runs are skipped, interrupted ones resumed, so the sweep
 itself can be killed and restarted. One run per visible GPU at a time (and
---runs_per_gpu per GPU), or one after the other on CPU. A failed run is reported
+--runs_per_gpu per GPU); without a GPU, one single-thread run per core (--cpu_jobs,
+--threads), which trains the most images per second on a CPU. A failed run is reported
 and the others go on; each run's output goes to {path}/{dataset}/logs/{name}.log.
 """
 import json
@@ -25,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 import train_args
+from cpu_threads import usable_cores
 from errors import RunError, exit_on_error, plural
 from results import ResultsError, group_runs, is_finished, load_runs, outcome, read_record
 from runs import RunLock, output_paths
@@ -39,7 +41,7 @@ BUILT_IN = {  # the paper's pair (run by default), then the related BN systems' 
     'mabn': ['--norm', 'mabn', *STANDARD],                           # vs baseline at a small batch (Yan et al.)
 }
 DEFAULT_CONFIGS = ('baseline', 'proposed')
-SWEEP_CONTROLLED = ('--name', '--seed', '--path', '--resume', '--overwrite', '--device')
+SWEEP_CONTROLLED = ('--name', '--seed', '--path', '--resume', '--overwrite', '--device', '--threads')
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -104,19 +106,21 @@ def configurations(args):
     return {name: configs[name] for name in chosen}
 
 
-def plan(args, common, device='cpu'):
-    """Every (configuration, seed) run with its train.py flags, checked by train.py's own parser
-    for the kind of device the runs will get ('cpu' or 'cuda')."""
+def plan(args, common, device='cpu', threads=1):
+    """Every (configuration, seed) run with its train.py flags (``threads`` CPU threads each), checked by
+    train.py's own parser for the kind of device the runs will get ('cpu' or 'cuda')."""
     configs = configurations(args)
     for flag in common + [f for flags in configs.values() for f in flags]:
         if flag.split('=')[0] in SWEEP_CONTROLLED:
-            raise SweepError(f'{flag} is set by the sweep for every run; leave it out')
+            own = ' (sweep.py\'s own --threads, before --, sets it)' if flag.startswith('--threads') else ''
+            raise SweepError(f'{flag} is set by the sweep for every run; leave it out{own}')
     runs = []
     parser = train_args.build_parser(raise_errors=True)
     for config, flags in configs.items():
         for seed in parse_seeds(args.seeds):
             name = f'{config}_seed{seed}'
-            argv = [*common, *flags, '--name', name, '--seed', str(seed), '--path', args.path, '--resume']
+            argv = [*common, *flags, '--name', name, '--seed', str(seed), '--path', args.path,
+                    '--threads', str(threads), '--resume']
             try:
                 parsed = train_args.parse_args(argv + ['--device', device], parser)
             except train_args.UsageError as error:
@@ -147,16 +151,20 @@ def state(run):
 
 
 def slots(args):
-    """(device flag, CUDA_VISIBLE_DEVICES) for every run that may go at once."""
+    """(device flag, CUDA_VISIBLE_DEVICES) for every run that may go at once, and the CPU threads of each: the
+    cores shared out evenly, so that the runs together never keep more threads busy than there are cores."""
     gpus = torch.cuda.device_count() if args.gpus is None else args.gpus
+    cores = usable_cores()
     if gpus == 0:
-        return [('cpu', None)]
+        jobs = args.cpu_jobs or max(1, cores // (args.threads or 1))
+        return [('cpu', None)] * jobs, args.threads or max(1, cores // jobs)
     # Keep a scheduler's own GPU assignment (SLURM sets CUDA_VISIBLE_DEVICES to the allocated ids).
     visible = os.environ.get('CUDA_VISIBLE_DEVICES')
     ids = [i.strip() for i in visible.split(',') if i.strip()] if visible else [str(i) for i in range(gpus)]
     if gpus > len(ids):
         raise SweepError(f'--gpus {gpus}: only {plural(len(ids), "GPU")} visible ({", ".join(ids)})')
-    return [('cuda', ids[gpu]) for gpu in range(gpus) for _ in range(args.runs_per_gpu)]
+    slot_list = [('cuda', ids[gpu]) for gpu in range(gpus) for _ in range(args.runs_per_gpu)]
+    return slot_list, args.threads or max(1, cores // len(slot_list))
 
 
 def _sweep_lock(run):
@@ -271,6 +279,12 @@ def main(argv=None):
     p.add_argument('--path', default=os.path.join('.', 'training', ''), help='train.py --path of every run')
     p.add_argument('--gpus', type=int, default=None, help='GPUs to use (default: all visible; 0 runs on CPU)')
     p.add_argument('--runs_per_gpu', type=int, default=1, help='concurrent runs per GPU')
+    p.add_argument('--cpu_jobs', type=int, default=None,
+                   help=f'without a GPU: runs at once (default: one per core this process may use, {usable_cores()} '
+                        'here, divided by --threads)')
+    p.add_argument('--threads', type=int, default=None,
+                   help='CPU threads of each run (default: the cores shared out among the runs at once: 1 per CPU '
+                        'job; on GPUs, the cores per GPU run); recorded in each run\'s results')
     p.add_argument('--task_index', type=int, default=None,
                    help='run only the run with this index (0-based), e.g. $SLURM_ARRAY_TASK_ID in a job array')
     p.add_argument('--dry_run', action='store_true', help='print the runs and their state, run nothing')
@@ -279,9 +293,11 @@ def main(argv=None):
     args = p.parse_args(own)
     if args.runs_per_gpu < 1 or (args.gpus is not None and args.gpus < 0):
         p.error('--runs_per_gpu must be >= 1 and --gpus >= 0')
+    if (args.cpu_jobs is not None and args.cpu_jobs < 1) or (args.threads is not None and args.threads < 1):
+        p.error('--cpu_jobs and --threads must be >= 1')
     try:
-        slot_list = slots(args)
-        runs = plan(args, common, slot_list[0][0])
+        slot_list, threads = slots(args)
+        runs = plan(args, common, slot_list[0][0], threads)
         states = [state(run) for run in runs]
     except SweepError as error:
         p.error(str(error))
@@ -289,11 +305,11 @@ def main(argv=None):
         for index, (run, run_state) in enumerate(zip(runs, states)):
             print(f"[{index}] {run_state:>8}  python train.py {shlex.join(run['argv'])}")
         print(f'{plural(len(runs), "run")}, {states.count("finished")} finished; '
-              f'{len(slot_list)} at a time on {slot_list[0][0]}')
+              f'{len(slot_list)} at a time on {slot_list[0][0]}, {plural(threads, "thread")} each')
         return 0
     todo = [run for run, run_state in zip(runs, states) if run_state != 'finished']
     print(f'{plural(len(runs), "run")}: {len(runs) - len(todo)} already finished, {len(todo)} to do, '
-          f'{len(slot_list)} at a time on {slot_list[0][0]}', flush=True)
+          f'{len(slot_list)} at a time on {slot_list[0][0]}, {plural(threads, "thread")} each', flush=True)
     sweep = Sweep(todo, slot_list)
     ended = sweep.go()
     if sweep.stopping is not None:

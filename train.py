@@ -24,6 +24,7 @@ import torch.nn as nn
 
 import train_args
 from checkpoint import CheckpointSaver, find_start, restore_checkpoint
+from cpu_threads import CpuRun, oversubscription, set_threads
 from data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, ImageBatches, channel_mean_std, load_dataset,
                   split_train_validation)
 from distributed import setup
@@ -175,12 +176,14 @@ def check_distributed(args, world):
         raise RunError('--sync_bn needs CUDA (torch.nn.SyncBatchNorm runs on GPUs only)', USAGE)
 
 
-def resume_command(argv):
+def resume_command(argv, threads):
     """The command that continues this run from any folder: this one's folder (relative paths stay right), the
     thread count (it changes the CPU's rounding), this Python and train.py by their full paths."""
     flags = [flag for flag in argv if flag != '--overwrite']
+    if not any(flag == '--threads' or flag.startswith('--threads=') for flag in flags):
+        flags += ['--threads', str(threads)]
     command = [sys.executable, os.path.abspath(__file__), *flags, *([] if '--resume' in flags else ['--resume'])]
-    return f'cd {shlex.quote(os.getcwd())} && OMP_NUM_THREADS={torch.get_num_threads()} {shlex.join(command)}'
+    return f'cd {shlex.quote(os.getcwd())} && {shlex.join(command)}'
 
 
 @contextlib.contextmanager
@@ -217,11 +220,26 @@ def start_record(args, data, device, world, model, start):
     """The results record of this session, and its first epoch: a new run's, or the resumed checkpoint's."""
     config = {**train_args.run_config(args), 'cuda_graph': model.uses_graph}
     if start.kind == 'resume':
-        return (resumed_record(start.checkpoint['record'], config, world.world_size),
-                start.checkpoint['completed_epochs'] + 1)
+        first_epoch = start.checkpoint['completed_epochs'] + 1
+        return resumed_record(start.checkpoint['record'], config, world.world_size, first_epoch), first_epoch
     return new_record(config, device, fake_data=data.is_fake, input_mean=data.mean, input_std=data.std,
                       train_size=len(data.train), val_size=len(data.val), test_size=len(data.test),
                       world_size=world.world_size), 1
+
+
+def check_cpu_share(args, cpu_run, start, warn):
+    """Before a CPU run trains, say what would make it slow, or unlike an uninterrupted run: cores that other
+    processes keep busy, or a thread count other than the one its epochs so far ran with."""
+    if cpu_run is None:
+        return
+    earlier = start.checkpoint['record'].get('cpu_threads') if start.kind == 'resume' else None
+    if earlier not in (None, args.threads):
+        warn(f'WARNING: resuming with --threads {args.threads}, but the epochs so far ran with {earlier}: the CPU '
+             f'rounds differently with another thread count, so this run will not be bit-identical to an '
+             f'uninterrupted one (--threads {earlier} keeps it so)')
+    warning = oversubscription(args.threads, cpu_run.others())
+    if warning:
+        warn(warning)
 
 
 def epoch_line(row, num_epochs, improved):
@@ -261,9 +279,9 @@ def train_and_evaluate(args, epoch, model, data, world, stop, device):
             'epoch_time_s': time.time() - started}
 
 
-def stopped(signum, where, paths, argv):
+def stopped(signum, where, paths, argv, threads):
     return RunStopped(f'stopped by {signal.Signals(signum).name} {where}; checkpoint {paths["checkpoint"]}. '
-                      f'Resume with: {resume_command(argv)}', 128 + signum)
+                      f'Resume with: {resume_command(argv, threads)}', 128 + signum)
 
 
 @contextlib.contextmanager
@@ -303,8 +321,9 @@ def announce(args, data, device, world, model, start, paths, log):
         f'{f" x {world.world_size} processes" if world.enabled else ""}', flush=True)
 
 
-def train(args, argv, world, device_name, paths):
-    """The paper's protocol for one run (on every torchrun process; only rank 0 writes and prints)."""
+def train(args, argv, world, device_name, paths, cpu_run=None):
+    """The paper's protocol for one run (on every torchrun process; only rank 0 writes and prints). ``cpu_run``
+    (cpu_threads.CpuRun) tells a CPU run what else keeps its cores busy."""
     log = print if world.is_main else (lambda *a, **k: None)
     started = time.time()
     start = find_start(args, paths)
@@ -320,6 +339,7 @@ def train(args, argv, world, device_name, paths):
     record, first_epoch = start_record(args, data, device, world, model, start)
     remove_old_files(args, paths, world)
     announce(args, data, device, world, model, start, paths, log)
+    check_cpu_share(args, cpu_run, start, lambda line: log(line, file=sys.stderr, flush=True))
     elapsed_before = record['wall_time_s']
 
     with failures_recorded(paths, world), StopOnSignal() as stop, \
@@ -330,13 +350,13 @@ def train(args, argv, world, device_name, paths):
             if row is None:  # stopped mid-epoch: the checkpoint keeps the position within it
                 saver.save(interrupted(record, wall_time), epoch - 1)
                 raise stopped(stop.received, f'at epoch {epoch}, step {model.epoch.steps_done}/{model.epoch.steps}',
-                              paths, argv)
+                              paths, argv, args.threads)
             # The best weights are written before the results by this epoch's save.
             improved = add_epoch(record, row, epoch == args.num_epochs, wall_time, model.step.execution,
                                  paths['weights'])
             saver.save(record, epoch, best_weights=improved, announce=epoch_line(row, args.num_epochs, improved))
             if world.any(stop.received is not None, device) and epoch < args.num_epochs:
-                raise stopped(stop.received or signal.SIGTERM, f'after epoch {epoch}', paths, argv)
+                raise stopped(stop.received or signal.SIGTERM, f'after epoch {epoch}', paths, argv, args.threads)
 
     took = f'{time.time() - started:.0f} s'
     took += f" this session, {record['wall_time_s']:.0f} s in all" if elapsed_before else ''
@@ -350,11 +370,13 @@ def main(argv=None):
     if args.seed == '0':
         print('NOTE: seed 0 is the seed of the validation split; the paper\'s trials use seeds 1..15')
     world, device_name = setup(args.device)
+    set_threads(args.threads)
+    on_cpu = torch.device(device_name).type == 'cpu'
     try:
         check_distributed(args, world)
         paths = output_paths(args.path, args.dataset, args.name, args.data_dir)
-        with locked(paths, world, device_name):
-            return train(args, argv, world, device_name, paths)
+        with locked(paths, world, device_name), CpuRun(args.threads) if on_cpu else contextlib.nullcontext() as run:
+            return train(args, argv, world, device_name, paths, run)
     finally:
         world.close()
 

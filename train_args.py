@@ -17,6 +17,7 @@ from data import TRAINABLE_DATASETS
 from engine import PRECISIONS
 from errors import USAGE, RunError, plural
 from batch_norm import NORMS, resolve_bn_weight
+from cpu_threads import default_threads
 from networks import INPUT_NORMS, NETWORKS
 from weight_decay_and_learning_rate import SCHEDULERS
 
@@ -120,6 +121,11 @@ def build_parser(raise_errors=False):
               'fp16 only on CUDA, with dynamic loss scaling on the device)')
     flag('--channels_last', EXPERIMENT, action='store_true',
          help='channels-last memory layout for the network and its inputs (faster with bf16/fp16 on GPUs)')
+    flag('--threads', PLACE, default=None, type=int,
+         help=f'CPU threads (default: OMP_NUM_THREADS if set, else one per core this process may use: {default_threads()} '
+              'here). '
+              'Fixed for a run: the count changes the CPU\'s rounding; runs sharing a CPU go fastest with one '
+              'single-thread run per core (sweep.py does that)')
     flag('--no_cuda_graph', PLACE, action='store_true',
          help='on CUDA, run every step eagerly instead of replaying one captured CUDA graph')
     flag('--sync_bn', EXPERIMENT, action='store_true',
@@ -220,6 +226,8 @@ def _value_problems(args):
         problems.append(f'--bn_weight must be finite, got {args.bn_weight}')
     if not re.fullmatch(r'[0-9]+', args.seed):
         problems.append(f'--seed must be an integer >= 0 in decimal digits, got {args.seed!r}')
+    if args.threads is not None and args.threads < 1:
+        problems.append(f'--threads must be >= 1, got {args.threads}')
     if args.dataset == 'fake' and args.fake_size < 100:
         problems.append(f'--fake_size must be >= 100 (the validation split needs every class), got {args.fake_size}')
     return problems
@@ -267,10 +275,11 @@ def validate_args(args):
 
 def complete_args(args):
     """A copy of validated ``args`` with what follows from them: the seed in canonical form ('01' and '1' must
-    hash to the same run), the device as torch names it, and the original's default --name and --path."""
+    hash to the same run), the device as torch names it, the thread count, and the original's default --name and --path."""
     args = argparse.Namespace(**vars(args))
     args.seed = str(int(args.seed))
     args.device = str(resolve_device(args.device))
+    args.threads = args.threads or default_threads()
     if not args.name:  # the original's default name, values as Python prints them: weight0.1_c100, weight1.0_c1.0
         args.name = f'{args.dataset}_train_weight{args.bn_weight}_c{args.c}'
     args.path = args.path or os.path.join('.', 'training', '')

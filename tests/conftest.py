@@ -1,7 +1,12 @@
 """Shared helpers: the repository root on sys.path, small runs' flags, writers for the real on-disk dataset formats,
 step-by-step comparison of optimizer updates, and the original code's arithmetic as oracles."""
-import gzip
 import os
+
+# One thread per test process, and for every train.py it starts: the suite must not oversubscribe a shared machine
+# (docs/threads.md), and thread counts then never differ between a run and its resumption.
+os.environ['OMP_NUM_THREADS'] = '1'
+
+import gzip  # noqa: E402
 import pickle
 import sys
 

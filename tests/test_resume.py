@@ -47,40 +47,58 @@ def reference(tmp_path_factory):
 
 
 KILLER = """
-import os, signal, sys
+import io, os, signal, sys
 import torch
 sys.path.insert(0, {root!r})
-import engine, train
-step, evaluation = {step}, {evaluation}
-calls = {{'steps': 0, 'evaluations': 0}}
-plain_loss, plain_evaluate = torch.nn.CrossEntropyLoss, engine.evaluate_network
+import checkpoint, engine, train
+step, evaluation, write = {step}, {evaluation}, {write}
+calls = {{'steps': 0, 'evaluations': 0, 'writes': 0}}
+plain_loss, plain_evaluate, plain_write = torch.nn.CrossEntropyLoss, engine.evaluate_network, checkpoint.atomic_write
 
-class KillAtStep(torch.nn.Module):  # SIGKILL during training step `step` (1-based, over the whole run)
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+class KillAtStep(torch.nn.Module):  # SIGKILL during training step `step` (1-based, counted in this process)
     def __init__(self):
         super().__init__()
         self.loss = plain_loss()
     def forward(self, logits, labels):
         calls['steps'] += 1
         if calls['steps'] == step:
-            os.kill(os.getpid(), signal.SIGKILL)
+            die()
         return self.loss(logits, labels)
 
 def kill_in_evaluation(*args, **kwargs):  # SIGKILL during evaluation pass `evaluation`
     calls['evaluations'] += 1
     if calls['evaluations'] == evaluation:
-        os.kill(os.getpid(), signal.SIGKILL)
+        die()
     return plain_evaluate(*args, **kwargs)
+
+def kill_in_write(path, write_file):  # SIGKILL half-way through checkpoint write `write`, on the writer thread
+    if path.endswith('-last.pt'):
+        calls['writes'] += 1
+        if calls['writes'] == write:
+            def half(f):
+                buffer = io.BytesIO()
+                write_file(buffer)
+                f.write(buffer.getbuffer()[:len(buffer.getbuffer()) // 2])
+                f.flush()
+                die()
+            return plain_write(path, half)
+    return plain_write(path, write_file)
 
 torch.nn.CrossEntropyLoss = KillAtStep
 train.evaluate_network = kill_in_evaluation
+checkpoint.atomic_write = kill_in_write
 train.run(sys.argv[1:])
 """
 
 
-def killed(folder, step=0, evaluation=0, resume=False):
-    """A real train.py process that SIGKILLs itself at a chosen training step or evaluation pass."""
+def killed(folder, step=0, evaluation=0, write=0, resume=False):
+    """A real train.py process that SIGKILLs itself at a point of its own progress: a training step, an evaluation
+    pass, or half-way through writing a checkpoint (each counted from where this process starts)."""
     script = folder / 'killer.py'
-    script.write_text(KILLER.format(root=ROOT, step=step, evaluation=evaluation))
+    script.write_text(KILLER.format(root=ROOT, step=step, evaluation=evaluation, write=write))
     argv = FLAGS + ['--path', str(folder)] + (['--resume'] if resume else [])
     return subprocess.run([sys.executable, str(script), *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
@@ -96,18 +114,22 @@ def checkpoint_position(folder):
 
 
 def test_sigkill_at_several_points_then_resume_is_bit_identical(tmp_path, reference):
-    """SIGKILL (nothing can be saved) at four points, resuming after each (6 steps an epoch, counted in each
-    process from where it starts): in epoch 1 before any checkpoint; in the middle of epoch 3; at the first step
-    after the next epoch's end (that epoch's files possibly still being written in the background); and during a
-    later validation. The finished run equals an uninterrupted one bit for bit."""
+    """SIGKILL (nothing can be saved) at five points of each process's own progress, resuming after each (6 steps
+    an epoch; a killed process always resumes at an epoch's end, with at least two epochs to go before the last
+    two kills): in epoch 1 before any checkpoint; in the middle of epoch 3; half-way through the background write
+    of the first checkpoint after resuming; at the first step after the next epoch's end (that epoch's files
+    possibly still being written); and during the first validation. Every process is killed, whatever the
+    timing, and the finished run equals an uninterrupted one bit for bit."""
     positions = []
-    for i, point in enumerate([{'step': 3}, {'step': 2 * 6 + 3}, {'step': 6 + 1}, {'evaluation': 3}]):
+    points = [{'step': 3}, {'step': 2 * 6 + 3}, {'write': 1}, {'step': 6 + 1}, {'evaluation': 1}]
+    for i, point in enumerate(points):
         process = killed(tmp_path, **point, resume=i > 0)
-        assert process.returncode == -signal.SIGKILL, process.stderr
+        assert process.returncode == -signal.SIGKILL, (point, process.stdout, process.stderr)
         positions.append(checkpoint_position(tmp_path))
-    # Epoch 1's files are surely written by step 3 of epoch 3 (later ones may still be in flight when killed).
-    assert positions[0] is None and positions[1][0] >= 1 and positions[2][0] >= positions[1][0] >= 1
-    assert positions[3][0] >= positions[2][0]
+    # Epoch 1's files are surely written by step 3 of epoch 3 (epoch 2's may still be in flight when killed); a
+    # checkpoint killed half-way through its write leaves the previous one in place.
+    assert positions[0] is None and 1 <= positions[1][0] <= 2 and positions[2] == positions[1]
+    assert positions[1][0] <= positions[3][0] <= positions[4][0] <= 3
     finished = subprocess.run([sys.executable, 'train.py', *FLAGS, '--path', str(tmp_path), '--resume'], cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
@@ -142,9 +164,10 @@ def test_signal_stops_at_a_step_boundary_and_resume_is_bit_identical(tmp_path, r
     assert stopped.value.code == 128 + signum
     message = capsys.readouterr().err.strip().splitlines()
     assert len(message) == 1 and signal.Signals(signum).name in message[0]
-    assert message[0].endswith(f'--network mlp --path {tmp_path} --resume') and '--name run' in message[0]
+    assert message[0].endswith(f'--network mlp --path {tmp_path} --threads 1 --resume') and '--name run' in message[0]
     command = message[0].split('Resume with: ')[1]
-    assert command.startswith(f'cd {os.getcwd()} && OMP_NUM_THREADS={torch.get_num_threads()} {sys.executable} {ROOT}/')
+    assert command.startswith(f'cd {os.getcwd()} && {sys.executable} {ROOT}/')
+    assert f'--threads {torch.get_num_threads()} --resume' in command
     assert checkpoint_position(tmp_path) == position
     record = json.loads((tmp_path / 'fake/results' / f'{NAME}.json').read_text())
     assert record['status'] == ('interrupted' if position[1] else 'running')

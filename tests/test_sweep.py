@@ -14,10 +14,11 @@ from conftest import ROOT
 TINY = ['--', '--dataset', 'fake', '--fake_size', '100', '--batch_size', '32', '--network', 'mlp']
 
 
-def test_dry_run_lists_every_configuration_and_seed(tmp_path, capsys):
+def test_dry_run_lists_every_configuration_and_seed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sweep, 'usable_cores', lambda: 2)
     assert sweep.main(['--dry_run', '--path', str(tmp_path), '--gpus', '0'] + TINY) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 31 and lines[-1] == '30 runs, 0 finished; 1 at a time on cpu'
+    assert len(lines) == 31 and lines[-1] == '30 runs, 0 finished; 2 at a time on cpu, 1 thread each'
     assert '--bn_weight 1 --c 1 --input_norm dataset --name baseline_seed1 --seed 1' in lines[0]
     assert '--bn_weight 0.1 --c 100 --input_norm bn --name proposed_seed15 --seed 15' in lines[29]
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
@@ -44,9 +45,9 @@ def test_runs_are_checked_for_the_device_they_will_get(tmp_path, capsys, monkeyp
         sweep.main(half + ['--gpus', '0'] + TINY)
     assert exit_info.value.code == 2 and 'fp16 needs a CUDA device' in capsys.readouterr().err
     monkeypatch.setattr(sweep.torch.cuda, 'is_available', lambda: True)  # as on a GPU machine
-    monkeypatch.setattr(sweep, 'slots', lambda args: [('cuda', '0')])
+    monkeypatch.setattr(sweep, 'slots', lambda args: ([('cuda', '0')], 4))
     assert sweep.main(half + TINY) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == '15 runs, 0 finished; 1 at a time on cuda'
+    assert capsys.readouterr().out.splitlines()[-1] == '15 runs, 0 finished; 1 at a time on cuda, 4 threads each'
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -102,7 +103,7 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys):
 
 
 def test_killed_sweep_resumes_where_it_stopped(tmp_path):
-    command = [sys.executable, 'sweep.py', '--seeds', '1', '--path', str(tmp_path), '--gpus', '0',
+    command = [sys.executable, 'sweep.py', '--seeds', '1', '--path', str(tmp_path), '--gpus', '0', '--cpu_jobs', '1',
                '--no_report'] + TINY + ['--num_epochs', '3', '--fake_size', '8000']  # epochs of ~0.5 s
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / 'fake' / 'logs' / 'baseline_seed1.log'
@@ -125,16 +126,40 @@ def test_killed_sweep_resumes_where_it_stopped(tmp_path):
 
 
 def test_gpu_slots_keep_the_schedulers_assignment(monkeypatch):
-    args = type('Args', (), {'gpus': 2, 'runs_per_gpu': 2})()
+    args = type('Args', (), {'gpus': 2, 'runs_per_gpu': 2, 'cpu_jobs': None, 'threads': None})()
+    monkeypatch.setattr(sweep, 'usable_cores', lambda: 16)
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '3,5')
-    assert sweep.slots(args) == [('cuda', '3'), ('cuda', '3'), ('cuda', '5'), ('cuda', '5')]
+    assert sweep.slots(args) == ([('cuda', '3'), ('cuda', '3'), ('cuda', '5'), ('cuda', '5')], 4)
     monkeypatch.delenv('CUDA_VISIBLE_DEVICES')
-    assert sweep.slots(args) == [('cuda', '0'), ('cuda', '0'), ('cuda', '1'), ('cuda', '1')]
+    assert sweep.slots(args) == ([('cuda', '0'), ('cuda', '0'), ('cuda', '1'), ('cuda', '1')], 4)
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '7')
     with pytest.raises(sweep.SweepError, match=r'only 1 GPU visible \(7\)'):
         sweep.slots(args)
-    args.gpus = 0
-    assert sweep.slots(args) == [('cpu', None)]
+
+
+@pytest.mark.parametrize('cores, cpu_jobs, threads, expected', [
+    (2, None, None, (2, 1)),   # one single-thread run per core
+    (8, None, None, (8, 1)),
+    (8, None, 2, (4, 2)),      # the cores shared out among two-thread runs
+    (8, 3, None, (3, 2)),
+    (2, 1, None, (1, 2)),      # one run at a time uses every core
+    (2, 4, 1, (4, 1)),         # told otherwise: as told
+])
+def test_cpu_slots_fill_the_cores(monkeypatch, cores, cpu_jobs, threads, expected):
+    monkeypatch.setattr(sweep, 'usable_cores', lambda: cores)
+    args = type('Args', (), {'gpus': 0, 'runs_per_gpu': 1, 'cpu_jobs': cpu_jobs, 'threads': threads})()
+    slot_list, each = sweep.slots(args)
+    assert (len(slot_list), each) == expected and set(slot_list) == {('cpu', None)}
+
+
+def test_every_run_gets_the_sweeps_thread_count(tmp_path, capsys):
+    assert sweep.main(['--dry_run', '--gpus', '0', '--cpu_jobs', '2', '--seeds', '1-2', '--path', str(tmp_path),
+                       *TINY]) == 0
+    out = capsys.readouterr().out
+    assert out.count('--threads 1 --resume') == 4 and '2 at a time on cpu, 1 thread each' in out
+    with pytest.raises(SystemExit):
+        sweep.main(['--dry_run', '--gpus', '0', *TINY, '--threads', '2'])
+    assert "sweep.py's own --threads" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('lock', ['train.py', 'sweep.py'])
@@ -151,7 +176,7 @@ def test_a_run_held_by_another_process_is_left_to_it(tmp_path, capsys, lock):
         lock_file = paths['lock'] if lock == 'train.py' else sweep._sweep_lock(claim)
         with open(lock_file, 'w') as f:
             json.dump({'host': socket.gethostname(), 'pid': holder.pid, 'since': 'now',
-                       'process_start': runs._process_start(holder.pid)}, f)
+                       'process_start': runs.process_start(holder.pid)}, f)
         status = sweep.main(['--gpus', '0', '--configs', 'proposed', '--seeds', '1', '--path', f'{tmp_path}/',
                              '--no_report'] + TINY)
         captured = capsys.readouterr()
