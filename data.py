@@ -9,6 +9,7 @@ On-disk layout under the images folder (what torchvision's download produces):
   cifar10       cifar-10-batches-py/data_batch_1..5, test_batch
   cifar100      cifar-100-python/train, test
   fashionmnist  FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
+  folder        train/<class>/..., test/<class>/... (your own images: see image_folder.py)
 """
 import gzip
 import os
@@ -23,8 +24,13 @@ import torch
 from errors import RunError
 from seeds import make_complex
 
-__all__ = ['DATASETS', 'TRAINABLE_DATASETS', 'PAPER_CIFAR10_MEAN', 'PAPER_CIFAR10_STD', 'DatasetError',
+__all__ = ['SMALL_IMAGE_MAX', 'DatasetInfo', 'DATASETS', 'TRAINABLE_DATASETS', 'PAPER_CIFAR10_MEAN', 'PAPER_CIFAR10_STD', 'DatasetError',
            'ImageData', 'load_dataset', 'split_train_validation', 'channel_mean_std', 'ImageBatches']
+
+
+# Images up to this size (CIFAR's 32, Fashion-MNIST's 28, up to 64) get the paper's 3x3 stride-1 ResNet stem without
+# max-pool; larger ones torchvision's 7x7 stride-2 stem and max-pool, which would shrink a small image 4x at once.
+SMALL_IMAGE_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -32,17 +38,21 @@ class DatasetInfo:
     channels: int
     image_size: int
     num_classes: int
-    small_images: bool  # gets the CIFAR-style 3x3 stem without max-pool
+
+    @property
+    def small_images(self):
+        """Whether the ResNets get the CIFAR-style 3x3 stem without max-pool."""
+        return self.image_size <= SMALL_IMAGE_MAX
 
 
 DATASETS = {
-    'cifar10': DatasetInfo(3, 32, 10, True),
-    'cifar100': DatasetInfo(3, 32, 100, True),
-    'fashionmnist': DatasetInfo(1, 28, 10, True),
-    'fake': DatasetInfo(3, 32, 10, True),
-    'imagenet': DatasetInfo(3, 224, 1000, False),  # network construction only
+    'cifar10': DatasetInfo(3, 32, 10),
+    'cifar100': DatasetInfo(3, 32, 100),
+    'fashionmnist': DatasetInfo(1, 28, 10),
+    'fake': DatasetInfo(3, 32, 10),
+    'imagenet': DatasetInfo(3, 224, 1000),  # network construction only
 }
-TRAINABLE_DATASETS = ('cifar10', 'cifar100', 'fashionmnist', 'fake')
+TRAINABLE_DATASETS = ('cifar10', 'cifar100', 'fashionmnist', 'fake', 'folder')
 # The per-channel statistics the paper uses for --input_norm dataset on CIFAR-10.
 PAPER_CIFAR10_MEAN = (0.4916, 0.4823, 0.4467)
 PAPER_CIFAR10_STD = (0.2472, 0.2437, 0.2618)
@@ -64,6 +74,12 @@ class ImageData:
     test_labels: torch.Tensor
     num_classes: int
     is_fake: bool = False
+    classes: tuple = None  # the class names, where the dataset has them (a folder's)
+
+    @property
+    def info(self):
+        """What a network needs to know of the data: channels, image size, classes."""
+        return DatasetInfo(self.train_images.shape[1], self.train_images.shape[-1], self.num_classes)
 
 
 def _checked(name, images, labels, num_classes, where):
@@ -213,15 +229,23 @@ def _make_fake(size):
     return ImageData(*draw(size), *draw(max(size // 5, 10)), 10, is_fake=True)
 
 
-def load_dataset(name, root, download=True, fake_size=50000):
+def load_dataset(name, root, download=True, fake_size=50000, image_size=None, cache_dir=None, device_type='cpu'):
     """Load a dataset's official train and test sets as uint8 tensors.
 
     Files already under ``root`` are used as they are (offline training); missing
     ones are downloaded with torchvision when ``download`` is true. Raises
-    DatasetError with a one-line reason otherwise.
+    DatasetError with a one-line reason otherwise. A folder of your own images
+    (``name='folder'``) is resized to ``image_size`` and cached in ``cache_dir``
+    (image_folder.load_folder).
     """
     if name == 'fake':
         return _make_fake(fake_size)
+    if name == 'folder':
+        from image_folder import load_folder
+        arrays, classes = load_folder(root, image_size, cache_dir, device_type)
+        tensors = [torch.from_numpy(arrays[f'{split}_{kind}']) for split in ('train', 'test')
+                   for kind in ('images', 'labels')]
+        return ImageData(*tensors, len(classes), classes=tuple(classes))
     if os.path.exists(root) and not os.path.isdir(root):
         raise DatasetError(f'{root} is a file, not a folder of {name} files: give --data_dir the folder that holds '
                            f'them')

@@ -2,10 +2,14 @@
 
 ``construct_network`` mirrors the original code, initial tensors included: the
 torchvision ResNet with every BN scale starting at ``bn_weight``; a CIFAR-style
-stem for small images; Kaiming-normal convolutions, Kaiming-uniform linear
-layers with the ReLU gain, zero biases; and, optionally, the paper's input
-normalisation: a BN layer in front of the network instead of fixed dataset
-statistics.
+stem for small images (data.SMALL_IMAGE_MAX); Kaiming-normal convolutions,
+Kaiming-uniform linear layers with the ReLU gain, zero biases; and, optionally,
+the paper's input normalisation: a BN layer in front of the network instead of
+fixed dataset statistics.
+
+``tv:NAME`` is any torchvision classification network with batch norm, built with
+torchvision's own initialisation (tuned per family), then every BN layer made a
+Scale BN with gamma = bn_weight and beta = 0.
 """
 import math
 from functools import partial
@@ -15,10 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from batch_norm import BN_EPS, BN_MOMENTUM, NORM_LAYER_TYPES, NORMS, ScaleBatchNorm2d, resolve_bn_weight
-from data import DATASETS
+from data import DATASETS, DatasetInfo
 
-__all__ = ['NETWORKS', 'INPUT_NORMS', 'INPUT_BN_FACTOR', 'construct_network', 'CifarResNet', 'initialize_weights',
-           'zero_biases', 'train_only_norms']
+__all__ = ['NETWORKS', 'TORCHVISION', 'network_problem', 'INPUT_NORMS', 'INPUT_BN_FACTOR', 'construct_network',
+           'CifarResNet', 'initialize_weights', 'zero_biases', 'train_only_norms']
 
 INPUT_NORMS = ('bn', 'dataset')
 # Standard deviation of ReLU(z) for z ~ N(0, 1), i.e. sqrt(1/2 - 1/(2*pi)) ~ 0.58: the
@@ -117,6 +121,61 @@ NETWORKS = {
 }
 
 
+TORCHVISION = 'tv:'  # the family of every torchvision classification network with batch norm: tv:NAME
+
+
+class RepeatChannels(nn.Module):
+    """Grey images into a network made for colour: the one channel repeated (no parameters)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x):
+        return x.expand(-1, self.channels, -1, -1) if x.shape[1] == 1 else x
+
+
+def torchvision_classifiers():
+    import torchvision
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def network_problem(name):
+    """Why --network ``name`` names no network here, or None."""
+    if name in NETWORKS:
+        return None
+    if name.startswith(TORCHVISION):
+        if name[len(TORCHVISION):] in torchvision_classifiers():
+            return None
+        return (f'unknown network {name!r}: torchvision has no classification network {name[len(TORCHVISION):]!r} '
+                f'(torchvision.models.list_models() lists them)')
+    return f'unknown network {name!r}; choose one of {", ".join(NETWORKS)}, or {TORCHVISION}NAME for a torchvision network'
+
+
+def torchvision_network(name, num_classes, info, bn_weight):
+    """torchvision's ``name`` with its own initialisation, every BN layer a Scale BN (gamma = bn_weight, beta = 0);
+    grey images have their channel repeated for its colour stem. Refused without a BN layer, or when it cannot
+    take images of this size."""
+    import torchvision
+    from batch_norm import convert_to_scale_batch_norm
+    # GoogLeNet and Inception v3: one output, as the training step expects, and their own initialisation.
+    single_output = {'aux_logits': False, 'init_weights': True} if name in ('googlenet', 'inception_v3') else {}
+    network = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **single_output)
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules()):
+        raise ValueError(f'{TORCHVISION}{name} has no batch norm layer, so the paper\'s method has nothing to act on; '
+                         f'choose a network with BN (e.g. {TORCHVISION}mobilenet_v2, {TORCHVISION}resnet50)')
+    network = convert_to_scale_batch_norm(network, bn_weight)
+    if info.channels != 3:
+        network = nn.Sequential(RepeatChannels(3), network)
+    try:
+        with torch.no_grad():
+            network.eval()(torch.zeros(2, info.channels, info.image_size, info.image_size))
+    except RuntimeError as error:
+        raise ValueError(f'{TORCHVISION}{name} cannot take {info.image_size}x{info.image_size} images ('
+                         f'{str(error).splitlines()[0][:120]}): use a larger --image_size') from None
+    return network.train()
+
+
 def initialize_weights(network):
     """Kaiming-normal convolutions and Kaiming-uniform linear weights, both fan_in with the ReLU gain.
 
@@ -162,7 +221,8 @@ def _check_choice(kind, value, choices):
 
 def construct_network(network_name='resnet18', num_classes=10, dataset='cifar10', bn_weight=1.0,
                       input_norm='bn', norm='bn', norm_options=None):
-    """Build a network of the registry prepared as in the paper.
+    """Build a network of the registry (or ``tv:NAME``, see torchvision_network) prepared as in the paper, for
+    ``dataset``: a name in data.DATASETS, or a data.DatasetInfo (channels, image size, classes).
 
     Every normalisation layer is ``norm`` (a name in batch_norm.NORMS, with ``norm_options``
     such as affine, track_running_stats, or MABN's B and real_B) with its scale starting at
@@ -171,22 +231,32 @@ def construct_network(network_name='resnet18', num_classes=10, dataset='cifar10'
     the result is ``nn.Sequential(input_bn, network)`` where ``input_bn`` is a ScaleBatchNorm2d
     over the input channels, its scale starting at bn_weight x 0.58 and its shift frozen at 0.
     """
-    _check_choice('network', network_name, NETWORKS)
-    _check_choice('dataset', dataset, DATASETS)
+    problem = network_problem(network_name)
+    if problem:
+        raise ValueError(problem)
+    if not isinstance(dataset, DatasetInfo):
+        _check_choice('dataset', dataset, DATASETS)
     _check_choice('input_norm', input_norm, INPUT_NORMS)
     _check_choice('norm', norm, NORMS)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f'num_classes must be a positive integer, got {num_classes!r}')
     bn_weight, raw_bn_weight = resolve_bn_weight(bn_weight), float(bn_weight)
-    info, kind, options = DATASETS[dataset], NORMS[norm], dict(norm_options or {})
+    info = dataset if isinstance(dataset, DatasetInfo) else DATASETS[dataset]
+    kind, options = NORMS[norm], dict(norm_options or {})
 
-    network = NETWORKS[network_name](num_classes, info, kind.configured(bn_weight=bn_weight, **options))
-    if kind.conv is not None:
-        for module in network.modules():
-            if type(module) is nn.Conv2d:
-                module.__class__ = kind.conv  # a subclass that only changes forward: no new parameters drawn
-    initialize_weights(network)
-    zero_biases(network)
+    if network_name.startswith(TORCHVISION):
+        if norm != 'bn' or not options.get('affine', True) or not options.get('track_running_stats', True):
+            raise ValueError(f'{network_name} keeps its own BN layers\' settings: --norm mabn/none, --no_bn_affine and '
+                             f'--no_bn_running_stats apply to this repository\'s networks')
+        network = torchvision_network(network_name[len(TORCHVISION):], num_classes, info, bn_weight)
+    else:
+        network = NETWORKS[network_name](num_classes, info, kind.configured(bn_weight=bn_weight, **options))
+        if kind.conv is not None:
+            for module in network.modules():
+                if type(module) is nn.Conv2d:
+                    module.__class__ = kind.conv  # a subclass that only changes forward: no new parameters drawn
+        initialize_weights(network)
+        zero_biases(network)
     if input_norm == 'dataset':
         return network
 

@@ -80,7 +80,7 @@ class Data:
     train: ImageBatches
     val: ImageBatches
     test: ImageBatches
-    num_classes: int
+    info: object  # data.DatasetInfo: channels, image size, number of classes
     is_fake: bool
     mean: tuple = None  # the --input_norm dataset statistics, if used
     std: tuple = None
@@ -100,7 +100,8 @@ class Model:
 
 def prepare_data(args, images_dir, device):
     """Load the dataset, hold out the paper's validation split, and place all three sets on the device."""
-    data = load_dataset(args.dataset, images_dir, fake_size=args.fake_size)
+    data = load_dataset(args.dataset, images_dir, fake_size=args.fake_size, image_size=args.image_size,
+                        cache_dir=args.cache_dir, device_type=device.type)
     train_index, validation_index = split_train_validation(data.train_labels.numpy())
     train_images = data.train_images[train_index]
     mean = std = None
@@ -112,7 +113,7 @@ def prepare_data(args, images_dir, device):
     make = lambda images, labels: ImageBatches(images, labels, device, mean, std)  # noqa: E731
     return Data(make(train_images, data.train_labels[train_index]),
                 make(data.train_images[validation_index], data.train_labels[validation_index]),
-                make(data.test_images, data.test_labels), data.num_classes, data.is_fake, mean, std)
+                make(data.test_images, data.test_labels), data.info, data.is_fake, mean, std)
 
 
 def graph_decision(args, world):
@@ -126,13 +127,21 @@ def graph_decision(args, world):
     return True, None
 
 
-def build_model(args, data, device, world):
-    """The seeded network, its optimizer and schedule, and the step that trains it."""
+def seeded_network(args, data, world):
+    """The network of ``args`` for ``data``, its initial weights drawn from the trial seed."""
     make_deterministic(args.seed)
     options = {'affine': args.bn_affine, 'track_running_stats': args.bn_running_stats,
                'B': args.batch_size // world.world_size, 'real_B': args.mabn_real_batch}  # each kind takes its own
-    network = construct_network(args.network, data.num_classes, args.dataset, args.bn_weight, args.input_norm,
-                                args.norm, options).to(device)
+    try:
+        return construct_network(args.network, data.info.num_classes, data.info, args.bn_weight, args.input_norm,
+                                 args.norm, options)
+    except ValueError as error:  # a torchvision network without BN, or too big a stride for these images
+        raise RunError(str(error), USAGE) from None
+
+
+def build_model(args, data, device, world):
+    """The seeded network, its optimizer and schedule, and the step that trains it."""
+    network = seeded_network(args, data, world).to(device)
     if args.train_only_bn:
         train_only_norms(network)
     if args.sync_bn and world.enabled:
@@ -364,6 +373,43 @@ def train(args, argv, world, device_name, paths, cpu_run=None):
     return record
 
 
+def first_mismatch(expected, saved):
+    """The first difference between the network's state_dict and saved weights, in words, or None."""
+    for key, value in expected.items():
+        if key not in saved:
+            return f'it lacks {key}'
+        if tuple(saved[key].shape) != tuple(value.shape):
+            return f'{key} has shape {tuple(saved[key].shape)}, the network\'s {tuple(value.shape)}'
+    extra = [key for key in saved if key not in expected]
+    return f'it has {extra[0]}, which the network lacks' if extra else None
+
+
+def evaluate_saved(args, world, device_name, paths):
+    """--evaluate: the validation and test loss and accuracy of saved weights, computed as training computes them
+    (the same split, batches, precision and evaluation function)."""
+    from checkpoint import CHECKPOINT_FORMAT
+    device = torch.device(device_name)
+    data = prepare_data(args, paths['images'], device)
+    network = seeded_network(args, data, world).to(device)
+    try:
+        saved = torch.load(args.evaluate, map_location=device, weights_only=True)
+    except Exception as error:
+        raise RunError(f'--evaluate {args.evaluate}: cannot read it ({type(error).__name__}: '
+                       f'{(str(error).splitlines() or [""])[0][:200]})') from None
+    if isinstance(saved, dict) and saved.get('format') == CHECKPOINT_FORMAT:
+        saved = saved['network']  # a -last.pt checkpoint
+    mismatch = first_mismatch(network.state_dict(), saved) if isinstance(saved, dict) else 'it is not a state_dict'
+    if mismatch:
+        raise RunError(f'--evaluate {args.evaluate} does not fit --network {args.network} on this data: {mismatch}',
+                       USAGE)
+    network.load_state_dict(saved)
+    val, test = (evaluate_network(network, part, args.batch_size, args.precision, args.channels_last, world)
+                 for part in (data.val, data.test))
+    print(f'{args.evaluate}: validation accuracy {val["accuracy"]:.2f}% (loss {val["loss"]:.4f}, {len(data.val)} '
+          f'images), test accuracy {test["accuracy"]:.2f}% (loss {test["loss"]:.4f}, {len(data.test)} images)')
+    return {'val': val, 'test': test}
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = train_args.parse_args(argv)
@@ -375,6 +421,8 @@ def main(argv=None):
     try:
         check_distributed(args, world)
         paths = output_paths(args.path, args.dataset, args.name, args.data_dir)
+        if args.evaluate:
+            return evaluate_saved(args, world, device_name, paths)
         with locked(paths, world, device_name), CpuRun(args.threads) if on_cpu else contextlib.nullcontext() as run:
             return train(args, argv, world, device_name, paths, run)
     finally:

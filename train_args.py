@@ -18,7 +18,7 @@ from engine import PRECISIONS
 from errors import USAGE, RunError, plural
 from batch_norm import NORMS, resolve_bn_weight
 from cpu_threads import default_threads
-from networks import INPUT_NORMS, NETWORKS
+from networks import INPUT_NORMS, NETWORKS, TORCHVISION, network_problem
 from weight_decay_and_learning_rate import SCHEDULERS
 
 __all__ = ['EXPERIMENT', 'PLACE', 'CONTROL', 'UsageError', 'OneLineParser', 'build_parser', 'parse_args',
@@ -77,7 +77,10 @@ def build_parser(raise_errors=False):
     flag('--dataset', EXPERIMENT, default='cifar10', choices=TRAINABLE_DATASETS,
          help="dataset to train on; 'fake' is random CIFAR-shaped data for smoke runs and benchmarks only: "
               "its accuracies mean nothing")
-    flag('--network', EXPERIMENT, default='resnet18', choices=tuple(NETWORKS), help='network to train')
+    flag('--network', EXPERIMENT, default='resnet18',
+         help=f'network to train: {", ".join(NETWORKS)}, or {TORCHVISION}NAME, any torchvision classification network '
+              f'with batch norm (e.g. {TORCHVISION}mobilenet_v2, {TORCHVISION}efficientnet_b0, {TORCHVISION}densenet121, '
+              f'{TORCHVISION}regnet_y_400mf, {TORCHVISION}vgg11_bn, {TORCHVISION}resnext50_32x4d; docs/networks.md)')
     flag('--batch_size', EXPERIMENT, default=128, type=int, help='training batch size')
     flag('--num_epochs', EXPERIMENT, default=180, type=int, help='number of training epochs')
     flag('--learning_rate', EXPERIMENT, default=0.1, type=float, help='initial SGD learning rate')
@@ -113,7 +116,14 @@ def build_parser(raise_errors=False):
          help='BN layers evaluate with the batch\'s own statistics (track_running_stats=False)')
     flag('--seed', EXPERIMENT, default='1', help='trial seed (an integer, hashed with MD5; the paper uses 1..15, '
                                                  '0 is reserved for the validation split)')
-    flag('--data_dir', PLACE, default=None, help='folder holding the dataset files (default: {path}/{dataset}/images)')
+    flag('--data_dir', PLACE, default=None, help='folder holding the dataset files (default: {path}/{dataset}/images); '
+                                                 'with --dataset folder, the folder holding train/<class>/... and '
+                                                 'test/<class>/...')
+    flag('--image_size', EXPERIMENT, default=None, type=int,
+         help='--dataset folder: the square size every image is resized to (shorter side, then a centre crop; '
+              'default: the median shorter side of the training images)')
+    flag('--cache_dir', PLACE, default=None,
+         help='--dataset folder: where the decoded images are cached (default: {path}/folder/cache)')
     flag('--fake_size', EXPERIMENT, default=50000, type=int,
          help="number of training images of --dataset fake (the test set is a fifth of it)")
     flag('--precision', EXPERIMENT, default='fp32', choices=tuple(PRECISIONS),
@@ -130,6 +140,9 @@ def build_parser(raise_errors=False):
          help='on CUDA, run every step eagerly instead of replaying one captured CUDA graph')
     flag('--sync_bn', EXPERIMENT, action='store_true',
          help='under torchrun (CUDA): BN statistics over the whole batch instead of per process')
+    flag('--evaluate', CONTROL, default=None, metavar='WEIGHTS',
+         help='evaluate saved weights (a -best.pt or -last.pt) on the validation and test sets with the same data and '
+              'network flags, computed as training does; trains nothing')
     flag('--resume', CONTROL, action='store_true',
          help='continue from {name}-last.pt (or start, if there is none); a finished run is not retrained')
     flag('--overwrite', CONTROL, action='store_true',
@@ -198,6 +211,9 @@ def _norm_problems(args):
                         'and --train_only_bn would train nothing')
     if args.norm != 'bn' and not (args.bn_affine and args.bn_running_stats):
         problems.append(f'--no_bn_affine and --no_bn_running_stats apply to --norm bn only, not {args.norm}')
+    if args.network.startswith(TORCHVISION) and (args.norm != 'bn' or not (args.bn_affine and args.bn_running_stats)):
+        problems.append(f'{args.network} keeps its own BN layers\' settings: --norm mabn/none, --no_bn_affine and '
+                        f'--no_bn_running_stats apply to this repository\'s networks')
     if args.norm == 'mabn':
         if args.network == 'mlp':
             problems.append('--norm mabn has no layer for the MLP\'s (N, C) features: use a ResNet')
@@ -228,6 +244,15 @@ def _value_problems(args):
         problems.append(f'--seed must be an integer >= 0 in decimal digits, got {args.seed!r}')
     if args.threads is not None and args.threads < 1:
         problems.append(f'--threads must be >= 1, got {args.threads}')
+    problem = network_problem(args.network)
+    if problem:
+        problems.append(problem)
+    if args.dataset == 'folder' and not args.data_dir:
+        problems.append('--dataset folder needs --data_dir ROOT, the folder holding train/<class>/... and '
+                        'test/<class>/...')
+    if args.image_size is not None and (args.dataset != 'folder' or args.image_size < 8):
+        problems.append('--image_size applies to --dataset folder only' if args.dataset != 'folder' else
+                        f'--image_size must be >= 8, got {args.image_size}')
     if args.dataset == 'fake' and args.fake_size < 100:
         problems.append(f'--fake_size must be >= 100 (the validation split needs every class), got {args.fake_size}')
     return problems
@@ -283,6 +308,8 @@ def complete_args(args):
     if not args.name:  # the original's default name, values as Python prints them: weight0.1_c100, weight1.0_c1.0
         args.name = f'{args.dataset}_train_weight{args.bn_weight}_c{args.c}'
     args.path = args.path or os.path.join('.', 'training', '')
+    if args.dataset == 'folder' and not args.cache_dir:
+        args.cache_dir = os.path.join(args.path, 'folder', 'cache')
     return args
 
 

@@ -69,6 +69,19 @@ def write_idx(path, array, compress=True):
         f.write(header + array.tobytes())
 
 
+def write_image_folder(root, split, images, labels, extension='png'):
+    """Write uint8 images (N, H, W) or (N, H, W, 3) as image files in torchvision's ImageFolder layout:
+    root/split/c{label}/{i}.{extension}. Returns the paths in the order written."""
+    from PIL import Image
+    paths = []
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = os.path.join(root, split, f'c{int(label)}')
+        os.makedirs(folder, exist_ok=True)
+        paths.append(os.path.join(folder, f'{i}.{extension}'))
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(paths[-1])
+    return paths
+
+
 def write_fashionmnist(root, train_size=200, test_size=50, seed=0):
     rng = np.random.default_rng(seed)
     raw = os.path.join(root, 'FashionMNIST', 'raw')

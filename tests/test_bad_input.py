@@ -1,15 +1,17 @@
 """Bad input, table-driven: a one-line message naming the problem, a non-zero exit (2 for usage errors),
 no traceback, and no output file."""
 import os
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 import train
 from batch_norm import ScaleBatchNorm1d, ScaleBatchNorm2d, convert_to_scale_batch_norm
-from conftest import FAST, ROOT, write_cifar, write_fashionmnist
+from conftest import FAST, ROOT, write_cifar, write_fashionmnist, write_image_folder
 from networks import construct_network
 from t_test import evaluate
 from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
@@ -28,7 +30,22 @@ def overwrite(path, data):
 # (flags, how to damage the data folder {tmp}/data, exit status, words the message must contain)
 CLI_AND_DATA = [
     (['--dataset', 'cifar11'], None, 2, "invalid choice: 'cifar11'"),
-    (['--network', 'resnet19'], None, 2, "invalid choice: 'resnet19'"),
+    (['--network', 'resnet19'], None, 2, "unknown network 'resnet19'; choose one of resnet18,"),
+    (['--network', 'tv:resnet19'], None, 2, "unknown network 'tv:resnet19': torchvision has no classification network"),
+    (['--network', 'tv:alexnet'], None, 2, "tv:alexnet has no batch norm layer, so the paper's method has nothing to "
+                                           "act on"),
+    (['--network', 'tv:mobilenet_v2', '--norm', 'mabn'], None, 2, "tv:mobilenet_v2 keeps its own BN layers' settings"),
+    (['--network', 'tv:inception_v3'], None, 2, 'tv:inception_v3 cannot take 32x32 images'),
+    (['--image_size', '32'], None, 2, '--image_size applies to --dataset folder only'),
+    (['--dataset', 'folder', '--data_dir', ''], None, 2, '--dataset folder needs --data_dir ROOT'),
+    (['--dataset', 'folder'], 'empty', 1, '{tmp}/data: no train/ folder; --dataset folder expects'),
+    (['--dataset', 'folder'], 'folder-no-test', 1, '{tmp}/data: no test/ folder'),
+    (['--dataset', 'folder'], 'folder-empty-class', 1, '{tmp}/data/train/zebra is an empty class folder'),
+    (['--dataset', 'folder'], 'folder-extra-test-class', 1, "{tmp}/data/test has class 'zebra' that {tmp}/data/train "
+                                                            "lacks"),
+    (['--dataset', 'folder'], 'folder-text-file', 1, '{tmp}/data/train/c1/notes.txt is not an image Pillow can read'),
+    (['--dataset', 'folder'], 'folder-truncated', 1, '{tmp}/data/train/c0/3.png is a damaged image'),
+    (['--dataset', 'folder', '--image_size', '200000'], 'folder', 1, "the folder's 36 images at 1x200000x200000 take 1341.1 GiB as uint8, more than 80% of the"),
     (['--scheduler', 'step'], None, 2, "invalid choice: 'step'"),
     (['--input_norm', 'layer'], None, 2, "invalid choice: 'layer'"),
     (['--precision', 'fp64'], None, 2, "invalid choice: 'fp64'"),
@@ -110,7 +127,16 @@ def prepare_data_folder(folder, damage):
     folder.mkdir()
     if damage is None or damage == 'empty':
         return
-    if damage.startswith('cifar'):
+    if damage.startswith('folder'):
+        noise = np.random.default_rng(0).integers(0, 256, (30, 20, 20), dtype=np.uint8)  # PNGs that do not shrink
+        write_image_folder(folder, 'train', noise, np.arange(30) % 3)
+        write_image_folder(folder, 'test', np.zeros((6, 20, 20), np.uint8), np.arange(6) % 3)
+        {'folder': lambda: None, 'folder-no-test': lambda: shutil.rmtree(folder / 'test'),
+         'folder-empty-class': lambda: (folder / 'train' / 'zebra').mkdir(),
+         'folder-extra-test-class': lambda: shutil.copytree(folder / 'test' / 'c0', folder / 'test' / 'zebra'),
+         'folder-text-file': lambda: (folder / 'train' / 'c1' / 'notes.txt').write_text('my notes'),
+         'folder-truncated': lambda: truncate(folder / 'train' / 'c0' / '3.png', 250)}[damage]()
+    elif damage.startswith('cifar'):
         write_cifar(str(folder))
         batch = folder / 'cifar-10-batches-py' / 'data_batch_4'
         {'cifar-truncated': lambda: truncate(batch, 3000), 'cifar-garbage': lambda: overwrite(batch, b'GIF89a...'),
@@ -158,6 +184,7 @@ API = [
     (lambda: ScaleBatchNorm1d(3)(torch.randn(2, 3, 4, 4)), 'ScaleBatchNorm1d expects a 2-D or 3-D input'),
     (lambda: ScaleBatchNorm2d(3, bn_weight=float('inf')), 'bn_weight must be finite'),
     (lambda: construct_network('vgg16'), "unknown network 'vgg16'"),
+    (lambda: construct_network('tv:squeezenet1_0'), 'tv:squeezenet1_0 has no batch norm layer'),
     (lambda: construct_network(dataset='mnist'), "unknown dataset 'mnist'"),
     (lambda: adjust_weight_decay_and_learning_rate(torch.nn.Linear(2, 2), c=-1), 'c must be a finite number'),
     (lambda: evaluate([91, 92, 93], [90, 91, 92]), 'every paired difference is +1 (zero variance)'),
@@ -216,21 +243,40 @@ TOOLS = [
 
 @pytest.mark.parametrize('tool, argv, status, message, files', TOOLS,
                          ids=[f'{t} {" ".join(a)}' for t, a, _, _, _ in TOOLS])
-def test_the_other_tools_refuse_bad_input_the_same_way(tmp_path, tool, argv, status, message, files):
-    """sweep.py, report.py, t_test.py and bench.py: one line, the exit status, no traceback, nothing created."""
+def test_the_other_tools_refuse_bad_input_the_same_way(tmp_path, tool, argv, status, message, files, monkeypatch,
+                                                        capsys):
+    """sweep.py, report.py, t_test.py and bench.py run as scripts (their __main__ blocks, in this process; one real
+    process per tool is below): one line, the exit status, no traceback, nothing created."""
     import json
+    import runpy
     (tmp_path / 'results').mkdir()
     record = {'config': {'name': 'proposed_seed1', 'seed': '1'}, 'epochs': [], 'status': 'finished'}
     (tmp_path / 'results' / 'proposed_seed1.json').write_text(json.dumps(record))
     for name, text in files.items():
         (tmp_path / 'results' / name).write_text(text)
     before = sorted(p.name for p in tmp_path.rglob('*'))
+    monkeypatch.setattr(sys, 'argv', [tool, *[a.replace('{tmp}', str(tmp_path)) for a in argv]])
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(os.path.join(ROOT, tool), run_name='__main__')
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == status and len(err) == 1 and 'Traceback' not in err[0], err
+    assert err[0].startswith(f'{tool}: error: ') and message.replace('{tmp}', str(tmp_path)) in err[0]
+    assert sorted(p.name for p in tmp_path.rglob('*')) == before
+
+
+@pytest.mark.parametrize('tool, argv, message', [
+    ('sweep.py', ['--seeds', '5-1', '--dry_run'], "--seeds '5-1': the range 5-1 is reversed"),
+    ('report.py', ['{tmp}/nothing'], '{tmp}/nothing: no such file or folder'),
+    ('t_test.py', ['--proposed', '1', '2', 'abc', '--baseline', '1', '2', '3'], "'abc' is neither a number"),
+    ('bench.py', ['--device', 'meta'], '--device meta holds no data'),
+])
+def test_the_other_tools_as_real_processes(tmp_path, tool, argv, message):
     completed = subprocess.run([sys.executable, tool, *[a.replace('{tmp}', str(tmp_path)) for a in argv]], cwd=ROOT,
                                capture_output=True, text=True, timeout=120)
     err = completed.stderr.strip().splitlines()
-    assert completed.returncode == status and len(err) == 1 and 'Traceback' not in completed.stderr, err
+    assert completed.returncode in (1, 2) and len(err) == 1 and 'Traceback' not in completed.stderr, err
     assert err[0].startswith(f'{tool}: error: ') and message.replace('{tmp}', str(tmp_path)) in err[0]
-    assert sorted(p.name for p in tmp_path.rglob('*')) == before
 
 
 @pytest.fixture(scope='module')

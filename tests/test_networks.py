@@ -161,3 +161,41 @@ def test_mabn_networks_use_centred_convolutions_and_train_only_norms_freezes_the
     trainable = [n for n, p in frozen.named_parameters() if p.requires_grad]
     assert trainable == [n for n, m in frozen.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                          for n in ([f'{n}.weight', f'{n}.bias'] if n != '0' else ['0.weight'])]
+
+
+TORCHVISION_NETWORKS = ['mobilenet_v2', 'densenet121', 'efficientnet_b0', 'regnet_y_400mf', 'vgg11_bn',
+                        'wide_resnet50_2', 'resnext50_32x4d']
+
+
+@pytest.mark.parametrize('name', TORCHVISION_NETWORKS)
+def test_torchvision_networks_get_scale_bn_and_the_papers_groups(name):
+    from batch_norm import ScaleBatchNorm1d, ScaleBatchNorm3d
+    from data import DatasetInfo
+    from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
+    torch.manual_seed(0)
+    network = construct_network(f'tv:{name}', 7, DatasetInfo(3, 32, 7), bn_weight=0.1, input_norm='bn')
+    input_bn, body = network[0], network[1]
+    norms = batch_norms(body)
+    assert norms and all(type(m) in (ScaleBatchNorm1d, ScaleBatchNorm2d, ScaleBatchNorm3d) for m in norms)
+    assert all(torch.all(m.weight == 0.1) and torch.all(m.bias == 0) for m in norms)  # after torchvision's init
+    assert torch.allclose(input_bn.weight, torch.tensor(0.1 * INPUT_BN_FACTOR)) and not input_bn.bias.requires_grad
+    groups = {g['name']: g for g in adjust_weight_decay_and_learning_rate(network, 1e-4, 0.1, 100)}
+    scales = {id(m.weight) for m in batch_norms(network)}
+    assert {id(p) for p in groups['norm_scale']['params']} == scales and groups['norm_scale']['lr'] == 0.001
+    assert not scales & {id(p) for p in groups['weight']['params']}
+    assert {id(m.bias) for m in norms} <= {id(p) for p in groups['bias']['params']}
+    assert network.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_a_torchvision_network_takes_grey_images_by_repeating_the_channel():
+    from data import DatasetInfo
+    network = construct_network('tv:mobilenet_v2', 10, DatasetInfo(1, 28, 10), bn_weight=0.1, input_norm='bn')
+    assert network[0].num_features == 1 and network.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize('size, small', [(28, True), (64, True), (65, False), (224, False)])
+def test_the_resnet_stem_follows_the_image_size(size, small):
+    from data import DatasetInfo
+    network = construct_network('resnet18', 10, DatasetInfo(3, size, 10), input_norm='dataset')
+    assert network.conv1.kernel_size == ((3, 3) if small else (7, 7))
+    assert isinstance(network.maxpool, nn.Identity) == small

@@ -57,7 +57,7 @@ def test_runs_are_checked_for_the_device_they_will_get(tmp_path, capsys, monkeyp
     (['--task_index', '40'], '--task_index 40: the sweep has runs 0..29'),
     (['--', '--seed', '3'], '--seed is set by the sweep'),
     (['--', '--num_epochs', '0'], 'train.py flags: --num_epochs must be >= 1'),
-    (['--config', 'x=--network vgg'], "invalid choice: 'vgg'"),
+    (['--config', 'x=--network vgg'], "unknown network 'vgg'"),
 ])
 def test_bad_sweep_flags(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -104,7 +104,7 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys):
 
 def test_killed_sweep_resumes_where_it_stopped(tmp_path):
     command = [sys.executable, 'sweep.py', '--seeds', '1', '--path', str(tmp_path), '--gpus', '0', '--cpu_jobs', '1',
-               '--no_report'] + TINY + ['--num_epochs', '3', '--fake_size', '8000']  # epochs of ~0.5 s
+               '--threads', '1', '--no_report'] + TINY + ['--num_epochs', '3', '--fake_size', '8000']  # epochs of ~0.5 s
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / 'fake' / 'logs' / 'baseline_seed1.log'
     deadline = time.time() + 120

@@ -30,7 +30,7 @@ def test_every_flag_declares_its_role():
     assert experiment_settings() == ('dataset', 'network', 'batch_size', 'num_epochs', 'learning_rate', 'scheduler',
                                      'momentum', 'weight_decay', 'bn_weight', 'c', 'input_norm', 'norm',
                                      'mabn_real_batch', 'train_only_bn', 'bn_affine', 'bn_running_stats', 'seed',
-                                     'fake_size', 'precision', 'channels_last', 'sync_bn')
+                                     'image_size', 'fake_size', 'precision', 'channels_last', 'sync_bn')
     config = train_args.run_config(parse_args(['--resume']))
     assert 'resume' not in config and 'overwrite' not in config and 'cuda_graph' not in config  # train.py decides it
 

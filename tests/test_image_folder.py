@@ -1,0 +1,141 @@
+"""image_folder.py and --dataset folder: ImageFolder's layout and order, exact pixels, resizing, the cache, and
+training and evaluating through train.py on real Fashion-MNIST images written as PNG and JPEG files."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import image_folder
+import train
+from conftest import FASHION_MNIST_DIR, write_image_folder
+from data import load_dataset
+
+needs_fashionmnist = pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR),
+                                        reason="Debian's dataset-fashion-mnist package is not installed")
+
+
+@pytest.fixture(scope='module')
+def fashion():
+    """The first 300 training and 60 test images of the real Fashion-MNIST."""
+    data = load_dataset('fashionmnist', FASHION_MNIST_DIR, download=False)
+    return (data.train_images[:300, 0].numpy(), data.train_labels[:300].numpy(),
+            data.test_images[:60, 0].numpy(), data.test_labels[:60].numpy())
+
+
+@pytest.fixture(scope='module')
+def png_folder(fashion, tmp_path_factory):
+    root = tmp_path_factory.mktemp('folder')
+    write_image_folder(root, 'train', fashion[0], fashion[1])
+    write_image_folder(root, 'test', fashion[2], fashion[3])
+    return root
+
+
+def imagefolder_order(root, split):
+    """What torchvision's ImageFolder makes of the same folder: its classes, and each file's class index."""
+    import torchvision
+    folder = torchvision.datasets.ImageFolder(os.path.join(root, split))
+    return folder.classes, folder.samples
+
+
+@needs_fashionmnist
+def test_png_folder_gives_the_exact_pixels_in_imagefolder_order(png_folder, fashion):
+    arrays, classes = image_folder.load_folder(str(png_folder))
+    for split, images, labels in (('train', *fashion[:2]), ('test', *fashion[2:])):
+        order_classes, samples = imagefolder_order(png_folder, 'train' if split == 'train' else 'test')
+        assert classes == order_classes or split == 'test'
+        assert arrays[f'{split}_labels'].tolist() == [classes.index(order_classes[t]) for _, t in samples]
+        index = [int(os.path.basename(path).split('.')[0]) for path, _ in samples]
+        assert arrays[f'{split}_images'].shape == (len(images), 1, 28, 28)  # grey stays one channel, 28 the median
+        assert np.array_equal(arrays[f'{split}_images'][:, 0], images[index])  # PNG is lossless: bit-exact
+
+
+def test_colour_jpegs_are_resized_and_centre_cropped(tmp_path):
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 256, (4, 40, 60, 3), dtype=np.uint8)  # height 40, width 60
+    write_image_folder(tmp_path, 'train', wide, [0, 1, 0, 1], extension='jpg')
+    write_image_folder(tmp_path, 'test', wide[:2], [0, 1], extension='jpg')
+    arrays, classes = image_folder.load_folder(str(tmp_path), image_size=20)
+    assert classes == ['c0', 'c1'] and arrays['train_images'].shape == (4, 3, 20, 20)
+    from PIL import Image
+    expected = Image.open(tmp_path / 'train' / 'c0' / '0.jpg').convert('RGB').resize((30, 20), Image.BILINEAR)
+    expected = np.asarray(expected.crop((5, 0, 25, 20))).transpose(2, 0, 1)
+    assert np.array_equal(arrays['train_images'][0], expected)
+
+
+def test_one_colour_image_makes_the_whole_dataset_colour(tmp_path):
+    write_image_folder(tmp_path, 'train', np.zeros((4, 8, 8), np.uint8), [0, 1, 0, 1])
+    write_image_folder(tmp_path, 'test', np.full((1, 8, 8, 3), 200, np.uint8), [1])
+    arrays, _ = image_folder.load_folder(str(tmp_path))
+    assert arrays['train_images'].shape == (4, 3, 8, 8) and arrays['test_images'][0].min() == 200
+
+
+def test_the_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
+    write_image_folder(tmp_path / 'data', 'train', np.zeros((6, 8, 8), np.uint8), [0, 1, 2] * 2)
+    write_image_folder(tmp_path / 'data', 'test', np.zeros((3, 8, 8), np.uint8), [0, 1, 2])
+    root, cache = str(tmp_path / 'data'), str(tmp_path / 'cache')
+    decoded = []
+    plain_decode = image_folder._decode
+    monkeypatch.setattr(image_folder, '_decode', lambda *a: decoded.append(a[0]) or plain_decode(*a))
+    first, _ = image_folder.load_folder(root, cache_dir=cache)
+    assert len(decoded) == 9 and len(os.listdir(cache)) == 1
+    again, _ = image_folder.load_folder(root, cache_dir=cache)
+    assert len(decoded) == 9 and all(np.array_equal(first[k], again[k]) for k in first)  # from the cache
+    write_image_folder(tmp_path / 'data', 'train', np.full((1, 8, 8), 7, np.uint8), [1])  # adds c1/0.png
+    changed, _ = image_folder.load_folder(root, cache_dir=cache)
+    assert len(decoded) == 19 and changed['train_images'].shape[0] == 7 and changed['train_images'][2].max() == 7
+    write_image_folder(tmp_path / 'data', 'train', np.full((1, 8, 8), 9, np.uint8), [0])  # rewrites c0/0.png
+    assert image_folder.load_folder(root, cache_dir=cache)[0]['train_images'][0].max() == 9 and len(decoded) == 29
+    image_folder.load_folder(root, image_size=4, cache_dir=cache)
+    assert len(decoded) == 39 and len(os.listdir(cache)) == 2  # another size: decoded again, cached beside
+    image_folder.load_folder(root, cache_dir=cache)
+    assert len(decoded) == 39  # the first size's cache still holds
+
+
+def test_a_dataset_too_large_is_refused_before_decoding(tmp_path, monkeypatch):
+    write_image_folder(tmp_path, 'train', np.zeros((4, 8, 8), np.uint8), [0, 1, 0, 1])
+    write_image_folder(tmp_path, 'test', np.zeros((2, 8, 8), np.uint8), [0, 1])
+    monkeypatch.setattr(image_folder, '_available_memory', lambda: 1000)
+    monkeypatch.setattr(image_folder, '_decode', lambda *a: pytest.fail('decoded'))
+    with pytest.raises(image_folder.FolderError, match=r"6 images at 1x64x64 take 24.0 KiB as uint8, more than 80% of the 1000 bytes of memory .*about 8 would fit"):
+        image_folder.load_folder(str(tmp_path), image_size=64)
+
+
+@needs_fashionmnist
+def test_train_and_evaluate_on_a_png_folder(png_folder, tmp_path, capsys):
+    flags = ['--dataset', 'folder', '--data_dir', str(png_folder), '--network', 'mlp', '--device', 'cpu',
+             '--batch_size', '32', '--path', str(tmp_path)]
+    record = train.main(flags + ['--num_epochs', '2'])
+    assert record['status'] == 'finished' and record['train_size'] == 270 and record['test_size'] == 60
+    assert os.listdir(tmp_path / 'folder' / 'cache')  # under --path by default
+    weights = record['weights_file']
+    capsys.readouterr()
+    result = train.main(flags + ['--evaluate', weights])
+    assert result['val']['accuracy'] == record['best_val_accuracy']
+    assert result['test']['accuracy'] == record['test_accuracy_at_best']
+    assert f"test accuracy {record['test_accuracy_at_best']:.2f}%" in capsys.readouterr().out
+
+
+@needs_fashionmnist
+def test_a_torchvision_network_trains_on_a_jpeg_folder_at_a_small_size(fashion, tmp_path):
+    write_image_folder(tmp_path / 'data', 'train', fashion[0][:200], fashion[1][:200], extension='jpg')
+    write_image_folder(tmp_path / 'data', 'test', fashion[2][:20], fashion[3][:20], extension='jpg')
+    record = train.main(['--dataset', 'folder', '--data_dir', str(tmp_path / 'data'), '--network', 'tv:mobilenet_v2',
+                         '--image_size', '32', '--device', 'cpu', '--batch_size', '60', '--num_epochs', '1',
+                         '--path', str(tmp_path)])
+    assert record['status'] == 'finished' and np.isfinite(record['epochs'][0]['train_loss'])
+
+
+def test_weights_that_do_not_fit_are_refused_naming_the_first_mismatch(tmp_path, capsys):
+    flags = ['--dataset', 'fake', '--fake_size', '200', '--batch_size', '64', '--device', 'cpu', '--path',
+             str(tmp_path)]
+    record = train.main(flags + ['--network', 'mlp', '--num_epochs', '1'])
+    with pytest.raises(SystemExit) as exit_info:
+        train.run(flags + ['--network', 'resnet20', '--evaluate', record['weights_file']])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert 'does not fit --network resnet20 on this data: it lacks 1.conv1.weight' in err[0]
+    torch.save({'0.weight': torch.zeros(5)}, tmp_path / 'other.pt')
+    with pytest.raises(SystemExit):
+        train.run(flags + ['--network', 'mlp', '--evaluate', str(tmp_path / 'other.pt')])
+    assert "0.weight has shape (5,), the network's (3,)" in capsys.readouterr().err
