@@ -1,7 +1,9 @@
 """The report's figures (PNG, matplotlib): paired accuracies, training curves, BN scales after training.
 
 The last one shows the paper's observation: the learned BN scales stay close to
-their initial value, so the initial value chosen for them matters.
+their initial value, so the initial value chosen for them matters. It is drawn from the
+gammas in the results JSON (the per-layer statistics, report_norm_figures.py draws the
+rest of them), or, for runs recorded without them, from the best weights.
 """
 import os
 
@@ -14,6 +16,7 @@ import torch  # noqa: E402
 
 from batch_norm import resolve_bn_weight  # noqa: E402
 from errors import plural  # noqa: E402
+from report_norm_figures import final_gammas, gamma_distance, norm_runs, xhat_by_layer  # noqa: E402
 from results import is_finished  # noqa: E402
 from runs import run_files  # noqa: E402
 from t_test import format_p  # noqa: E402
@@ -93,18 +96,21 @@ def scales_after_training(groups, path):
     for label, seeds in groups.items():
         inputs, others = [], []
         for run in seeds.values():
-            weights = best_weights_file(run)
-            found += bool(weights)
-            if weights and is_finished(run['record']):
-                input_scales, scales = bn_scales(torch.load(weights, map_location='cpu', weights_only=True))
+            recorded = run['record'].get('norm_statistics')
+            weights = None if recorded else best_weights_file(run)
+            found += bool(recorded or weights)
+            if (recorded or weights) and is_finished(run['record']):
+                input_scales, scales = final_gammas(recorded) if recorded else \
+                    bn_scales(torch.load(weights, map_location='cpu', weights_only=True))
                 inputs.append(input_scales)
                 others.append(scales)
         if others and sum(s.size for s in others):  # a network without normalisation layers has no panel
             initial = resolve_bn_weight(next(iter(seeds.values()))['record']['config']['bn_weight'])
             panels.append((label, initial, np.concatenate(others), np.concatenate(inputs), len(others)))
     if not panels:
-        return ('no best weights found: the results name none that exists, and there is no networks/ folder beside '
-                'results/ (weights are not kept with copied or committed results)' if not found else
+        return ('no gammas recorded in the results and no best weights found: the results name none that exists, and '
+                'there is no networks/ folder beside results/ (weights are not kept with copied or committed results)'
+                if not found else
                 'no finished run has normalisation layers with a scale')
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (label, initial, scales, input_scales, n) in zip(axes[0], panels):
@@ -113,14 +119,15 @@ def scales_after_training(groups, path):
         pad = max(high - low, 0.01 * initial) * 0.1
         ax.hist(scales, bins=np.linspace(low - pad, high + pad, 61), color='tab:blue', alpha=0.8)
         ax.axvline(initial, color='black', linestyle='--', label=f'initial value {initial:g}')
-        ax.set(xlabel='BN scale (gamma) after training', ylabel='count',
+        ax.set(xlabel='BN scale (gamma) after training (the last epoch, or the best weights of runs without '
+                      'per-layer statistics)', ylabel='count',
                title=f'{label}\n{plural(scales.size // max(n, 1), "scale")} x {plural(n, "seed")} (input BN not shown)')
         ax.legend()
     _save(fig, path)
     return None
 
 
-FIGURES = ('paired_accuracies.png', 'curves.png', 'bn_scales.png')
+FIGURES = ('paired_accuracies.png', 'curves.png', 'bn_scales.png', 'gamma_distance.png', 'xhat.png')
 
 
 def write_plots(groups, comparisons, baseline, out):
@@ -135,4 +142,14 @@ def write_plots(groups, comparisons, baseline, out):
     problem = scales_after_training(groups, os.path.join(out, 'bn_scales.png'))
     if problem:
         not_made['bn_scales.png'] = problem
+    runs = norm_runs(groups)
+    for figure, draw, width in (('gamma_distance.png', gamma_distance, 5), ('xhat.png', xhat_by_layer, 7)):
+        if not runs:
+            not_made[figure] = 'no finished run recorded per-layer statistics (runs made with --no_norm_statistics ' \
+                               'or by an older train.py)'
+            continue
+        figures = []
+        draw(runs, lambda n: figures.append(plt.subplots(1, n, figsize=(width * n, 4), squeeze=False)) or
+             figures[0][1][0])
+        _save(figures[0][0], os.path.join(out, figure))
     return not_made

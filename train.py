@@ -33,6 +33,7 @@ from errors import USAGE, RunError, describe, exit_on_error, plural
 from fast_path import build_step
 from batch_norm import layer_seeing_one_value
 from networks import construct_network, train_only_norms
+from norm_statistics import MEASURED_IMAGES, NormStatistics
 from results import (add_epoch, interrupted, new_record, outcome, record_failure, resumed_record,
                      write_results)
 from runs import RunLock, check_writable, output_paths
@@ -343,9 +344,14 @@ def train(args, argv, world, device_name, paths, cpu_run=None):
     data = prepare_data(args, paths['images'], device)
     model = build_model(args, data, device, world)
     check_batches(args, data, model, world)
+    # Taken before a checkpoint is restored: the layers' initial gamma and beta.
+    norm_stats = None if args.no_norm_statistics or not world.is_main else \
+        NormStatistics(model.network, data.val.first(min(MEASURED_IMAGES, len(data.val))))
     if start.kind == 'resume':
         restore_checkpoint(start.checkpoint, model, args.num_epochs)
     record, first_epoch = start_record(args, data, device, world, model, start)
+    if norm_stats and start.kind == 'new':
+        norm_stats.record(record, 0)
     remove_old_files(args, paths, world)
     announce(args, data, device, world, model, start, paths, log)
     check_cpu_share(args, cpu_run, start, lambda line: log(line, file=sys.stderr, flush=True))
@@ -363,6 +369,8 @@ def train(args, argv, world, device_name, paths, cpu_run=None):
             # The best weights are written before the results by this epoch's save.
             improved = add_epoch(record, row, epoch == args.num_epochs, wall_time, model.step.execution,
                                  paths['weights'])
+            if norm_stats:
+                norm_stats.record(record, epoch)
             saver.save(record, epoch, best_weights=improved, announce=epoch_line(row, args.num_epochs, improved))
             if world.any(stop.received is not None, device) and epoch < args.num_epochs:
                 raise stopped(stop.received or signal.SIGTERM, f'after epoch {epoch}', paths, argv, args.threads)

@@ -140,6 +140,9 @@ def build_parser(raise_errors=False):
          help='on CUDA, run every step eagerly instead of replaying one captured CUDA graph')
     flag('--sync_bn', EXPERIMENT, action='store_true',
          help='under torchrun (CUDA): BN statistics over the whole batch instead of per process')
+    flag('--no_norm_statistics', PLACE, action='store_true',
+         help='do not record the per-layer gamma, beta and x_hat statistics of every epoch in the results JSON '
+              '(they change no result; docs/norm-statistics.md)')
     flag('--evaluate', CONTROL, default=None, metavar='WEIGHTS',
          help='evaluate saved weights (a -best.pt or -last.pt) on the validation and test sets with the same data and '
               'network flags, computed as training does; trains nothing')

@@ -197,12 +197,31 @@ def test_missing_weights_leave_no_stale_figure_and_say_why(results, tmp_path, ca
     assert report.main([str(results / 'fake' / 'results'), '--out', str(out)]) == 0
     printed = capsys.readouterr().out
     assert not (out / 'bn_scales.png').exists() and (out / 'curves.png').exists()
-    assert 'with the plots that the results allow' in printed and 'bn_scales.png not made: no best weights found' \
-        in printed
-    assert '- figure bn_scales.png not made: no best weights found' in (out / 'report.md').read_text()
+    assert 'with the plots that the results allow' in printed and 'bn_scales.png not made: no gammas recorded in the ' \
+        'results and no best weights found' in printed
+    assert '- figure bn_scales.png not made: no gammas recorded' in (out / 'report.md').read_text()
+    assert 'xhat.png not made: no finished run recorded per-layer statistics' in printed
 
 
 def test_the_same_results_given_twice_are_one_run(results):
     folder = str(results / 'fake' / 'results')
     once, twice = load_runs([folder]), load_runs([folder, folder, f'{folder}/baseline_seed1.json'])
     assert sorted(r['file'] for r in once) == sorted(r['file'] for r in twice)
+
+
+def test_the_observations_figures_come_from_the_json_alone(tmp_path, capsys):
+    """Runs that recorded their per-layer statistics: bn_scales.png, gamma_distance.png and xhat.png are drawn
+    with no weights at hand (a fresh clone of committed results), and nothing is said missing."""
+    import shutil
+    import train
+    from conftest import FAST
+    for config, flags in (('baseline', ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset']), ('proposed', [])):
+        for seed in (1, 2):
+            train.main(FAST + flags + ['--num_epochs', '2', '--seed', str(seed), '--path', str(tmp_path), '--name',
+                                       f'{config}_seed{seed}'])
+    shutil.rmtree(tmp_path / 'fake' / 'networks')
+    capsys.readouterr()
+    assert report.main([str(tmp_path / 'fake' / 'results'), '--out', str(tmp_path / 'out')]) == 0
+    assert 'not made' not in capsys.readouterr().out
+    for figure in ('bn_scales.png', 'gamma_distance.png', 'xhat.png'):
+        assert (tmp_path / 'out' / figure).stat().st_size > 10000

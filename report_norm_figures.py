@@ -1,0 +1,87 @@
+"""The report's figures of the paper's two observations, drawn from the per-layer statistics in the results JSON.
+
+gamma_distance.png: gamma's mean absolute distance from its initial value over the epochs, for
+the early, middle and late thirds of the normalisation layers (the input BN apart); xhat.png: the
+largest |x_hat| and the share of |x_hat| above the threshold, layer by layer, after the first and
+the last epoch. Configurations side by side: the mean over seeds, a band from the lowest to the
+highest seed. (norm_statistics.py says what is measured and how.)
+"""
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+__all__ = ['norm_runs', 'final_gammas', 'gamma_distance', 'xhat_by_layer']
+
+INPUT_BN = '0'  # construct_network puts the input BN first in an nn.Sequential
+
+
+def norm_runs(groups):
+    """{configuration: [norm_statistics of each finished seed]}, for the configurations whose runs have them."""
+    found = {}
+    for label, seeds in groups.items():
+        stats = [run['record']['norm_statistics'] for run in seeds.values()
+                 if run['record'].get('status') == 'finished' and run['record'].get('norm_statistics')]
+        if stats:
+            found[label] = stats
+    return found
+
+
+def final_gammas(run_stats):
+    """(input-BN gammas, every other layer's gammas) after the last epoch, from one run's statistics."""
+    gammas = run_stats.get('gamma', {})
+    others = [v for name, values in gammas.items() if name != INPUT_BN for v in values]
+    return np.asarray(gammas.get(INPUT_BN, []), dtype=float), np.asarray(others, dtype=float)
+
+
+def _band(ax, x, values, label, **style):
+    values = np.asarray(values, dtype=float)
+    line, = ax.plot(x, values.mean(0), label=f'{label} (n={len(values)})', **style)
+    if len(values) > 1:
+        ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+
+
+def _thirds(layers):
+    """The layers (the input BN apart) in three parts of nearly equal size, in network order."""
+    body = [name for name in layers if name != INPUT_BN]
+    return [(title, [body[i] for i in part])
+            for title, part in zip(('early', 'middle', 'late'), np.array_split(np.arange(len(body)), 3))]
+
+
+def gamma_distance(runs, axes_for):
+    """One panel per third of the layers: mean |gamma - initial gamma| by epoch; ``axes_for(n)`` gives n axes."""
+    axes = axes_for(3)
+    for index, (ax, title) in enumerate(zip(axes, ('early', 'middle', 'late'))):
+        for label, stats in runs.items():
+            names = _thirds(stats[0]['layers'])[index][1]
+            length = min(len(s['epochs']) for s in stats)
+            epochs = [e['epoch'] for e in stats[0]['epochs'][:length]]
+            values = [[np.mean([e['layers'][n]['gamma_distance'] for n in names
+                                if e['layers'].get(n, {}).get('gamma_distance') is not None] or [np.nan])
+                       for e in s['epochs'][:length]] for s in stats]
+            _band(ax, epochs, values, f'{label}, {len(names)} layers', marker='o' if length <= 30 else None,
+                  markersize=3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel='epoch', ylabel='mean |gamma - initial gamma|',
+               title=f'{title} third of the layers')
+        ax.set_xlim(left=0)
+        ax.legend()
+
+
+def xhat_by_layer(runs, axes_for):
+    """Two panels: the largest |x_hat| and the share of |x_hat| above the threshold, by layer, after the first
+    and after the last epoch."""
+    axes = axes_for(2)
+    threshold = next(iter(runs.values()))[0]['threshold']
+    for ax, key, title in ((axes[0], 'xhat_max_abs', 'largest |x_hat|'),
+                           (axes[1], 'xhat_share_above', f'share of |x_hat| > {threshold:g}')):
+        for label, stats in runs.items():
+            layers = stats[0]['layers']
+            depth = np.arange(len(layers)) + (0 if INPUT_BN in layers else 1)  # 0: the input BN
+            for which, style in (('first', {'linestyle': '--', 'marker': 'x'}), ('last', {'marker': 'o'})):
+                rows = [(s['epochs'][1] if len(s['epochs']) > 1 else s['epochs'][0]) if which == 'first'
+                        else s['epochs'][-1] for s in stats]
+                values = [[row['layers'][n][key] for n in layers] for row in rows]
+                _band(ax, depth, values, f'{label}, epoch {rows[0]["epoch"]}', markersize=3, **style)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel='normalisation layer, in network order (0: the input BN)', ylabel=title,
+               title=f'{title}, by layer')
+        ax.legend(fontsize='small')

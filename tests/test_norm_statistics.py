@@ -1,0 +1,85 @@
+"""norm_statistics.py: what is measured per layer, that measuring changes nothing, and how a run records it."""
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+import train
+from batch_norm import MABN2d, ScaleBatchNorm2d
+from conftest import FAST
+from norm_statistics import THRESHOLD, NormStatistics, norm_layers
+
+
+def test_statistics_of_a_known_layer():
+    torch.manual_seed(0)
+    bn = ScaleBatchNorm2d(3, bn_weight=0.5)
+    bn.running_mean.copy_(torch.tensor([0.0, 1.0, -1.0]))
+    bn.running_var.copy_(torch.tensor([1.0, 4.0, 0.25]))
+    network = nn.Sequential(bn)
+    images = torch.randn(8, 3, 4, 4) * 3
+    stats = NormStatistics(network, images)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.5, 0.7, 0.3]))
+        bn.bias.copy_(torch.tensor([0.0, 0.1, -0.1]))
+    measured = stats.measure()['0']
+    x_hat = (images - bn.running_mean.view(1, 3, 1, 1)) / (bn.running_var.view(1, 3, 1, 1) + bn.eps).sqrt()
+    output = bn.weight.view(1, 3, 1, 1) * x_hat + bn.bias.view(1, 3, 1, 1)
+    assert measured['xhat_max_abs'] == pytest.approx(x_hat.abs().max().item(), rel=1e-6)
+    assert measured['xhat_share_above'] == pytest.approx((x_hat.abs() > THRESHOLD).double().mean().item())
+    assert measured['output_rms'] == pytest.approx(output.pow(2).mean().sqrt().item(), rel=1e-6)
+    assert measured['gamma_mean'] == pytest.approx(0.5) and measured['gamma_min'] == pytest.approx(0.3)
+    assert measured['gamma_distance'] == pytest.approx((0.0 + 0.2 + 0.2) / 3)
+    assert measured['beta_max'] == pytest.approx(0.1) and measured['beta_distance'] == pytest.approx(0.2 / 3)
+    assert network.training  # its mode is given back
+
+
+def test_mabn_x_hat_is_its_own_normalisation():
+    mabn = MABN2d(2, B=4, real_B=8, bn_weight=0.1)
+    mabn.running_var.fill_(4.0)
+    images = torch.randn(4, 2, 3, 3)
+    measured = NormStatistics(nn.Sequential(mabn), images).measure()['0']
+    assert measured['xhat_max_abs'] == pytest.approx((images / (4.0 + mabn.eps) ** 0.5).abs().max().item(), rel=1e-6)
+
+
+def test_layers_in_network_order_with_the_input_bn():
+    from networks import construct_network
+    network = construct_network('resnet20', 10, 'fashionmnist', 0.1, 'bn')
+    names = [name for name, _ in norm_layers(network)]
+    assert names[:3] == ['0', '1.bn1', '1.layer1.0.bn1'] and len(names) == 1 + 19
+
+
+def outcome(folder, name):
+    record = json.loads((folder / 'fake' / 'results' / f'{name}.json').read_text())
+    metrics = [{k: v for k, v in e.items() if k != 'epoch_time_s'} for e in record['epochs']]
+    best = torch.load(folder / 'fake' / 'networks' / f'{name}-best.pt', weights_only=True)
+    last = torch.load(folder / 'fake' / 'networks' / f'{name}-last.pt', weights_only=True)
+    return record, metrics, best, last['network'], last['optimizer']['state']
+
+
+@pytest.mark.parametrize('flags', [['--network', 'mlp'],
+                                   ['--network', 'resnet20', '--norm', 'mabn', '--batch_size', '16',
+                                    '--mabn_real_batch', '32', '--bn_weight', '1', '--c', '1', '--input_norm',
+                                    'dataset']], ids=['bn', 'mabn'])
+def test_measuring_changes_nothing(tmp_path, flags):
+    runs = {}
+    for name, switch in (('on', []), ('off', ['--no_norm_statistics'])):
+        train.main(FAST + flags + ['--num_epochs', '2', '--path', str(tmp_path), '--name', name] + switch)
+        runs[name] = outcome(tmp_path, name)
+    on, off = runs['on'], runs['off']
+    assert [e['epoch'] for e in on[0]['norm_statistics']['epochs']] == [0, 1, 2] and 'norm_statistics' not in off[0]
+    assert on[1] == off[1]
+    for a, b in ((on[2], off[2]), (on[3], off[3])):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical
+    assert all(torch.equal(on[4][k]['momentum_buffer'], off[4][k]['momentum_buffer']) for k in on[4])
+
+
+def test_a_resumed_run_continues_its_statistics(tmp_path):
+    flags = FAST + ['--path', str(tmp_path), '--name', 'run']
+    train.main(flags + ['--num_epochs', '1'])
+    record = train.main(flags + ['--num_epochs', '3', '--resume', '--change_num_epochs'])
+    stats = record['norm_statistics']
+    assert [e['epoch'] for e in stats['epochs']] == [0, 1, 2, 3]
+    assert stats['epochs'][0]['layers']['0']['gamma_distance'] == 0  # at the start, gamma is its initial value
+    assert stats['epochs'][3]['layers']['1.2']['gamma_distance'] > 0
+    assert len(stats['gamma']['1.2']) == 64 and stats['threshold'] == THRESHOLD
