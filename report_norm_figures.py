@@ -39,29 +39,33 @@ def _band(ax, x, values, label, **style):
         ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
 
 
-def _thirds(layers):
-    """The layers (the input BN apart) in three parts of nearly equal size, in network order."""
+TITLES = {1: ('all',), 2: ('early', 'late'), 3: ('early', 'middle', 'late')}
+
+
+def _parts(layers, count):
+    """The layers (the input BN apart) in ``count`` parts of nearly equal size, in network order."""
     body = [name for name in layers if name != INPUT_BN]
-    return [(title, [body[i] for i in part])
-            for title, part in zip(('early', 'middle', 'late'), np.array_split(np.arange(len(body)), 3))]
+    return [[body[i] for i in part] for part in np.array_split(np.arange(len(body)), count)]
 
 
 def gamma_distance(runs, axes_for):
-    """One panel per third of the layers: mean |gamma - initial gamma| by epoch; ``axes_for(n)`` gives n axes."""
-    axes = axes_for(3)
-    for index, (ax, title) in enumerate(zip(axes, ('early', 'middle', 'late'))):
+    """A panel per third of the layers (fewer for networks of one or two): mean |gamma - initial gamma| by epoch;
+    ``axes_for(n)`` gives n axes."""
+    count = min(3, max(len([n for n in stats[0]['layers'] if n != INPUT_BN]) for stats in runs.values()))
+    axes = axes_for(count)
+    for index, (ax, title) in enumerate(zip(axes, TITLES[count])):
         for label, stats in runs.items():
-            names = _thirds(stats[0]['layers'])[index][1]
+            names = _parts(stats[0]['layers'], count)[index]
             length = min(len(s['epochs']) for s in stats)
             epochs = [e['epoch'] for e in stats[0]['epochs'][:length]]
             values = [[np.mean([e['layers'][n]['gamma_distance'] for n in names
                                 if e['layers'].get(n, {}).get('gamma_distance') is not None] or [np.nan])
                        for e in s['epochs'][:length]] for s in stats]
-            _band(ax, epochs, values, f'{label}, {len(names)} layers', marker='o' if length <= 30 else None,
-                  markersize=3)
+            _band(ax, epochs, values, f'{label}, {len(names)} layer{"s" if len(names) != 1 else ""}',
+                  marker='o' if length <= 30 else None, markersize=3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel='epoch', ylabel='mean |gamma - initial gamma|',
-               title=f'{title} third of the layers')
+               title=f'{title} {"layers" if count > 1 else "normalisation layers"} (input BN apart)')
         ax.set_xlim(left=0)
         ax.legend()
 
