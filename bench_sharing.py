@@ -1,12 +1,12 @@
 """Epoch times of train.py when runs share a CPU: alone or side by side, per thread setting, and a sweep's runs.
 
-Alone or side by side, with each thread setting, and a sweep's runs at once or one after the
-other. Run it on an otherwise idle machine; it takes a few minutes.
+The sweep's two runs go at once (its default) or one after the other (--cpu_jobs 1). Run it on an
+otherwise idle machine; it takes a few minutes (docs/threads.md has its figures).
 
     python bench_sharing.py --data_dir /usr/share/datasets/fashion-mnist
     python bench_sharing.py --data_dir ... --code /path/to/another/checkout   # the same, with other code
 
-Every run trains the MLP on Fashion-MNIST (paper's protocol, --num_epochs N) from the code in --code;
+Every run trains the MLP on Fashion-MNIST (paper's protocol, --epochs epochs) from the code in --code;
 threads are set through the environment (OMP_NUM_THREADS, OMP_WAIT_POLICY), so any version of
 train.py can be measured. It prints the median epoch time of each run and writes them to --json.
 """
