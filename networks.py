@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from batch_norm import BN_EPS, BN_MOMENTUM, NORM_LAYER_TYPES, NORMS, ScaleBatchNorm2d, resolve_bn_weight
 from data import DATASETS, DatasetInfo
 
-__all__ = ['NETWORKS', 'TORCHVISION', 'network_problem', 'INPUT_NORMS', 'INPUT_BN_FACTOR', 'construct_network',
-           'CifarResNet', 'initialize_weights', 'zero_biases', 'train_only_norms']
+__all__ = ['NETWORKS', 'TORCHVISION', 'network_problem', 'torchvision_norm_problem', 'INPUT_NORMS', 'INPUT_BN_FACTOR',
+           'construct_network', 'CifarResNet', 'initialize_weights', 'zero_biases', 'train_only_norms']
 
 INPUT_NORMS = ('bn', 'dataset')
 # Standard deviation of ReLU(z) for z ~ N(0, 1), i.e. sqrt(1/2 - 1/(2*pi)) ~ 0.58: the
@@ -152,6 +152,14 @@ def network_problem(name):
     return f'unknown network {name!r}; choose one of {", ".join(NETWORKS)}, or {TORCHVISION}NAME for a torchvision network'
 
 
+def torchvision_norm_problem(network_name, norm='bn', affine=True, track_running_stats=True):
+    """Why a ``tv:`` network cannot take these normalisation settings, or None (also None for other networks)."""
+    if network_name.startswith(TORCHVISION) and (norm != 'bn' or not (affine and track_running_stats)):
+        return (f'{network_name} keeps its own BN layers\' settings: --norm mabn/none, --no_bn_affine and '
+                f'--no_bn_running_stats apply to this repository\'s networks')
+    return None
+
+
 def torchvision_network(name, num_classes, info, bn_weight):
     """torchvision's ``name`` with its own initialisation, every BN layer a Scale BN (gamma = bn_weight, beta = 0);
     grey images have their channel repeated for its colour stem. Refused without a BN layer, or when it cannot
@@ -244,10 +252,11 @@ def construct_network(network_name='resnet18', num_classes=10, dataset='cifar10'
     info = dataset if isinstance(dataset, DatasetInfo) else DATASETS[dataset]
     kind, options = NORMS[norm], dict(norm_options or {})
 
+    problem = torchvision_norm_problem(network_name, norm, options.get('affine', True),
+                                       options.get('track_running_stats', True))
+    if problem:
+        raise ValueError(problem)
     if network_name.startswith(TORCHVISION):
-        if norm != 'bn' or not options.get('affine', True) or not options.get('track_running_stats', True):
-            raise ValueError(f'{network_name} keeps its own BN layers\' settings: --norm mabn/none, --no_bn_affine and '
-                             f'--no_bn_running_stats apply to this repository\'s networks')
         network = torchvision_network(network_name[len(TORCHVISION):], num_classes, info, bn_weight)
     else:
         network = NETWORKS[network_name](num_classes, info, kind.configured(bn_weight=bn_weight, **options))

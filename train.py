@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 import train_args
-from checkpoint import CheckpointSaver, find_start, restore_checkpoint
+from checkpoint import CHECKPOINT_FORMAT, CheckpointSaver, find_start, restore_checkpoint
 from cpu_threads import CpuRun, oversubscription, set_threads
 from data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, ImageBatches, channel_mean_std, load_dataset,
                   split_train_validation)
@@ -395,7 +395,6 @@ def first_mismatch(expected, saved):
 def evaluate_saved(args, world, device_name, paths):
     """--evaluate: the validation and test loss and accuracy of saved weights, computed as training computes them
     (the same split, batches, precision and evaluation function)."""
-    from checkpoint import CHECKPOINT_FORMAT
     device = torch.device(device_name)
     data = prepare_data(args, paths['images'], device)
     network = seeded_network(args, data, world).to(device)

@@ -18,7 +18,7 @@ from engine import PRECISIONS
 from errors import USAGE, RunError, plural
 from batch_norm import NORMS, resolve_bn_weight
 from cpu_threads import default_threads
-from networks import INPUT_NORMS, NETWORKS, TORCHVISION, network_problem
+from networks import INPUT_NORMS, NETWORKS, TORCHVISION, network_problem, torchvision_norm_problem
 from weight_decay_and_learning_rate import SCHEDULERS
 
 __all__ = ['EXPERIMENT', 'PLACE', 'CONTROL', 'UsageError', 'OneLineParser', 'build_parser', 'parse_args',
@@ -80,7 +80,7 @@ def build_parser(raise_errors=False):
     flag('--network', EXPERIMENT, default='resnet18',
          help=f'network to train: {", ".join(NETWORKS)}, or {TORCHVISION}NAME, any torchvision classification network '
               f'with batch norm (e.g. {TORCHVISION}mobilenet_v2, {TORCHVISION}efficientnet_b0, {TORCHVISION}densenet121, '
-              f'{TORCHVISION}regnet_y_400mf, {TORCHVISION}vgg11_bn, {TORCHVISION}resnext50_32x4d; docs/networks.md)')
+              f'{TORCHVISION}regnet_y_400mf, {TORCHVISION}vgg11_bn, {TORCHVISION}resnext50_32x4d; docs/your-data-and-networks.md)')
     flag('--batch_size', EXPERIMENT, default=128, type=int, help='training batch size')
     flag('--num_epochs', EXPERIMENT, default=180, type=int, help='number of training epochs')
     flag('--learning_rate', EXPERIMENT, default=0.1, type=float, help='initial SGD learning rate')
@@ -214,9 +214,9 @@ def _norm_problems(args):
                         'and --train_only_bn would train nothing')
     if args.norm != 'bn' and not (args.bn_affine and args.bn_running_stats):
         problems.append(f'--no_bn_affine and --no_bn_running_stats apply to --norm bn only, not {args.norm}')
-    if args.network.startswith(TORCHVISION) and (args.norm != 'bn' or not (args.bn_affine and args.bn_running_stats)):
-        problems.append(f'{args.network} keeps its own BN layers\' settings: --norm mabn/none, --no_bn_affine and '
-                        f'--no_bn_running_stats apply to this repository\'s networks')
+    problem = torchvision_norm_problem(args.network, args.norm, args.bn_affine, args.bn_running_stats)
+    if problem:
+        problems.append(problem)
     if args.norm == 'mabn':
         if args.network == 'mlp':
             problems.append('--norm mabn has no layer for the MLP\'s (N, C) features: use a ResNet')
