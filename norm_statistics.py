@@ -90,6 +90,6 @@ class NormStatistics:
         measured = self.measure()
         stats = record.setdefault('norm_statistics', {'threshold': THRESHOLD, 'images': len(self.images),
                                                       'layers': [name for name, _ in self.layers], 'epochs': []})
-        stats['epochs'] = [e for e in stats['epochs'] if e['epoch'] < epoch] + [{'epoch': epoch, 'layers': measured}]
+        stats['epochs'].append({'epoch': epoch, 'layers': measured})
         stats['gamma'] = {name: layer.weight.detach().cpu().tolist() for name, layer in self.layers
                           if isinstance(getattr(layer, 'weight', None), torch.Tensor)}

@@ -6,8 +6,14 @@ largest |x_hat| and the share of |x_hat| above the threshold, layer by layer, af
 the last epoch. Configurations side by side: the mean over seeds, a band from the lowest to the
 highest seed. (norm_statistics.py says what is measured and how.)
 """
-import numpy as np
-from matplotlib.ticker import MaxNLocator
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from results import is_finished  # noqa: E402
 
 __all__ = ['norm_runs', 'final_gammas', 'gamma_distance', 'xhat_by_layer']
 
@@ -19,7 +25,7 @@ def norm_runs(groups):
     found = {}
     for label, seeds in groups.items():
         stats = [run['record']['norm_statistics'] for run in seeds.values()
-                 if run['record'].get('status') == 'finished' and run['record'].get('norm_statistics')]
+                 if is_finished(run['record']) and run['record'].get('norm_statistics')]
         if stats:
             found[label] = stats
     return found
@@ -48,11 +54,16 @@ def _parts(layers, count):
     return [[body[i] for i in part] for part in np.array_split(np.arange(len(body)), count)]
 
 
-def gamma_distance(runs, axes_for):
-    """A panel per third of the layers (fewer for networks of one or two): mean |gamma - initial gamma| by epoch;
-    ``axes_for(n)`` gives n axes."""
+def _panels(count, width):
+    figure, axes = plt.subplots(1, count, figsize=(width * count, 4), squeeze=False)
+    return figure, axes[0]
+
+
+def gamma_distance(runs):
+    """The figure: a panel per third of the layers (fewer for networks of one or two), mean |gamma - initial gamma|
+    by epoch."""
     count = min(3, max(len([n for n in stats[0]['layers'] if n != INPUT_BN]) for stats in runs.values()))
-    axes = axes_for(count)
+    figure, axes = _panels(count, 5)
     for index, (ax, title) in enumerate(zip(axes, TITLES[count])):
         for label, stats in runs.items():
             names = _parts(stats[0]['layers'], count)[index]
@@ -68,24 +79,25 @@ def gamma_distance(runs, axes_for):
                title=f'{title} {"layers" if count > 1 else "normalisation layers"} (input BN apart)')
         ax.set_xlim(left=0)
         ax.legend()
+    return figure
 
 
-def xhat_by_layer(runs, axes_for):
-    """Two panels: the largest |x_hat| and the share of |x_hat| above the threshold, by layer, after the first
-    and after the last epoch."""
-    axes = axes_for(2)
+def xhat_by_layer(runs):
+    """The figure: two panels, the largest |x_hat| and the share of |x_hat| above the threshold, by layer, after the
+    first and after the last epoch."""
+    figure, axes = _panels(2, 7)
     threshold = next(iter(runs.values()))[0]['threshold']
     for ax, key, title in ((axes[0], 'xhat_max_abs', 'largest |x_hat|'),
                            (axes[1], 'xhat_share_above', f'share of |x_hat| > {threshold:g}')):
         for label, stats in runs.items():
             layers = stats[0]['layers']
             depth = np.arange(len(layers)) + (0 if INPUT_BN in layers else 1)  # 0: the input BN
-            for which, style in (('first', {'linestyle': '--', 'marker': 'x'}), ('last', {'marker': 'o'})):
-                rows = [(s['epochs'][1] if len(s['epochs']) > 1 else s['epochs'][0]) if which == 'first'
-                        else s['epochs'][-1] for s in stats]
+            for position, style in ((1, {'linestyle': '--', 'marker': 'x'}), (-1, {'marker': 'o'})):
+                rows = [s['epochs'][min(position, len(s['epochs']) - 1)] for s in stats]  # epoch 1, and the last
                 values = [[row['layers'][n][key] for n in layers] for row in rows]
                 _band(ax, depth, values, f'{label}, epoch {rows[0]["epoch"]}', markersize=3, **style)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel='normalisation layer, in network order (0: the input BN)', ylabel=title,
                title=f'{title}, by layer')
         ax.legend(fontsize='small')
+    return figure

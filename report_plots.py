@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 from batch_norm import resolve_bn_weight  # noqa: E402
 from errors import plural  # noqa: E402
-from report_norm_figures import final_gammas, gamma_distance, norm_runs, xhat_by_layer  # noqa: E402
+from report_norm_figures import INPUT_BN, final_gammas, gamma_distance, norm_runs, xhat_by_layer  # noqa: E402
 from results import is_finished  # noqa: E402
 from runs import run_files  # noqa: E402
 from t_test import format_p  # noqa: E402
@@ -38,9 +38,8 @@ def bn_scales(state_dict):
     statistics alike."""
     scales = {key[:-len('weight')]: value.float() for key, value in state_dict.items()
               if key.endswith('weight') and value.dim() == 1}
-    # construct_network puts the input BN first in an nn.Sequential: its parameters are '0.*'
-    input_bn = [v for p, v in scales.items() if p == '0.']
-    others = [v for p, v in scales.items() if p != '0.']
+    input_bn = [v for p, v in scales.items() if p == f'{INPUT_BN}.']
+    others = [v for p, v in scales.items() if p != f'{INPUT_BN}.']
     cat = lambda parts: torch.cat(parts).numpy() if parts else np.array([])  # noqa: E731
     return cat(input_bn), cat(others)
 
@@ -143,13 +142,10 @@ def write_plots(groups, comparisons, baseline, out):
     if problem:
         not_made['bn_scales.png'] = problem
     runs = norm_runs(groups)
-    for figure, draw, width in (('gamma_distance.png', gamma_distance, 5), ('xhat.png', xhat_by_layer, 7)):
-        if not runs:
+    for figure, draw in (('gamma_distance.png', gamma_distance), ('xhat.png', xhat_by_layer)):
+        if runs:
+            _save(draw(runs), os.path.join(out, figure))
+        else:
             not_made[figure] = 'no finished run recorded per-layer statistics (runs made with --no_norm_statistics ' \
                                'or by an older train.py)'
-            continue
-        figures = []
-        draw(runs, lambda n: figures.append(plt.subplots(1, n, figsize=(width * n, 4), squeeze=False)) or
-             figures[0][1][0])
-        _save(figures[0][0], os.path.join(out, figure))
     return not_made
