@@ -26,7 +26,7 @@ from runs import atomic_write
 
 __all__ = ['FolderError', 'Scan', 'scan', 'load_folder', 'memory_problem']
 
-CACHE_FORMAT = 'revisiting-bn-image-folder-v1'
+CACHE_FORMAT = 'revisiting-bn-image-folder-v2'  # v2: the images' (channels, size) stored apart
 GREY_MODES = {'1', 'L', 'LA', 'I', 'I;16', 'F'}
 
 
@@ -169,12 +169,17 @@ def _cache_path(cache_dir, root, image_size):
     return os.path.join(cache_dir, f'folder-{key}-{image_size or "auto"}.npz')
 
 
-def _read_cache(path, fingerprint):
+def _read_cache(path, fingerprint, count, device_type):
+    """The cached arrays if the cache matches ``fingerprint``, else None; refused, before the images are read, if
+    its ``count`` images would not fit (memory_problem)."""
     try:
         with np.load(path, allow_pickle=False) as cache:
             if str(cache['fingerprint']) != fingerprint:
                 return None
-            return {key: cache[key] for key in cache.files}
+            problem = memory_problem(count, *(int(v) for v in cache['shape']), device_type)
+            if problem:
+                raise FolderError(problem)
+            return {key: cache[key] for key in cache.files if key.endswith(('_images', '_labels'))}
     except (OSError, ValueError, KeyError):
         return None
 
@@ -211,17 +216,15 @@ def load_folder(root, image_size=None, cache_dir=None, device_type='cpu'):
     found = scan(root)
     fingerprint = found.fingerprint(image_size)
     path = cache_dir and _cache_path(cache_dir, root, image_size)
-    arrays = _read_cache(path, fingerprint) if path and os.path.exists(path) else None
+    count = len(found.files['train']) + len(found.files['test'])
+    arrays = _read_cache(path, fingerprint, count, device_type) if path and os.path.exists(path) else None
     if arrays is not None:
-        problem = memory_problem(sum(len(a) for k, a in arrays.items() if k.endswith('_images')),
-                                 *arrays['train_images'].shape[1:3], device_type)
-        if problem:
-            raise FolderError(problem)
         return arrays, found.classes
     arrays = _decode_all(found, image_size, device_type)
     if path:
         os.makedirs(cache_dir, exist_ok=True)
         buffer = io.BytesIO()
-        np.savez(buffer, fingerprint=np.array(fingerprint), **arrays)
+        shape = np.array(arrays['train_images'].shape[1:3])  # (channels, size)
+        np.savez(buffer, fingerprint=np.array(fingerprint), shape=shape, **arrays)
         atomic_write(path, lambda f: f.write(buffer.getbuffer()))
     return arrays, found.classes

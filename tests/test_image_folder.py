@@ -95,10 +95,14 @@ def test_the_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
 def test_a_dataset_too_large_is_refused_before_decoding(tmp_path, monkeypatch):
     write_image_folder(tmp_path, 'train', np.zeros((4, 8, 8), np.uint8), [0, 1, 0, 1])
     write_image_folder(tmp_path, 'test', np.zeros((2, 8, 8), np.uint8), [0, 1])
+    image_folder.load_folder(str(tmp_path), image_size=64, cache_dir=str(tmp_path / 'cache'))  # fits, and is cached
     monkeypatch.setattr(image_folder, '_available_memory', lambda: 1000)
     monkeypatch.setattr(image_folder, '_decode', lambda *a: pytest.fail('decoded'))
-    with pytest.raises(image_folder.FolderError, match=r"6 images at 1x64x64 take 24.0 KiB as uint8, more than 80% of the 1000 bytes of memory .*about 8 would fit"):
+    message = r"6 images at 1x64x64 take 24.0 KiB as uint8, more than 80% of the 1000 bytes of memory .*about 8 would fit"
+    with pytest.raises(image_folder.FolderError, match=message):
         image_folder.load_folder(str(tmp_path), image_size=64)
+    with pytest.raises(image_folder.FolderError, match=message):  # from the cache too, before its images are read
+        image_folder.load_folder(str(tmp_path), image_size=64, cache_dir=str(tmp_path / 'cache'))
 
 
 @needs_fashionmnist
