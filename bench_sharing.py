@@ -33,6 +33,11 @@ SCENARIOS = [
 ]
 
 
+def environment(**settings):
+    """This environment without its OpenMP settings, plus ``settings``: each scenario sets its own."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith('OMP_')}, **settings}
+
+
 def epoch_times(args, count, env, folder):
     """Start ``count`` train.py runs together; the median epoch time of each."""
     processes = []
@@ -40,8 +45,7 @@ def epoch_times(args, count, env, folder):
         command = [sys.executable, os.path.join(args.code, 'train.py'), '--dataset', 'fashionmnist', '--network',
                    'mlp', '--num_epochs', str(args.epochs), '--data_dir', args.data_dir, '--device', 'cpu',
                    '--path', folder, '--name', f'run{index}', '--seed', str(index + 1)]
-        clean = {k: v for k, v in os.environ.items() if not k.startswith('OMP_')}
-        processes.append(subprocess.Popen(command, env={**clean, **env}, stdout=subprocess.DEVNULL,
+        processes.append(subprocess.Popen(command, env=environment(**env), stdout=subprocess.DEVNULL,
                                           stderr=subprocess.PIPE, text=True))
     for process in processes:
         if process.wait():
@@ -60,9 +64,8 @@ def sweep_time(args, cpu_jobs, folder):
     command += ['--cpu_jobs', str(cpu_jobs)] if cpu_jobs else []
     command += ['--', '--dataset', 'fashionmnist', '--network', 'mlp', '--num_epochs', str(args.epochs),
                 '--data_dir', args.data_dir]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith('OMP_')}
     started = time.time()
-    subprocess.run(command, env=clean, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, env=environment(), check=True, stdout=subprocess.DEVNULL)
     return time.time() - started
 
 

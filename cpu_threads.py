@@ -28,12 +28,15 @@ _TORCH_DEFAULT = torch.get_num_threads()
 REGISTRY_ENV = 'REVISITING_BN_RUNS_DIR'  # where CPU runs announce themselves (default: a folder in the temp dir)
 
 
+def _affinity():
+    """The ids of the cores this process may run on (taskset, cpusets and SLURM narrow them), or None (not Linux)."""
+    return os.sched_getaffinity(0) if hasattr(os, 'sched_getaffinity') else None
+
+
 def usable_cores():
-    """The cores this process may run on (its CPU affinity, which taskset, cpusets and SLURM narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """How many cores this process may run on."""
+    cores = _affinity()
+    return len(cores) if cores is not None else os.cpu_count() or 1
 
 
 def default_threads():
@@ -105,8 +108,7 @@ class _Sample:
     """Busy time on this process's cores, and this process's own CPU time, at one moment."""
 
     def __init__(self):
-        self.cores = os.sched_getaffinity(0) if hasattr(os, 'sched_getaffinity') else set()
-        self.ticks, self.own, self.at = _cpu_ticks(self.cores), sum(os.times()[:2]), time.monotonic()
+        self.ticks, self.own, self.at = _cpu_ticks(_affinity() or set()), sum(os.times()[:2]), time.monotonic()
 
 
 def busy_cores(since, least_seconds=0.3):
