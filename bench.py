@@ -30,28 +30,32 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from cpu_threads import set_threads, usable_cores
-from data import ImageBatches
-from errors import exit_on_error, plural
-from engine import PRECISIONS, Epoch
-from fast_path import build_step
-from networks import NETWORKS, construct_network
-from seeds import make_deterministic
-from train_args import OneLineParser, device_problem, resolve_device
-from weight_decay_and_learning_rate import build_optimizer
+from revisiting_bn.cpu_threads import set_threads, usable_cores
+from revisiting_bn.data import ImageBatches
+from revisiting_bn.cli import exit_on_error, plural
+from revisiting_bn.engine import PRECISIONS, Epoch
+from revisiting_bn.fast_path import build_step
+from revisiting_bn.networks import NETWORKS, construct_network
+from revisiting_bn.protocol import DEFAULTS, VALIDATION_FRACTION
+from revisiting_bn.seeds import make_deterministic
+from revisiting_bn.flags import OneLineParser, device_problem, resolve_device
+from revisiting_bn.weight_decay_and_learning_rate import build_optimizer
 
-PAPER_TRAIN_SIZE, PAPER_EPOCHS = 45000, 180
+# CIFAR-10's 50,000 training images less the validation split, and the protocol's epochs.
+PAPER_TRAIN_SIZE, PAPER_EPOCHS = round(50000 * (1 - VALIDATION_FRACTION)), DEFAULTS['num_epochs']
 SHAPES = {'cifar': (3, 32, 32), 'mnist': (1, 28, 28)}  # CIFAR-10/100, and Fashion-MNIST
 DATASET_OF_SHAPE = {'cifar': 'fake', 'mnist': 'fashionmnist'}
 
 
 def build(args, network_name, device):
     make_deterministic(1)
-    network = construct_network(network_name, 10, DATASET_OF_SHAPE[args.shape], 0.1, 'bn').to(device)
+    network = construct_network(network_name, 10, DATASET_OF_SHAPE[args.shape], DEFAULTS['bn_weight'],
+                                DEFAULTS['input_norm']).to(device)
     if args.channels_last:
         network = network.to(memory_format=torch.channels_last)
     network.train()
-    return network, build_optimizer(network, 0.1, 0.9, 1e-4, 100, 'none')[0]
+    return network, build_optimizer(network, DEFAULTS['learning_rate'], DEFAULTS['momentum'], DEFAULTS['weight_decay'],
+                                    DEFAULTS['c'], 'none')[0]
 
 
 def synchronize(device):
@@ -211,7 +215,7 @@ def parse(argv):
                    help='image shape: cifar (3x32x32) or mnist (1x28x28) (default: cifar on CUDA, mnist on CPU)')
     p.add_argument('--pipelines', nargs='+', choices=tuple(PIPELINES), default=list(PIPELINES),
                    help='which pipelines to time (default: all three)')
-    p.add_argument('--batch_size', type=int, default=128, help='batch size')
+    p.add_argument('--batch_size', type=int, default=DEFAULTS['batch_size'], help='batch size')
     p.add_argument('--train_size', type=int, default=None,
                    help=f'images to cycle through, also used for the 180-epoch projection (default: {PAPER_TRAIN_SIZE} '
                         'on CUDA, 2560 on CPU)')

@@ -20,14 +20,11 @@ import sys
 
 import numpy as np
 
-from errors import exit_on_error
-from results import ResultsError, group_runs, has_best, is_finished, load_runs
-from t_test import evaluate, format_p
-from train_args import OneLineParser
+from revisiting_bn.cli import OneLineParser, exit_on_error
+from revisiting_bn.results import ResultsError, group_runs, has_best, is_finished, load_runs
+from revisiting_bn.t_test import SIGNIFICANCE, evaluate, format_p
 
 __all__ = ['summarize', 'compare', 'write_report', 'main']
-
-SIGNIFICANCE = 0.05
 
 
 def _mean_std(values):
@@ -194,13 +191,13 @@ def write_csv(path, rows, comparisons):
 def write_report(groups, out, baseline='baseline', plots=True, left_out=()):
     """Write report.md, report.csv and (optionally) the plots into ``out``, after removing the figures of an
     earlier report there; returns the Markdown and {figure: why it was not made}."""
-    import report_plots
+    from revisiting_bn import report_figures
     os.makedirs(out, exist_ok=True)
-    for figure in report_plots.FIGURES:  # never a stale figure beside a new report
+    for figure in report_figures.FIGURES:  # never a stale figure beside a new report
         if os.path.exists(os.path.join(out, figure)):
             os.remove(os.path.join(out, figure))
     rows, comparisons = summarize(groups), compare(groups, baseline)
-    not_made = report_plots.write_plots(groups, comparisons, baseline, out) if plots else {}
+    not_made = report_figures.write_plots(groups, comparisons, baseline, out) if plots else {}
     text = markdown(rows, comparisons, baseline, list(left_out) + [f'figure {figure} not made: {why}'
                                                                    for figure, why in not_made.items()])
     with open(os.path.join(out, 'report.md'), 'w') as f:

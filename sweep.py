@@ -25,11 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-import train_args
-from cpu_threads import usable_cores
-from errors import RunError, exit_on_error, plural
-from results import ResultsError, group_runs, is_finished, load_runs, outcome, read_record
-from runs import RunLock, output_paths
+from revisiting_bn import flags as train_flags
+from revisiting_bn.cli import OneLineParser, RunError, UsageError, exit_on_error, plural
+from revisiting_bn.cpu_threads import usable_cores
+from revisiting_bn.experiment import run_config, setting_differences
+from revisiting_bn.protocol import TRIAL_SEEDS
+from revisiting_bn.results import ResultsError, group_runs, is_finished, load_runs, outcome, read_record, standing
+from revisiting_bn.runs import RunLock, output_paths
 
 STANDARD = ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset']
 BUILT_IN = {  # the paper's pair (run by default), then the related BN systems' comparisons (run when named)
@@ -115,18 +117,18 @@ def plan(args, common, device='cpu', threads=1):
             own = ' (sweep.py\'s own --threads, before --, sets it)' if flag.startswith('--threads') else ''
             raise SweepError(f'{flag} is set by the sweep for every run; leave it out{own}')
     runs = []
-    parser = train_args.build_parser(raise_errors=True)
+    parser = train_flags.build_parser(raise_errors=True)
     for config, flags in configs.items():
         for seed in parse_seeds(args.seeds):
             name = f'{config}_seed{seed}'
             argv = [*common, *flags, '--name', name, '--seed', str(seed), '--path', args.path,
                     '--threads', str(threads), '--resume']
             try:
-                parsed = train_args.parse_args(argv + ['--device', device], parser)
-            except train_args.UsageError as error:
+                parsed = train_flags.parse_args(argv + ['--device', device], parser)
+            except UsageError as error:
                 raise SweepError(f'train.py flags: {error}') from None
             runs.append({'config': config, 'seed': seed, 'name': name, 'argv': argv,
-                         'settings': train_args.run_config(parsed),
+                         'settings': run_config(parsed),
                          'paths': output_paths(parsed.path, parsed.dataset, name, parsed.data_dir)})
     if args.task_index is not None:
         if not 0 <= args.task_index < len(runs):
@@ -136,18 +138,16 @@ def plan(args, common, device='cpu', threads=1):
 
 
 def state(run):
-    """'finished', 'resume' or 'new'; a run whose recorded experiment settings differ from the planned ones
-    (train_args.experiment_settings, num_epochs included) is refused: its result is not this sweep's."""
-    record = read_record(run['paths']['json'])
-    if record is not None:
-        differences = train_args.setting_differences(record.get('config', {}), run['settings'])
+    """'finished', 'resume' or 'new' (results.standing); a run whose recorded experiment settings differ from the
+    planned ones (experiment.experiment_settings, num_epochs included) is refused: its result is not this sweep's."""
+    now = standing(run['paths'])
+    if now.record is not None:
+        differences = setting_differences(now.record.get('config', {}), run['settings'])
         if differences:
-            raise SweepError(f"{run['name']} already has {'finished' if is_finished(record) else 'unfinished'} "
+            raise SweepError(f"{run['name']} already has {'finished' if now.kind == 'finished' else 'unfinished'} "
                              f"results made with other settings ({'; '.join(differences)}) in "
                              f"{run['paths']['json']}: use another --path or configuration name")
-    if is_finished(record):
-        return 'finished'
-    return 'resume' if os.path.exists(run['paths']['checkpoint']) else 'new'
+    return 'new' if now.kind == 'unfinished' else now.kind
 
 
 def slots(args):
@@ -268,14 +268,14 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     split = argv.index('--') if '--' in argv else len(argv)
     own, common = argv[:split], argv[split + 1:]
-    p = train_args.OneLineParser(prog='sweep.py', description=__doc__.split('\n\n')[0])
+    p = OneLineParser(prog='sweep.py', description=__doc__.split('\n\n')[0])
     p.add_argument('--configs', nargs='+', help='configurations to run (default: baseline, proposed and any '
                                                 '--config/--config_file ones; also built in: no_bn, bn_only, '
                                                 'bn_only_small_init, mabn)')
     p.add_argument('--config', action='append', default=[],
                    help="define a configuration: NAME='--train_py_flag value ...' (repeatable)")
     p.add_argument('--config_file', help='JSON file {name: "flags"} or {name: {flag: value}}')
-    p.add_argument('--seeds', default='1-15', help='seeds: a range 1-15 or a list 1,3,5')
+    p.add_argument('--seeds', default=TRIAL_SEEDS, help='seeds: a range 1-15 or a list 1,3,5')
     p.add_argument('--path', default=os.path.join('.', 'training', ''), help='train.py --path of every run')
     p.add_argument('--gpus', type=int, default=None, help='GPUs to use (default: all visible; 0 runs on CPU)')
     p.add_argument('--runs_per_gpu', type=int, default=1, help='concurrent runs per GPU')

@@ -22,23 +22,24 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-import train_args
-from checkpoint import CHECKPOINT_FORMAT, CheckpointSaver, find_start, restore_checkpoint
-from cpu_threads import CpuRun, oversubscription, set_threads
-from data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, ImageBatches, channel_mean_std, load_dataset,
-                  split_train_validation)
-from distributed import setup
-from engine import Epoch, evaluate_network, train_one_epoch
-from errors import USAGE, RunError, describe, exit_on_error, plural
-from fast_path import build_step
-from batch_norm import layer_seeing_one_value
-from networks import construct_network, train_only_norms
-from norm_statistics import MEASURED_IMAGES, NormStatistics
-from results import (add_epoch, interrupted, new_record, outcome, record_failure, resumed_record,
-                     write_results)
-from runs import RunLock, check_writable, output_paths
-from seeds import make_deterministic
-from weight_decay_and_learning_rate import build_optimizer
+from revisiting_bn.batch_norm import layer_seeing_one_value
+from revisiting_bn.checkpoint import CHECKPOINT_FORMAT, CheckpointSaver, find_start, restore_checkpoint
+from revisiting_bn.cli import USAGE, RunError, describe, exit_on_error, plural
+from revisiting_bn.cpu_threads import CpuRun, oversubscription, set_threads
+from revisiting_bn.data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, ImageBatches, channel_mean_std, data_folder,
+                                load_dataset, split_train_validation)
+from revisiting_bn.distributed import setup
+from revisiting_bn.engine import Epoch, evaluate_network, train_one_epoch
+from revisiting_bn.experiment import run_config
+from revisiting_bn.fast_path import build_step
+from revisiting_bn.flags import parse_args
+from revisiting_bn.networks import construct_network, train_only_norms
+from revisiting_bn.norm_statistics import MEASURED_IMAGES, NormStatistics
+from revisiting_bn.results import (add_epoch, add_norm_statistics, interrupted, new_record, outcome, record_failure,
+                                   resumed_record, write_results)
+from revisiting_bn.runs import RunLock, check_writable, output_paths
+from revisiting_bn.seeds import make_deterministic
+from revisiting_bn.weight_decay_and_learning_rate import build_optimizer
 
 # With fp16 every SGD step goes through fast_path.sgd_step, which the scheduler cannot see.
 warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`')
@@ -99,8 +100,11 @@ class Model:
     uses_graph: bool
 
 
-def prepare_data(args, images_dir, device):
+def prepare_data(args, images_dir, device, log=print):
     """Load the dataset, hold out the paper's validation split, and place all three sets on the device."""
+    images_dir, note = data_folder(args.dataset, images_dir, given=bool(args.data_dir))
+    if note:
+        log(note)
     data = load_dataset(args.dataset, images_dir, fake_size=args.fake_size, image_size=args.image_size,
                         cache_dir=args.cache_dir, device_type=device.type)
     train_index, validation_index = split_train_validation(data.train_labels.numpy())
@@ -228,7 +232,7 @@ def remove_old_files(args, paths, world):
 
 def start_record(args, data, device, world, model, start):
     """The results record of this session, and its first epoch: a new run's, or the resumed checkpoint's."""
-    config = {**train_args.run_config(args), 'cuda_graph': model.uses_graph}
+    config = {**run_config(args), 'cuda_graph': model.uses_graph}
     if start.kind == 'resume':
         first_epoch = start.checkpoint['completed_epochs'] + 1
         return resumed_record(start.checkpoint['record'], config, world.world_size, first_epoch), first_epoch
@@ -341,7 +345,7 @@ def train(args, argv, world, device_name, paths, cpu_run=None):
         return already_finished(args, paths, start.record, world, log)
 
     device = torch.device(device_name)
-    data = prepare_data(args, paths['images'], device)
+    data = prepare_data(args, paths['images'], device, log)
     model = build_model(args, data, device, world)
     check_batches(args, data, model, world)
     # Taken before a checkpoint is restored: the layers' initial gamma and beta.
@@ -351,7 +355,7 @@ def train(args, argv, world, device_name, paths, cpu_run=None):
         restore_checkpoint(start.checkpoint, model, args.num_epochs)
     record, first_epoch = start_record(args, data, device, world, model, start)
     if norm_stats and start.kind == 'new':
-        norm_stats.record(record, 0)
+        add_norm_statistics(record, norm_stats.measured(0))
     remove_old_files(args, paths, world)
     announce(args, data, device, world, model, start, paths, log)
     check_cpu_share(args, cpu_run, start, lambda line: log(line, file=sys.stderr, flush=True))
@@ -370,7 +374,7 @@ def train(args, argv, world, device_name, paths, cpu_run=None):
             improved = add_epoch(record, row, epoch == args.num_epochs, wall_time, model.step.execution,
                                  paths['weights'])
             if norm_stats:
-                norm_stats.record(record, epoch)
+                add_norm_statistics(record, norm_stats.measured(epoch))
             saver.save(record, epoch, best_weights=improved, announce=epoch_line(row, args.num_epochs, improved))
             if world.any(stop.received is not None, device) and epoch < args.num_epochs:
                 raise stopped(stop.received or signal.SIGTERM, f'after epoch {epoch}', paths, argv, args.threads)
@@ -419,7 +423,7 @@ def evaluate_saved(args, world, device_name, paths):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = train_args.parse_args(argv)
+    args = parse_args(argv)
     if args.seed == '0':
         print('NOTE: seed 0 is the seed of the validation split; the paper\'s trials use seeds 1..15')
     world, device_name = setup(args.device)

@@ -26,8 +26,8 @@ README_BASELINE = [91.0, 92.7, 92.2, 90.1, 91.5]
 
 def parse_args(flags):
     """train.py's flags as train.py validates them."""
-    import train_args
-    return train_args.parse_args(flags)
+    from revisiting_bn.flags import parse_args as parse
+    return parse(flags)
 
 
 def batch_norms(model):
@@ -203,7 +203,7 @@ def small_network(seed=0):
 
 def optimizer_for(network, momentum=0.9):
     import torch
-    from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
+    from revisiting_bn.weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
     groups = adjust_weight_decay_and_learning_rate(network, weight_decay=1e-2, learning_rate=0.1, c=100)
     return torch.optim.SGD(groups, lr=0.1, momentum=momentum)
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import train
-from batch_norm import ScaleBatchNorm1d, ScaleBatchNorm2d, convert_to_scale_batch_norm
+from revisiting_bn.batch_norm import ScaleBatchNorm1d, ScaleBatchNorm2d, convert_to_scale_batch_norm
 from conftest import FAST, ROOT, write_cifar, write_fashionmnist, write_image_folder
-from networks import construct_network
-from t_test import evaluate
-from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
+from revisiting_bn.networks import construct_network
+from revisiting_bn.t_test import evaluate
+from revisiting_bn.weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
 
 NO_CUDA = not torch.cuda.is_available()
 
@@ -163,7 +163,7 @@ def test_command_line_and_data(tmp_path, capsys, monkeypatch, flags, damage, sta
         raise RuntimeError('Error downloading:\nTried http://example, got:\n<urlopen error [Errno -2] Name or '
                            'service not known>\n')
 
-    monkeypatch.setattr('data._fetch', offline)
+    monkeypatch.setattr('revisiting_bn.data._fetch', offline)
     before = sorted(os.listdir(tmp_path / 'data'))
     argv = FAST + ['--path', f'{tmp_path}/out/', '--data_dir', str(tmp_path / 'data')]
     argv += [flag.format(tmp=tmp_path) for flag in flags]

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from batch_norm import (CenConv2d, MABN2d, ScaleBatchNorm1d, ScaleBatchNorm2d, ScaleBatchNorm3d,
+from revisiting_bn.batch_norm import (CenConv2d, MABN2d, ScaleBatchNorm1d, ScaleBatchNorm2d, ScaleBatchNorm3d,
                         convert_to_scale_batch_norm, resolve_bn_weight, to_plain_batch_norm)
 from conftest import batch_norms
 
@@ -134,6 +134,29 @@ def test_convert_keeps_settings_statistics_and_mode():
     assert not any(type(m) is nn.BatchNorm2d for m in model.modules())
 
 
+@pytest.mark.parametrize('convert', [lambda m: convert_to_scale_batch_norm(m, 0.1), to_plain_batch_norm])
+def test_conversions_keep_the_parameters_so_an_earlier_optimizer_still_trains_them(convert):
+    """As nn.SyncBatchNorm.convert_sync_batchnorm: the new layers hold the same Parameter and buffer objects, so SGD
+    made before the conversion moves the converted layers' scales (a copy would leave them where they are)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    if convert is to_plain_batch_norm:
+        model = convert_to_scale_batch_norm(model, 0.1)
+    old = model[1]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    converted = convert(model)
+    layer = converted[1]
+    assert type(layer) is not type(old)
+    assert layer.weight is old.weight and layer.bias is old.bias and layer.running_mean is old.running_mean
+    assert layer.running_var is old.running_var and layer.num_batches_tracked is old.num_batches_tracked
+    before = layer.weight.detach().clone()
+    for _ in range(3):
+        optimizer.zero_grad()
+        converted(torch.randn(8, 3, 6, 6)).pow(2).mean().backward()
+        optimizer.step()
+    assert not torch.equal(layer.weight, before)
+
+
 def test_convert_root_nested_containers_and_1d():
     root = nn.BatchNorm1d(5, eps=1e-3, affine=False).eval()
     converted = convert_to_scale_batch_norm(root, 0.5)
@@ -234,7 +257,7 @@ def test_mabn_and_cenconv_match_the_official_interface():
 def test_affine_and_running_statistics_switches_pass_through():
     """BN's affine and running-statistics switches: without affine no scale or shift; without running statistics,
     evaluation normalises with the batch's own statistics, as nn.BatchNorm2d(track_running_stats=False) does."""
-    from networks import construct_network
+    from revisiting_bn.networks import construct_network
     options = {'affine': False, 'track_running_stats': False}
     model = construct_network('resnet20', 10, 'cifar10', 1, 'bn', norm_options=options)
     layers = batch_norms(model)

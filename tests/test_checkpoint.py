@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoint import (CHECKPOINT_FORMAT, BackgroundWriter, CheckpointError, cpu_copy, load_checkpoint,
-                        restore_rng_states, rng_states, save_torch)
+from revisiting_bn.checkpoint import (CHECKPOINT_FORMAT, BackgroundWriter, CheckpointError, cpu_copy,
+                                      load_checkpoint, restore_rng_states, rng_states, save_torch)
 
 
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
@@ -86,3 +86,4 @@ def test_background_writer_runs_jobs_in_order_and_hands_errors_to_the_caller(tmp
             writer.submit(full_disk)
             raise ValueError('training failed')  # the block's own error wins; the write error is reported
     assert 'also failed to write a file' in capsys.readouterr().err
+

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-import cpu_threads
+from revisiting_bn import cpu_threads
 import train
 from conftest import FAST, ROOT
 

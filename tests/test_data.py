@@ -8,8 +8,10 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from conftest import FASHION_MNIST_DIR, original_loader, write_cifar, write_fashionmnist, write_idx
-from data import (DatasetError, ImageBatches, channel_mean_std, load_dataset, split_train_validation)
-from seeds import make_complex
+from revisiting_bn import data
+from revisiting_bn.data import (DatasetError, ImageBatches, channel_mean_std, data_folder, load_dataset,
+                                split_train_validation)
+from revisiting_bn.seeds import make_complex
 
 
 @pytest.mark.parametrize('name, classes', [('cifar10', 10), ('cifar100', 100)])
@@ -176,7 +178,7 @@ def test_a_download_lands_in_the_data_folder_only_when_it_succeeds(tmp_path, mon
     def fetch(name, folder):
         write_cifar(folder)
 
-    monkeypatch.setattr('data._fetch', fetch)
+    monkeypatch.setattr('revisiting_bn.data._fetch', fetch)
     data = load_dataset('cifar10', str(tmp_path / 'new'))
     assert data.train_images.shape[0] == 200 and os.listdir(tmp_path / 'new') == ['cifar-10-batches-py']
 
@@ -184,7 +186,7 @@ def test_a_download_lands_in_the_data_folder_only_when_it_succeeds(tmp_path, mon
         write_cifar(folder)
         raise OSError('connection reset\nby peer')
 
-    monkeypatch.setattr('data._fetch', broken)
+    monkeypatch.setattr('revisiting_bn.data._fetch', broken)
     with pytest.raises(DatasetError, match='downloading it failed \\(connection reset by peer\\)'):
         load_dataset('cifar100', str(tmp_path / 'other'))
     assert not (tmp_path / 'other').exists()
@@ -194,3 +196,25 @@ def test_fashionmnist_found_straight_in_debians_folder():
     if not os.path.isdir(FASHION_MNIST_DIR):
         pytest.skip('Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)')
     assert load_dataset('fashionmnist', FASHION_MNIST_DIR, download=False).test_images.shape == (10000, 1, 28, 28)
+
+
+def test_without_data_dir_fashionmnist_comes_from_debians_package_when_the_default_folder_lacks_it(tmp_path,
+                                                                                                 monkeypatch):
+    """Offline, --data_dir not given: Debian's dataset-fashion-mnist folder (its files straight in it) serves
+    Fashion-MNIST, with one line saying so; a --data_dir given, files in the default folder, another dataset or no
+    Debian package keep the folder as it is."""
+    debian, default = tmp_path / 'debian', tmp_path / 'training' / 'fashionmnist' / 'images'
+    debian.mkdir()
+    for prefix, n in (('train', 20), ('t10k', 10)):
+        write_idx(debian / f'{prefix}-images-idx3-ubyte.gz', np.zeros((n, 28, 28)))
+        write_idx(debian / f'{prefix}-labels-idx1-ubyte.gz', np.arange(n) % 10)
+    monkeypatch.setattr(data, 'DEBIAN_FASHION_MNIST', str(debian))
+    folder, note = data_folder('fashionmnist', str(default), given=False)
+    assert folder == str(debian) and note.startswith("Fashion-MNIST from Debian's dataset-fashion-mnist package in")
+    assert load_dataset('fashionmnist', folder, download=False).train_images.shape == (20, 1, 28, 28)
+    assert data_folder('fashionmnist', str(default), given=True) == (str(default), None)
+    assert data_folder('cifar10', str(default), given=False) == (str(default), None)
+    write_fashionmnist(str(default))
+    assert data_folder('fashionmnist', str(default), given=False) == (str(default), None)
+    monkeypatch.setattr(data, 'DEBIAN_FASHION_MNIST', str(tmp_path / 'not-installed'))
+    assert data_folder('fashionmnist', str(tmp_path / 'empty'), given=False) == (str(tmp_path / 'empty'), None)

@@ -8,11 +8,11 @@ import torch
 
 import train
 from conftest import ROOT, parse_args
-from data import ImageBatches
-from distributed import Distributed
-from engine import evaluate_network
-from errors import RunError
-from networks import construct_network
+from revisiting_bn.data import ImageBatches
+from revisiting_bn.distributed import Distributed
+from revisiting_bn.engine import evaluate_network
+from revisiting_bn.cli import RunError
+from revisiting_bn.networks import construct_network
 
 
 def test_shards_split_every_batch_without_overlap_and_drop_a_too_small_last_batch():

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-import engine
-from checkpoint import cpu_copy
+from revisiting_bn import engine
+from revisiting_bn.checkpoint import cpu_copy
 from conftest import optimizer_for, small_network
-from data import ImageBatches
-from engine import Epoch, Step, evaluate_network, train_one_epoch
+from revisiting_bn.data import ImageBatches
+from revisiting_bn.engine import Epoch, Step, evaluate_network, train_one_epoch
 
 
 def tiny_batches(n=40, device='cpu'):

@@ -4,12 +4,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-import fast_path
+from revisiting_bn import fast_path
 from conftest import assert_one_update_apart, optimizer_for, small_network, sync
-from data import ImageBatches
-from engine import Epoch, Step, autocast
-from fast_path import GraphStep, LossScaler, build_step, sgd_step
-from networks import construct_network
+from revisiting_bn.data import ImageBatches
+from revisiting_bn.engine import Epoch, Step, autocast
+from revisiting_bn.fast_path import GraphStep, LossScaler, build_step, sgd_step
+from revisiting_bn.networks import construct_network
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import image_folder
+from revisiting_bn import image_folder
 import train
 from conftest import FASHION_MNIST_DIR, write_image_folder
-from data import load_dataset
+from revisiting_bn.data import load_dataset
 
 needs_fashionmnist = pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR),
                                         reason="Debian's dataset-fashion-mnist package is not installed")

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from batch_norm import ScaleBatchNorm2d
+from revisiting_bn.batch_norm import ScaleBatchNorm2d
 from conftest import batch_norms, original_network
-from networks import INPUT_BN_FACTOR, NETWORKS, construct_network
-from seeds import make_complex
+from revisiting_bn.networks import INPUT_BN_FACTOR, NETWORKS, construct_network
+from revisiting_bn.seeds import make_complex
 
 
 def test_networks_list_and_unknown_names():
@@ -151,8 +151,8 @@ def test_mlp_is_seed_003s_with_the_chosen_norm_and_the_papers_treatment():
 
 
 def test_mabn_networks_use_centred_convolutions_and_train_only_norms_freezes_the_rest():
-    from batch_norm import CenConv2d, MABN2d
-    from networks import train_only_norms
+    from revisiting_bn.batch_norm import CenConv2d, MABN2d
+    from revisiting_bn.networks import train_only_norms
     model = construct_network('resnet20', 10, 'cifar10', 0.1, 'dataset', norm='mabn',
                               norm_options={'B': 4, 'real_B': 8})
     assert all(type(m) is CenConv2d for m in model.modules() if isinstance(m, nn.Conv2d))
@@ -169,9 +169,9 @@ TORCHVISION_NETWORKS = ['mobilenet_v2', 'densenet121', 'efficientnet_b0', 'regne
 
 @pytest.mark.parametrize('name', TORCHVISION_NETWORKS)
 def test_torchvision_networks_get_scale_bn_and_the_papers_groups(name):
-    from batch_norm import ScaleBatchNorm1d, ScaleBatchNorm3d
-    from data import DatasetInfo
-    from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
+    from revisiting_bn.batch_norm import ScaleBatchNorm1d, ScaleBatchNorm3d
+    from revisiting_bn.data import DatasetInfo
+    from revisiting_bn.weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
     torch.manual_seed(0)
     network = construct_network(f'tv:{name}', 7, DatasetInfo(3, 32, 7), bn_weight=0.1, input_norm='bn')
     input_bn, body = network[0], network[1]
@@ -188,14 +188,14 @@ def test_torchvision_networks_get_scale_bn_and_the_papers_groups(name):
 
 
 def test_a_torchvision_network_takes_grey_images_by_repeating_the_channel():
-    from data import DatasetInfo
+    from revisiting_bn.data import DatasetInfo
     network = construct_network('tv:mobilenet_v2', 10, DatasetInfo(1, 28, 10), bn_weight=0.1, input_norm='bn')
     assert network[0].num_features == 1 and network.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
 @pytest.mark.parametrize('size, small', [(28, True), (64, True), (65, False), (224, False)])
 def test_the_resnet_stem_follows_the_image_size(size, small):
-    from data import DatasetInfo
+    from revisiting_bn.data import DatasetInfo
     network = construct_network('resnet18', 10, DatasetInfo(3, size, 10), input_norm='dataset')
     assert network.conv1.kernel_size == ((3, 3) if small else (7, 7))
     assert isinstance(network.maxpool, nn.Identity) == small

@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 
 import train
-from batch_norm import MABN2d, ScaleBatchNorm2d
+from revisiting_bn.batch_norm import MABN2d, ScaleBatchNorm2d
 from conftest import FAST
-from norm_statistics import THRESHOLD, NormStatistics, norm_layers
+from revisiting_bn.norm_statistics import THRESHOLD, NormStatistics, norm_layers
 
 
 def test_statistics_of_a_known_layer():
@@ -43,7 +43,7 @@ def test_mabn_x_hat_is_its_own_normalisation():
 
 
 def test_layers_in_network_order_with_the_input_bn():
-    from networks import construct_network
+    from revisiting_bn.networks import construct_network
     network = construct_network('resnet20', 10, 'fashionmnist', 0.1, 'bn')
     names = [name for name, _ in norm_layers(network)]
     assert names[:3] == ['0', '1.bn1', '1.layer1.0.bn1'] and len(names) == 1 + 19

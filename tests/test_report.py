@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import report
-import t_test
+from revisiting_bn import t_test
 from conftest import README_BASELINE, README_PROPOSED
-from networks import construct_network
-from report_plots import bn_scales
-from results import load_runs
+from revisiting_bn.networks import construct_network
+from revisiting_bn.report_figures import bn_scales
+from revisiting_bn.results import load_runs
 
 
 def write_run(folder, config, seed, accuracy, final=None, status='finished', epochs=3, weights=True):
@@ -87,7 +87,7 @@ def test_weights_found_beside_copied_results(results, tmp_path):
     copied = tmp_path / 'copied'
     (results / 'fake').rename(copied)  # as if fetched from a cluster: weights_file paths are stale now
     runs = load_runs([str(copied / 'results')])
-    from report_plots import best_weights_file
+    from revisiting_bn.report_figures import best_weights_file
     found = [best_weights_file(r) for r in runs if r['label'] == 'baseline']
     assert all(f and f.startswith(str(copied)) for f in found)
 
@@ -163,13 +163,13 @@ def test_t_test_cli_numbers_and_result_files(results, capsys):
 
 
 def test_paired_plot_title_writes_p_as_the_table_does(monkeypatch, tmp_path):
-    import report_plots
+    from revisiting_bn import report_figures
     titles = []
-    monkeypatch.setattr(report_plots, '_save', lambda fig, path: titles.append(fig.axes[0].get_title()))
+    monkeypatch.setattr(report_figures, '_save', lambda fig, path: titles.append(fig.axes[0].get_title()))
     groups = {name: {s: {'record': {'test_accuracy_at_best': 90.0 + s + offset}} for s in (1, 2)}
               for name, offset in (('baseline', 1.0), ('proposed', 0.0))}
     comparison = {'configuration': 'proposed', 'paired_seeds': [1, 2], 'p_value': 0.99993}
-    report_plots.paired_accuracies(groups, [comparison], 'baseline', tmp_path / 'p.png')
+    report_figures.paired_accuracies(groups, [comparison], 'baseline', tmp_path / 'p.png')
     assert titles == ['proposed vs baseline: p = 0.9999']
 
 

@@ -50,7 +50,8 @@ KILLER = """
 import io, os, signal, sys
 import torch
 sys.path.insert(0, {root!r})
-import checkpoint, engine, train
+import train
+from revisiting_bn import checkpoint, engine
 step, evaluation, write = {step}, {evaluation}, {write}
 calls = {{'steps': 0, 'evaluations': 0, 'writes': 0}}
 plain_loss, plain_evaluate, plain_write = torch.nn.CrossEntropyLoss, engine.evaluate_network, checkpoint.atomic_write

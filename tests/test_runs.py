@@ -11,8 +11,8 @@ import time
 import pytest
 
 from conftest import ROOT, files_under
-from errors import RunError
-from runs import RunLock, atomic_write, output_paths, write_text
+from revisiting_bn.cli import RunError
+from revisiting_bn.runs import RunLock, atomic_write, output_paths, write_text
 
 RUN = ['--dataset', 'fake', '--fake_size', '1000', '--batch_size', '32', '--device', 'cpu', '--network', 'mlp',
        '--num_epochs', '2', '--name', 'same']

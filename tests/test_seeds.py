@@ -6,7 +6,7 @@ import random
 import numpy as np
 import torch
 
-from seeds import make_complex, make_deterministic
+from revisiting_bn.seeds import make_complex, make_deterministic
 
 
 def test_make_complex_is_last_32_bits_of_md5():

@@ -167,7 +167,7 @@ def test_a_run_held_by_another_process_is_left_to_it(tmp_path, capsys, lock):
     """A run whose lock (train.py's own, or another sweep's) a live process holds is neither started nor called
     a failure: the sweep says who has it, writes no log for it, and exits 0."""
     import socket
-    import runs
+    from revisiting_bn import runs
     holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])
     try:
         paths = runs.output_paths(f'{tmp_path}/', 'fake', 'proposed_seed1')

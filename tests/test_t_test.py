@@ -8,7 +8,7 @@ from scipy import stats
 
 from conftest import README_BASELINE as BASE
 from conftest import README_PROPOSED as NEW
-from t_test import evaluate, format_p
+from revisiting_bn.t_test import evaluate, format_p
 
 
 def one_sided_p_by_hand(a, b):

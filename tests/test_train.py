@@ -10,8 +10,8 @@ import torch
 
 import train
 from conftest import FAST, ROOT, files_under, parse_args, write_cifar, write_fashionmnist
-from engine import evaluate_network
-from networks import construct_network
+from revisiting_bn.engine import evaluate_network
+from revisiting_bn.networks import construct_network
 
 
 def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
@@ -93,6 +93,18 @@ def test_cifar10_trains_offline_from_files_in_the_images_folder(tmp_path):
     assert (tmp_path / 'cifar10' / 'results' / 'cifar10_train_weight1.0_c1.0.json').exists()
 
 
+def test_fashionmnist_offline_without_data_dir_reads_debians_package_and_says_so(tmp_path, monkeypatch, capsys):
+    from revisiting_bn import data
+    write_fashionmnist(str(tmp_path / 'debian'))
+    monkeypatch.setattr(data, 'DEBIAN_FASHION_MNIST', str(tmp_path / 'debian'))
+    record = train.main(['--dataset', 'fashionmnist', '--network', 'mlp', '--path', str(tmp_path / 'out'),
+                         '--num_epochs', '1', '--device', 'cpu'])
+    out = capsys.readouterr().out
+    assert record['status'] == 'finished' and record['config']['data_dir'] is None
+    assert f"Fashion-MNIST from Debian's dataset-fashion-mnist package in {tmp_path / 'debian'}" in out
+    assert not (tmp_path / 'out' / 'fashionmnist' / 'images').exists()  # nothing downloaded, nothing copied
+
+
 def test_fashionmnist_from_data_dir_with_dataset_statistics(tmp_path):
     write_fashionmnist(str(tmp_path / 'elsewhere'))
     record = train.main(['--dataset', 'fashionmnist', '--data_dir', str(tmp_path / 'elsewhere'), '--path',
@@ -117,7 +129,7 @@ def original_training(root, batch_size, num_epochs, bn_weight, c, input_norm, se
     from sklearn.model_selection import train_test_split
 
     from conftest import original_loader, original_network, original_parameter_groups
-    from seeds import make_complex, make_deterministic
+    from revisiting_bn.seeds import make_complex, make_deterministic
 
     def read(files):
         batches = [pickle.load(open(os.path.join(root, 'cifar-10-batches-py', f), 'rb'), encoding='latin1')
@@ -198,7 +210,7 @@ def test_training_equals_the_original_code_bit_for_bit(tmp_path, bn_weight, c, i
 def test_train_only_bn_leaves_every_other_parameter_at_its_initial_value(tmp_path):
     """BN-only training's protocol: after training, every frozen parameter equals a freshly constructed network's (same
     seed) bit for bit, and every BN scale and shift (but the input BN's frozen shift) has moved."""
-    from seeds import make_deterministic
+    from revisiting_bn.seeds import make_deterministic
     record = train.main(FAST + ['--num_epochs', '2', '--path', str(tmp_path), '--train_only_bn', '--seed', '7'])
     trained = torch.load(tmp_path / 'fake' / 'networks' / f"{record['config']['name']}-last.pt",
                          weights_only=True)['network']

@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from conftest import batch_norms, original_parameter_groups
-from networks import NETWORKS, construct_network
-from weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate, build_optimizer
+from revisiting_bn.networks import NETWORKS, construct_network
+from revisiting_bn.weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate, build_optimizer
 
 
 def ids(params):

@@ -17,7 +17,7 @@ random, no parameter changes. x_hat is the layer itself with gamma = 1 and beta 
 import torch
 import torch.nn as nn
 
-from batch_norm import NORM_LAYER_TYPES
+from .batch_norm import NORM_LAYER_TYPES
 
 __all__ = ['THRESHOLD', 'norm_layers', 'NormStatistics']
 
@@ -84,12 +84,11 @@ class NormStatistics:
                         found[name][f'{short}_{stat}'] = value
         return found
 
-    def record(self, record, epoch):
-        """Add this moment's statistics to a run's results ``record`` as epoch ``epoch`` (0: before training), and
-        keep the layers' current gammas (the latest epoch's) for the final distribution."""
-        measured = self.measure()
-        stats = record.setdefault('norm_statistics', {'threshold': THRESHOLD, 'images': len(self.images),
-                                                      'layers': [name for name, _ in self.layers], 'epochs': []})
-        stats['epochs'].append({'epoch': epoch, 'layers': measured})
-        stats['gamma'] = {name: layer.weight.detach().cpu().tolist() for name, layer in self.layers
-                          if isinstance(getattr(layer, 'weight', None), torch.Tensor)}
+    def measured(self, epoch):
+        """This moment's statistics as epoch ``epoch`` (0: before training), for results.add_norm_statistics:
+        what was measured and how ('about'), the epoch's per-layer statistics, and the layers' current gammas."""
+        return {'about': {'threshold': THRESHOLD, 'images': len(self.images),
+                          'layers': [name for name, _ in self.layers]},
+                'epoch': {'epoch': epoch, 'layers': self.measure()},
+                'gamma': {name: layer.weight.detach().cpu().tolist() for name, layer in self.layers
+                          if isinstance(getattr(layer, 'weight', None), torch.Tensor)}}

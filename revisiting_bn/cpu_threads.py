@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from errors import plural
-from runs import process_alive, process_start
+from .cli import plural
+from .runs import process_alive, process_start
 
 __all__ = ['usable_cores', 'default_threads', 'set_threads', 'CpuRun', 'busy_cores', 'oversubscription']
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from distributed import Distributed
+from .distributed import Distributed
 
 __all__ = ['PRECISIONS', 'autocast', 'Step', 'Epoch', 'train_one_epoch', 'evaluate_network', 'progress']
 

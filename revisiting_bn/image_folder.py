@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from errors import RunError, plural
-from runs import atomic_write
+from .cli import RunError, plural
+from .runs import atomic_write
 
 __all__ = ['FolderError', 'Scan', 'scan', 'load_folder', 'memory_problem']
 

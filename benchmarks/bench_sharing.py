@@ -3,8 +3,8 @@
 The sweep's two runs go at once (its default) or one after the other (--cpu_jobs 1). Run it on an
 otherwise idle machine; it takes a few minutes (docs/threads.md has its figures).
 
-    python bench_sharing.py --data_dir /usr/share/datasets/fashion-mnist
-    python bench_sharing.py --data_dir ... --code /path/to/another/checkout   # the same, with other code
+    python benchmarks/bench_sharing.py --data_dir /usr/share/datasets/fashion-mnist
+    python benchmarks/bench_sharing.py --data_dir ... --code /path/to/another/checkout   # the same, with other code
 
 Every run trains the MLP on Fashion-MNIST (paper's protocol, --epochs epochs) from the code in --code;
 threads are set through the environment (OMP_NUM_THREADS, OMP_WAIT_POLICY), so any version of
@@ -18,10 +18,11 @@ import sys
 import tempfile
 import time
 
-from errors import exit_on_error
-from train_args import OneLineParser
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPOSITORY)  # this checkout's revisiting_bn, from any folder
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from revisiting_bn.cli import OneLineParser, exit_on_error  # noqa: E402
+
 # (what, how many runs at once, environment of each)
 SCENARIOS = [
     ('one alone, default threads', 1, {}),
@@ -72,7 +73,7 @@ def sweep_time(args, cpu_jobs, folder):
 def main(argv=None):
     p = OneLineParser(prog='bench_sharing.py', description=__doc__.split('\n\n')[0])
     p.add_argument('--data_dir', required=True, help='the Fashion-MNIST files')
-    p.add_argument('--code', default=HERE, help='the checkout whose train.py and sweep.py to time (default: this one)')
+    p.add_argument('--code', default=REPOSITORY, help='the checkout whose train.py and sweep.py to time (default: this one)')
     p.add_argument('--epochs', type=int, default=5, help='epochs of every run')
     p.add_argument('--sweep_jobs', nargs='*', type=int, default=[1, 0],
                    help="sweep.py --cpu_jobs values to time (0: the sweep's default); none for a sweep without it")

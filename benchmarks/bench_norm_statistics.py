@@ -1,9 +1,9 @@
 """The cost of the per-layer normalisation statistics: their time after an epoch against the epoch's own time.
 
-    python bench_norm_statistics.py --data_dir /usr/share/datasets/fashion-mnist
+    python benchmarks/bench_norm_statistics.py --data_dir /usr/share/datasets/fashion-mnist
 
 For each network (default: mlp and resnet20 on Fashion-MNIST, on the CPU) it times
-NormStatistics.record, the work train.py adds after every epoch (median of --repeats), and one
+NormStatistics.measured, the work train.py adds after every epoch (median of --repeats), and one
 epoch of training and evaluation as train.py runs it (the epoch_time_s of a one-epoch run), and
 prints the ratio.
 """
@@ -17,13 +17,13 @@ import time
 
 import torch
 
-from data import load_dataset
-from errors import exit_on_error
-from networks import construct_network
-from norm_statistics import MEASURED_IMAGES, NormStatistics
-from train_args import OneLineParser
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPOSITORY)  # this checkout's revisiting_bn, from any folder
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from revisiting_bn.data import load_dataset  # noqa: E402
+from revisiting_bn.cli import OneLineParser, exit_on_error  # noqa: E402
+from revisiting_bn.networks import construct_network  # noqa: E402
+from revisiting_bn.norm_statistics import MEASURED_IMAGES, NormStatistics  # noqa: E402
 
 
 def record_time(network_name, data, repeats):
@@ -32,14 +32,14 @@ def record_time(network_name, data, repeats):
     stats, times = NormStatistics(network, images), []
     for epoch in range(repeats):
         started = time.perf_counter()
-        stats.record({}, epoch)
+        stats.measured(epoch)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
 def epoch_time(network_name, data_dir):
     with tempfile.TemporaryDirectory() as folder:
-        subprocess.run([sys.executable, os.path.join(HERE, 'train.py'), '--dataset', 'fashionmnist', '--data_dir',
+        subprocess.run([sys.executable, os.path.join(REPOSITORY, 'train.py'), '--dataset', 'fashionmnist', '--data_dir',
                         data_dir, '--network', network_name, '--num_epochs', '1', '--path', folder, '--device', 'cpu',
                         '--no_norm_statistics', '--name', 'run'], check=True, stdout=subprocess.DEVNULL)
         with open(os.path.join(folder, 'fashionmnist', 'results', 'run.json')) as f:

@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from engine import Step
+from .engine import Step
 
 __all__ = ['GRAPH_WARMUP_STEPS', 'GRAPH_CHECK_TOLERANCE', 'build_step', 'check_plain_sgd', 'sgd_step',
            'DeviceLearningRates', 'LossScaler', 'ScaledStep', 'GraphStep']

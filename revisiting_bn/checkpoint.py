@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from errors import USAGE, RunError, plural
-from results import is_finished, read_record, write_results
-from runs import atomic_write
-from train_args import setting_differences
+from .cli import USAGE, RunError, plural
+from .experiment import setting_differences
+from .results import standing, write_results
+from .runs import atomic_write
 
 __all__ = ['CHECKPOINT_FORMAT', 'CheckpointError', 'save_torch', 'rng_states', 'restore_rng_states',
            'load_checkpoint', 'cpu_copy', 'checkpoint_state', 'restore_checkpoint', 'BackgroundWriter',
@@ -209,28 +209,27 @@ class Start:
 
 
 def find_start(args, paths):
-    """How the run of ``args`` starts, from what its files say.
+    """How the run of ``args`` starts, from where its files say it stands (results.standing).
 
     Without --resume, existing results or a checkpoint are never overwritten unless
     --overwrite says so. With --resume, the checkpoint must come from the same
-    experiment (train_args.differing_settings) and, unless --change_num_epochs, the same
+    experiment (experiment.differing_settings) and, unless --change_num_epochs, the same
     number of epochs; a finished run is reported, not retrained.
     """
-    record = read_record(paths['json'])
-    has_results, has_checkpoint = os.path.exists(paths['json']), os.path.exists(paths['checkpoint'])
+    now = standing(paths)
     if not args.resume:
-        if not (has_results or has_checkpoint):
+        if now.kind == 'new':
             return Start('new')
-        _check_same_experiment(args, paths, record)
+        _check_same_experiment(args, paths, now.record)
         if args.overwrite:
             return Start('new')
-        state = 'finished' if is_finished(record) else 'unfinished'
-        raise CheckpointError(f'{args.name} already has {state} results in {paths["results"]}: add --resume to '
-                              f'continue it, or --overwrite to train it again from scratch', status=USAGE)
-    if not has_checkpoint:
-        if is_finished(record):
-            return Start('finished', record=record)
-        if has_results:
+        raise CheckpointError(f'{args.name} already has {"finished" if now.kind == "finished" else "unfinished"} '
+                              f'results in {paths["results"]}: add --resume to continue it, or --overwrite to train '
+                              f'it again from scratch', status=USAGE)
+    if not now.has_checkpoint:
+        if now.kind == 'finished':
+            return Start('finished', record=now.record)
+        if now.kind == 'unfinished':
             raise CheckpointError(f'cannot resume {args.name}: it has results but no checkpoint '
                                   f'({paths["checkpoint"]}); use --overwrite instead to train it again',
                                   status=USAGE)

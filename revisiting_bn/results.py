@@ -1,4 +1,4 @@
-"""A run's results record: its shape, how it grows each epoch, its two files, and reading them back.
+"""A run's results record: its shape, how it grows each epoch, its files (written here only), where a run stands.
 
 A run named N writes (see runs.py for where):
   N.txt    the original code's results file: 'Setting: value,,,, ' lines, then a CSV table
@@ -11,16 +11,15 @@ import json
 import os
 import platform
 import re
+from dataclasses import dataclass
 
-import torch
-
-from errors import RunError, plural
-from runs import write_text
-from train_args import comparable, differing_settings
+from .cli import RunError, plural
+from .experiment import comparable, differing_settings
+from .runs import write_text
 
 __all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'results_csv',
-           'write_results', 'new_record', 'resumed_record', 'add_epoch', 'interrupted', 'record_failure',
-           'read_record', 'is_finished', 'has_best', 'outcome',
+           'write_results', 'new_record', 'resumed_record', 'add_epoch', 'add_norm_statistics', 'interrupted',
+           'record_failure', 'read_record', 'is_finished', 'has_best', 'outcome', 'Standing', 'standing',
            'result_files', 'load_runs', 'RunList', 'group_runs']
 
 SEED_SUFFIX = re.compile(r'_seed(\d+)$')
@@ -88,6 +87,8 @@ def code_version():
 def new_record(config, device, **facts):
     """The JSON results of a run that has not finished an epoch yet."""
     from importlib.metadata import PackageNotFoundError, version
+
+    import torch
     try:
         torchvision_version = version('torchvision')
     except PackageNotFoundError:
@@ -105,6 +106,7 @@ def new_record(config, device, **facts):
 def resumed_record(saved, config, world_size, first_epoch):
     """A resumed run's record: the checkpoint's, running again from ``first_epoch``, with this session's
     configuration; a new CPU thread count is noted with the epoch it starts from (it changes the rounding)."""
+    import torch
     record = {**saved, 'config': config, 'status': 'running', 'world_size': world_size}
     threads = torch.get_num_threads()
     if saved.get('cpu_threads') not in (None, threads):
@@ -125,6 +127,15 @@ def add_epoch(record, row, last, wall_time_s, step_path, weights_file):
     record.update(final_test_accuracy=row['test_accuracy'], status='finished' if last else 'running',
                   wall_time_s=wall_time_s, step_path=dict(step_path))
     return improved
+
+
+def add_norm_statistics(record, measured):
+    """Add one moment's per-layer statistics (norm_statistics.NormStatistics.measured) to the record's
+    'norm_statistics' section: the epoch's measurements, and the layers' latest gammas for their final
+    distribution."""
+    section = record.setdefault('norm_statistics', {**measured['about'], 'epochs': []})
+    section['epochs'].append(measured['epoch'])
+    section['gamma'] = measured['gamma']
 
 
 def record_failure(paths, status, problem):
@@ -153,6 +164,29 @@ def read_record(path):
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+@dataclass
+class Standing:
+    """Where a run stands, from its files: its results record (or None), whether it has results and a checkpoint."""
+    record: dict
+    has_results: bool
+    has_checkpoint: bool
+
+    @property
+    def kind(self):
+        """'finished', 'resume' (a checkpoint to continue from), 'unfinished' (results but no checkpoint) or 'new'."""
+        if is_finished(self.record):
+            return 'finished'
+        if self.has_checkpoint:
+            return 'resume'
+        return 'unfinished' if self.has_results else 'new'
+
+
+def standing(paths):
+    """Where the run whose files are ``paths`` (runs.output_paths) stands: the one reading that train.py's start
+    and the sweep's plan both use."""
+    return Standing(read_record(paths['json']), os.path.exists(paths['json']), os.path.exists(paths['checkpoint']))
 
 
 def is_finished(record):
@@ -229,7 +263,7 @@ class RunList(list):
 
 def group_runs(runs):
     """{label: {seed: run}}; refuses two results for one seed, and runs of one label whose experiment
-    settings (train_args.experiment_settings, the seed aside) differ."""
+    settings (experiment.experiment_settings, the seed aside) differ."""
     groups = {}
     for run in runs:
         seeds = groups.setdefault(run['label'], {})

@@ -2,9 +2,9 @@
 # The GPU measurements behind the fast path's defaults: tests and benchmark, a full run's wall time, a precision
 # study; three parts that run separately (see docs/fast-path.md):
 #
-#   bash gpu_evidence.sh bench     OUT   # CUDA tests of fast_path.py; bench.py, default and variants
-#   bash gpu_evidence.sh full_run  OUT   # train.py, 180 epochs of CIFAR-shaped data (45k/5k/10k): wall time
-#   bash gpu_evidence.sh precision OUT   # paired seeds on Fashion-MNIST: fp32 eager against the fast variants
+#   bash benchmarks/gpu_evidence.sh bench     OUT   # CUDA tests of fast_path.py; bench.py, default and variants
+#   bash benchmarks/gpu_evidence.sh full_run  OUT   # train.py, 180 epochs of CIFAR-shaped data (45k/5k/10k): wall time
+#   bash benchmarks/gpu_evidence.sh precision OUT   # paired seeds on Fashion-MNIST: fp32 eager against the fast variants
 #
 # Each part writes at most four files into OUT (its log, and JSON/Markdown results).
 # Environment knobs (defaults in brackets):
@@ -16,11 +16,13 @@
 #   SEEDS [1-5]  EPOCHS [10]  RUNS_PER_GPU [3]
 #   CONFIGS [fp32_eager fp32_graph bf16_graph fp16_graph]
 set -euo pipefail
-usage='usage: bash gpu_evidence.sh bench|full_run|precision OUT'
+usage='usage: bash benchmarks/gpu_evidence.sh bench|full_run|precision OUT'
 part=${1:?$usage}
 out=${2:?$usage}
 python=${PYTHON:-python3}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
+cd "$(dirname "$0")/.."  # the repository: its scripts and tests
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export PYTHONUNBUFFERED=1

@@ -2,7 +2,7 @@
 
 The last one shows the paper's observation: the learned BN scales stay close to
 their initial value, so the initial value chosen for them matters. It is drawn from the
-gammas in the results JSON (the per-layer statistics, report_norm_figures.py draws the
+gammas in the results JSON (the per-layer statistics, norm_figures.py draws the
 rest of them), or, for runs recorded without them, from the best weights.
 """
 import os
@@ -12,14 +12,13 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-from batch_norm import resolve_bn_weight  # noqa: E402
-from errors import plural  # noqa: E402
-from report_norm_figures import INPUT_BN, final_gammas, gamma_distance, norm_runs, xhat_by_layer  # noqa: E402
-from results import is_finished  # noqa: E402
-from runs import run_files  # noqa: E402
-from t_test import format_p  # noqa: E402
+from .cli import plural  # noqa: E402
+from .norm_figures import final_gammas, gamma_distance, norm_runs, xhat_by_layer  # noqa: E402
+from .protocol import INPUT_BN, resolve_bn_weight  # noqa: E402
+from .results import is_finished  # noqa: E402
+from .runs import run_files  # noqa: E402
+from .t_test import format_p  # noqa: E402
 
 __all__ = ['write_plots', 'best_weights_file', 'bn_scales']
 
@@ -38,10 +37,15 @@ def bn_scales(state_dict):
     statistics alike."""
     scales = {key[:-len('weight')]: value.float() for key, value in state_dict.items()
               if key.endswith('weight') and value.dim() == 1}
-    input_bn = [v for p, v in scales.items() if p == f'{INPUT_BN}.']
-    others = [v for p, v in scales.items() if p != f'{INPUT_BN}.']
-    cat = lambda parts: torch.cat(parts).numpy() if parts else np.array([])  # noqa: E731
+    input_bn = [v.numpy() for p, v in scales.items() if p == f'{INPUT_BN}.']
+    others = [v.numpy() for p, v in scales.items() if p != f'{INPUT_BN}.']
+    cat = lambda parts: np.concatenate(parts) if parts else np.array([])  # noqa: E731
     return cat(input_bn), cat(others)
+
+
+def _load_weights(path):
+    import torch  # only for runs recorded without per-layer statistics: the report needs no torch otherwise
+    return torch.load(path, map_location='cpu', weights_only=True)
 
 
 def _save(fig, path):
@@ -99,8 +103,7 @@ def scales_after_training(groups, path):
             weights = None if recorded else best_weights_file(run)
             found += bool(recorded or weights)
             if (recorded or weights) and is_finished(run['record']):
-                input_scales, scales = final_gammas(recorded) if recorded else \
-                    bn_scales(torch.load(weights, map_location='cpu', weights_only=True))
+                input_scales, scales = final_gammas(recorded) if recorded else bn_scales(_load_weights(weights))
                 inputs.append(input_scales)
                 others.append(scales)
         if others and sum(s.size for s in others):  # a network without normalisation layers has no panel

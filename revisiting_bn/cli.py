@@ -1,4 +1,10 @@
-"""Exit statuses, the one line that ends a run, a sweep or a report on any error, and counts in words."""
+"""Command lines: exit statuses, the parser every tool uses, and the one line that ends a program on any error.
+
+Every tool here (train.py, sweep.py, report.py, t_test.py, bench.py) ends a known problem with
+'prog: error: ...' in one line and a non-zero status, never a traceback: 2 for a usage error
+(flags, a run that clashes with its files), 1 for a problem with files, data or training.
+"""
+import argparse
 import contextlib
 import errno
 import os
@@ -7,7 +13,8 @@ import sys
 USAGE, FAILURE = 2, 1  # a usage error (flags, a run that clashes with its files); a problem with files, data, training
 TRACEBACK_VARIABLE = 'REVISITING_BN_TRACEBACK'  # set to 1 to see the traceback of an unexpected error
 
-__all__ = ['USAGE', 'FAILURE', 'TRACEBACK_VARIABLE', 'RunError', 'describe', 'exit_on_error', 'plural']
+__all__ = ['USAGE', 'FAILURE', 'TRACEBACK_VARIABLE', 'RunError', 'UsageError', 'OneLineParser', 'describe',
+           'exit_on_error', 'plural']
 
 
 class RunError(Exception):
@@ -16,6 +23,37 @@ class RunError(Exception):
     def __init__(self, message, status=FAILURE):
         super().__init__(message)
         self.status = status
+
+
+class UsageError(RunError):
+    """Flags that cannot work together, or a value a flag cannot take (exit status 2)."""
+
+    def __init__(self, message):
+        super().__init__(message, USAGE)
+
+
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows a flag's default where it has one worth showing (not None, '', or an off switch)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, '', False, argparse.SUPPRESS) or isinstance(action.default, list):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line ('prog: error: ...', exit 2) instead of the whole usage block
+    (or, with ``raise_errors``, a UsageError for the caller); flags must be written in full (no
+    abbreviations) and --help shows the defaults."""
+
+    def __init__(self, *args, raise_errors=False, **kwargs):
+        super().__init__(*args, allow_abbrev=False, formatter_class=DefaultsHelp, **kwargs)
+        self.raise_errors = raise_errors
+
+    def error(self, message):
+        if self.raise_errors:
+            raise UsageError(message)
+        self.exit(USAGE, f'{self.prog}: error: {message}\n')
 
 
 def _first_line(error):

@@ -13,12 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from results import is_finished  # noqa: E402
+from .protocol import INPUT_BN  # noqa: E402
+from .results import is_finished  # noqa: E402
 
 __all__ = ['norm_runs', 'final_gammas', 'gamma_distance', 'xhat_by_layer']
-
-INPUT_BN = '0'  # construct_network puts the input BN first in an nn.Sequential
-
 
 def norm_runs(groups):
     """{configuration: [norm_statistics of each finished seed]}, for the configurations whose runs have them."""

@@ -1,5 +1,4 @@
-"""train.py's command line: the original's defaults, a role for every flag, and one definition of the settings
-that make an experiment, which resume, sweep and report all follow."""
+"""train.py's flags: the original's defaults, a role for every flag from the one table of roles, and the checks."""
 import json
 import os
 
@@ -8,10 +7,12 @@ import torch
 
 import sweep
 import train
-import train_args
 from conftest import parse_args
-from results import ResultsError, group_runs, load_runs
-from train_args import CONTROL, EXPERIMENT, PLACE, differing_settings, experiment_settings, setting_differences
+from revisiting_bn import flags
+from revisiting_bn.cli import UsageError
+from revisiting_bn.experiment import EXPERIMENT, ROLES, experiment_settings, run_config
+from revisiting_bn.protocol import DEFAULTS
+from revisiting_bn.results import ResultsError, group_runs, load_runs
 
 
 def test_defaults_match_the_original_readme():
@@ -22,26 +23,17 @@ def test_defaults_match_the_original_readme():
     assert args.name == 'cifar10_train_weight0.1_c100' and args.path == os.path.join('.', 'training', '')
     assert parse_args(['--bn_weight', '1', '--c', '1']).name == 'cifar10_train_weight1.0_c1.0'  # as the original
     assert args.device == ('cuda' if torch.cuda.is_available() else 'cpu')
+    assert {key: getattr(args, key) for key in DEFAULTS} == DEFAULTS  # the one table of the protocol's defaults
 
 
-def test_every_flag_declares_its_role():
-    actions = [a for a in train_args.build_parser()._actions if a.dest != 'help']
-    assert all(getattr(a, 'role', None) in (EXPERIMENT, PLACE, CONTROL) for a in actions)
-    assert experiment_settings() == ('dataset', 'network', 'batch_size', 'num_epochs', 'learning_rate', 'scheduler',
-                                     'momentum', 'weight_decay', 'bn_weight', 'c', 'input_norm', 'norm',
-                                     'mabn_real_batch', 'train_only_bn', 'bn_affine', 'bn_running_stats', 'seed',
-                                     'image_size', 'fake_size', 'precision', 'channels_last', 'sync_bn')
-    config = train_args.run_config(parse_args(['--resume']))
+def test_every_flag_has_a_role_in_the_table_and_every_role_a_flag(monkeypatch):
+    dests = [a.dest for a in flags.build_parser()._actions if a.dest != 'help']
+    assert list(dict.fromkeys(dests)) == list(ROLES)  # --bn_affine and --no_bn_affine share one setting
+    config = run_config(parse_args(['--resume']))
     assert 'resume' not in config and 'overwrite' not in config and 'cuda_graph' not in config  # train.py decides it
-
-
-def test_setting_differences_name_each_setting():
-    saved = {'bn_weight': 0.1, 'c': 100, 'seed': '1', 'path': 'a', 'device': 'cpu'}
-    current = {'bn_weight': 1.0, 'c': 100.0, 'seed': '2', 'path': 'b', 'device': 'cuda'}
-    assert setting_differences(saved, current) == ["bn_weight: 0.1 -> 1.0", "seed: '1' -> '2'"]  # c 100 == 100.0
-    assert setting_differences(saved, current, ignore=('seed',)) == ["bn_weight: 0.1 -> 1.0"]  # path is no setting
-    assert differing_settings([saved, current, {**current, 'bn_weight': 0.5}], ignore=('seed',)) == {
-        'bn_weight': [0.1, 1.0, 0.5]}
+    monkeypatch.delitem(ROLES, 'sync_bn')
+    with pytest.raises(KeyError, match='--sync_bn has no role'):
+        flags.build_parser()
 
 
 TINY = ['--dataset', 'fake', '--fake_size', '100', '--batch_size', '100', '--num_epochs', '1', '--network', 'mlp',
@@ -49,16 +41,17 @@ TINY = ['--dataset', 'fake', '--fake_size', '100', '--batch_size', '100', '--num
 
 
 def test_a_new_experiment_flag_is_noticed_by_resume_sweep_and_report(tmp_path, monkeypatch, capsys):
-    """Declaring a flag an experiment setting is all it takes: a resume, a sweep and a report then refuse to
-    mix runs that differ in it, naming it."""
-    plain_parser = train_args.build_parser
+    """Declaring a flag an experiment setting in experiment.ROLES is all it takes: a resume, a sweep and a report
+    then refuse to mix runs that differ in it, naming it."""
+    plain_parser = flags.build_parser
 
     def with_knob(**kwargs):
         parser = plain_parser(**kwargs)
-        parser.add_argument('--knob', type=int, default=0).role = EXPERIMENT
+        parser.add_argument('--knob', type=int, default=0)
         return parser
 
-    monkeypatch.setattr(train_args, 'build_parser', with_knob)
+    monkeypatch.setitem(ROLES, 'knob', EXPERIMENT)
+    monkeypatch.setattr(flags, 'build_parser', with_knob)
     assert experiment_settings()[-1] == 'knob'
     path = str(tmp_path) + '/'
     own = ['--path', path, '--name', 'proposed_seed1', '--seed', '1', '--device', 'cpu']
@@ -86,26 +79,26 @@ def test_a_cuda_index_past_the_last_device_is_refused_with_the_count(monkeypatch
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
     with pytest.raises(ValueError, match=r'^--device cuda:1: only 1 CUDA device present$'):
-        train_args.resolve_device('cuda:1')
+        flags.resolve_device('cuda:1')
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
     with pytest.raises(ValueError, match=r'^--device cuda:2: only 2 CUDA devices present$'):
-        train_args.resolve_device('cuda:2')
+        flags.resolve_device('cuda:2')
 
 
 def test_validate_args_only_checks_and_complete_args_derives_on_a_copy(capsys):
     """validate_args neither changes nor prints (sweep.py and bench.py call it too); what follows from the flags
     (canonical seed, default name and path, torch's device name) comes from complete_args, on a copy."""
-    args = train_args.build_parser().parse_args(['--seed', '00', '--device', 'cpu', '--dataset', 'fashionmnist'])
+    args = flags.build_parser().parse_args(['--seed', '00', '--device', 'cpu', '--dataset', 'fashionmnist'])
     before = dict(vars(args))
-    train_args.validate_args(args)
+    flags.validate_args(args)
     assert vars(args) == before and capsys.readouterr() == ('', '')
-    completed = train_args.complete_args(args)
+    completed = flags.complete_args(args)
     assert (completed.seed, completed.name, completed.path) == ('0', 'fashionmnist_train_weight0.1_c100',
                                                                 os.path.join('.', 'training', ''))
     assert vars(args) == before
-    bad = train_args.build_parser().parse_args(['--batch_size', '0', '--device', 'cpu', '--resume', '--overwrite'])
-    with pytest.raises(train_args.UsageError, match=r'--batch_size must be >= 1, got 0; .*contradict') as error:
-        train_args.validate_args(bad)
+    bad = flags.build_parser().parse_args(['--batch_size', '0', '--device', 'cpu', '--resume', '--overwrite'])
+    with pytest.raises(UsageError, match=r'--batch_size must be >= 1, got 0; .*contradict') as error:
+        flags.validate_args(bad)
     assert error.value.status == 2
-    with pytest.raises(train_args.UsageError, match='fp16 needs a CUDA device'):
-        train_args.validate_args(train_args.build_parser().parse_args(['--device', 'cpu', '--precision', 'fp16']))
+    with pytest.raises(UsageError, match='fp16 needs a CUDA device'):
+        flags.validate_args(flags.build_parser().parse_args(['--device', 'cpu', '--precision', 'fp16']))

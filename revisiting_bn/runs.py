@@ -14,7 +14,7 @@ import os
 import socket
 import time
 
-from errors import USAGE, RunError
+from .cli import USAGE, RunError
 
 __all__ = ['output_paths', 'run_files', 'atomic_write', 'write_text', 'check_writable', 'process_start', 'process_alive',
            'RunLock']

@@ -1,10 +1,9 @@
-"""train.py's command line: every flag with its role and help, and the checks that reject impossible settings.
+"""train.py's flags: each with its help and default, the checks that reject impossible settings, and the device.
 
 A usage error is one line, 'train.py: error: ...', with exit status 2, before anything is written.
-Every flag declares its role, and everything that asks "is this the same experiment?" (resume,
-sweep, report) asks ``differing_settings``, which derives the answer from these roles, so a new
-flag cannot be left out. ``validate_args`` only checks; ``complete_args`` adds what follows
-from the flags (the default name and path, the resolved device).
+Each flag's role (does it define the experiment?) comes from experiment.ROLES. ``validate_args``
+only checks; ``complete_args`` adds what follows from the flags (the default name and path, the
+resolved device).
 """
 import argparse
 import math
@@ -13,52 +12,17 @@ import re
 
 import torch
 
-from data import TRAINABLE_DATASETS
-from engine import PRECISIONS
-from errors import USAGE, RunError, plural
-from batch_norm import NORMS, resolve_bn_weight
-from cpu_threads import default_threads
-from networks import INPUT_NORMS, NETWORKS, TORCHVISION, network_problem, torchvision_norm_problem
-from weight_decay_and_learning_rate import SCHEDULERS
+from .batch_norm import NORMS
+from .cli import OneLineParser, UsageError, plural
+from .cpu_threads import default_threads
+from .data import TRAINABLE_DATASETS
+from .engine import PRECISIONS
+from .experiment import ROLES
+from .networks import INPUT_NORMS, NETWORKS, TORCHVISION, network_problem, torchvision_norm_problem
+from .protocol import DEFAULTS, FAKE_MIN_SIZE, resolve_bn_weight
+from .weight_decay_and_learning_rate import SCHEDULERS
 
-__all__ = ['EXPERIMENT', 'PLACE', 'CONTROL', 'UsageError', 'OneLineParser', 'build_parser', 'parse_args',
-           'experiment_settings', 'comparable', 'differing_settings', 'setting_differences', 'run_config',
-           'validate_args', 'complete_args', 'device_problem', 'resolve_device']
-
-EXPERIMENT = 'experiment'  # defines the result: a resume, a sweep and a report refuse to mix runs that differ in it
-PLACE = 'place'            # where the files and the computation go: may change between sessions of one run
-CONTROL = 'control'        # how this session starts: not part of the run's configuration
-
-
-class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows a flag's default where it has one worth showing (not None, '', or an off switch)."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, '', False, argparse.SUPPRESS) or isinstance(action.default, list):
-            return action.help
-        return super()._get_help_string(action)
-
-
-class UsageError(RunError):
-    """Flags that cannot work together, or a value a flag cannot take (exit status 2)."""
-
-    def __init__(self, message):
-        super().__init__(message, USAGE)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line ('prog: error: ...', exit 2) instead of the whole usage block
-    (or, with ``raise_errors``, a UsageError for the caller); flags must be written in full (no
-    abbreviations) and --help shows the defaults."""
-
-    def __init__(self, *args, raise_errors=False, **kwargs):
-        super().__init__(*args, allow_abbrev=False, formatter_class=DefaultsHelp, **kwargs)
-        self.raise_errors = raise_errors
-
-    def error(self, message):
-        if self.raise_errors:
-            raise UsageError(message)
-        self.exit(USAGE, f'{self.prog}: error: {message}\n')
+__all__ = ['build_parser', 'parse_args', 'validate_args', 'complete_args', 'device_problem', 'resolve_device']
 
 
 def build_parser(raise_errors=False):
@@ -67,134 +31,93 @@ def build_parser(raise_errors=False):
                       description='Train a network with the paper\'s BN initialisation and BN-scale learning-rate '
                                   'reduction.')
 
-    def flag(name, role, **kwargs):
-        p.add_argument(name, **kwargs).role = role
+    def flag(name, **kwargs):
+        action = p.add_argument(name, **kwargs)
+        if action.dest not in ROLES:
+            raise KeyError(f'{name} has no role in experiment.ROLES: say there whether it defines the experiment')
 
-    flag('--path', PLACE, default='', help="parent folder for {dataset}/images, /networks and /results; "
-                                           "'' means ./training/")
-    flag('--name', PLACE, default=None, help='name of the weights and results files '
-                                             '(default: {dataset}_train_weight{bn_weight}_c{c})')
-    flag('--dataset', EXPERIMENT, default='cifar10', choices=TRAINABLE_DATASETS,
+    flag('--path', default='', help="parent folder for {dataset}/images, /networks and /results; '' means ./training/")
+    flag('--name', default=None,
+         help='name of the weights and results files (default: {dataset}_train_weight{bn_weight}_c{c})')
+    flag('--dataset', default=DEFAULTS['dataset'], choices=TRAINABLE_DATASETS,
          help="dataset to train on; 'fake' is random CIFAR-shaped data for smoke runs and benchmarks only: "
               "its accuracies mean nothing")
-    flag('--network', EXPERIMENT, default='resnet18',
+    flag('--network', default=DEFAULTS['network'],
          help=f'network to train: {", ".join(NETWORKS)}, or {TORCHVISION}NAME, any torchvision classification network '
               f'with batch norm (e.g. {TORCHVISION}mobilenet_v2, {TORCHVISION}efficientnet_b0, {TORCHVISION}densenet121, '
               f'{TORCHVISION}regnet_y_400mf, {TORCHVISION}vgg11_bn, {TORCHVISION}resnext50_32x4d; docs/your-data-and-networks.md)')
-    flag('--batch_size', EXPERIMENT, default=128, type=int, help='training batch size')
-    flag('--num_epochs', EXPERIMENT, default=180, type=int, help='number of training epochs')
-    flag('--learning_rate', EXPERIMENT, default=0.1, type=float, help='initial SGD learning rate')
-    flag('--scheduler', EXPERIMENT, default='cos', choices=tuple(SCHEDULERS),
+    flag('--batch_size', default=DEFAULTS['batch_size'], type=int, help='training batch size')
+    flag('--num_epochs', default=DEFAULTS['num_epochs'], type=int, help='number of training epochs')
+    flag('--learning_rate', default=DEFAULTS['learning_rate'], type=float, help='initial SGD learning rate')
+    flag('--scheduler', default=DEFAULTS['scheduler'], choices=tuple(SCHEDULERS),
          help="'cos': cosine annealing to 1e-8, stepped once per epoch; 'none': constant rate")
-    flag('--momentum', EXPERIMENT, default=0.9, type=float, help='SGD momentum')
-    flag('--weight_decay', EXPERIMENT, default=1e-4, type=float, help='weight decay on conv and linear weights')
-    flag('--device', PLACE, default=default_device, help='torch device: cpu, cuda, cuda:0, ...')
-    flag('--bn_weight', EXPERIMENT, default=0.1, type=float,
+    flag('--momentum', default=DEFAULTS['momentum'], type=float, help='SGD momentum')
+    flag('--weight_decay', default=DEFAULTS['weight_decay'], type=float, help='weight decay on conv and linear weights')
+    flag('--device', default=default_device, help='torch device: cpu, cuda, cuda:0, ...')
+    flag('--bn_weight', default=DEFAULTS['bn_weight'], type=float,
          help='initial value of every BN scale (<= 0 means the standard 1.0)')
-    # An int default, as in the original, so the default name says c100 (and c100.0 with --c 100).
-    flag('--c', EXPERIMENT, default=100, type=float,
+    flag('--c', default=DEFAULTS['c'], type=float,
          help='BN scales train with learning_rate / c (applied only when c > 1)')
-    flag('--input_norm', EXPERIMENT, default='bn', choices=INPUT_NORMS,
+    flag('--input_norm', default=DEFAULTS['input_norm'], choices=INPUT_NORMS,
          help="'bn': a BN layer before the network (scale bn_weight x 0.58, shift frozen at 0); "
               "'dataset': fixed per-channel mean/std of the training set")
-    flag('--norm', EXPERIMENT, default='bn', choices=tuple(NORMS),
+    flag('--norm', default=DEFAULTS['norm'], choices=tuple(NORMS),
          help="every normalisation layer of the network: 'bn' (ScaleBatchNorm), 'mabn' (moving-average BN for "
               "small batches, with weight-centralised convolutions), 'none' (no normalisation)")
-    flag('--mabn_real_batch', EXPERIMENT, default=32, type=int,
+    flag('--mabn_real_batch', default=32, type=int,
          help='with --norm mabn: the batch MABN simulates by averaging statistics over real_batch / batch_size '
               'iterations (a multiple of --batch_size)')
-    flag('--train_only_bn', EXPERIMENT, action='store_true',
+    flag('--train_only_bn', action='store_true',
          help='train only the normalisation layers\' scales and shifts; every other parameter stays at its '
               'initial value (Frankle et al., 2021)')
-    flag('--bn_affine', EXPERIMENT, action='store_true', default=True,
+    flag('--bn_affine', action='store_true', default=True,
          help='BN layers have a learnable scale and shift (nn.BatchNorm2d(affine=True))')
-    flag('--no_bn_affine', EXPERIMENT, dest='bn_affine', action='store_false',
+    flag('--no_bn_affine', dest='bn_affine', action='store_false',
          help='BN layers without scale and shift (affine=False)')
-    flag('--bn_running_stats', EXPERIMENT, action='store_true', default=True,
+    flag('--bn_running_stats', action='store_true', default=True,
          help='BN layers keep running statistics for evaluation (track_running_stats=True)')
-    flag('--no_bn_running_stats', EXPERIMENT, dest='bn_running_stats', action='store_false',
+    flag('--no_bn_running_stats', dest='bn_running_stats', action='store_false',
          help='BN layers evaluate with the batch\'s own statistics (track_running_stats=False)')
-    flag('--seed', EXPERIMENT, default='1', help='trial seed (an integer, hashed with MD5; the paper uses 1..15, '
-                                                 '0 is reserved for the validation split)')
-    flag('--data_dir', PLACE, default=None, help='folder holding the dataset files (default: {path}/{dataset}/images); '
-                                                 'with --dataset folder, the folder holding train/<class>/... and '
-                                                 'test/<class>/...')
-    flag('--image_size', EXPERIMENT, default=None, type=int,
+    flag('--seed', default=DEFAULTS['seed'],
+         help='trial seed (an integer, hashed with MD5; the paper uses 1..15, 0 is reserved for the validation split)')
+    flag('--data_dir', default=None,
+         help='folder holding the dataset files (default: {path}/{dataset}/images); with --dataset folder, the folder '
+              'holding train/<class>/... and test/<class>/...')
+    flag('--image_size', default=None, type=int,
          help='--dataset folder: the square size every image is resized to (shorter side, then a centre crop; '
               'default: the median shorter side of the training images)')
-    flag('--cache_dir', PLACE, default=None,
+    flag('--cache_dir', default=None,
          help='--dataset folder: where the decoded images are cached (default: {path}/folder/cache)')
-    flag('--fake_size', EXPERIMENT, default=50000, type=int,
+    flag('--fake_size', default=50000, type=int,
          help="number of training images of --dataset fake (the test set is a fifth of it)")
-    flag('--precision', EXPERIMENT, default='fp32', choices=tuple(PRECISIONS),
+    flag('--precision', default='fp32', choices=tuple(PRECISIONS),
          help='arithmetic of forward and backward: fp32, or bf16/fp16 autocast (BN weights stay fp32; '
               'fp16 only on CUDA, with dynamic loss scaling on the device)')
-    flag('--channels_last', EXPERIMENT, action='store_true',
+    flag('--channels_last', action='store_true',
          help='channels-last memory layout for the network and its inputs (faster with bf16/fp16 on GPUs)')
-    flag('--threads', PLACE, default=None, type=int,
+    flag('--threads', default=None, type=int,
          help=f'CPU threads (default: OMP_NUM_THREADS if set, else one per core this process may use: {default_threads()} '
               'here). '
               'Fixed for a run: the count changes the CPU\'s rounding; runs sharing a CPU go fastest with one '
               'single-thread run per core (sweep.py does that)')
-    flag('--no_cuda_graph', PLACE, action='store_true',
+    flag('--no_cuda_graph', action='store_true',
          help='on CUDA, run every step eagerly instead of replaying one captured CUDA graph')
-    flag('--sync_bn', EXPERIMENT, action='store_true',
+    flag('--sync_bn', action='store_true',
          help='under torchrun (CUDA): BN statistics over the whole batch instead of per process')
-    flag('--no_norm_statistics', PLACE, action='store_true',
+    flag('--no_norm_statistics', action='store_true',
          help='do not record the per-layer gamma, beta and x_hat statistics of every epoch in the results JSON '
               '(they change no result; docs/norm-statistics.md)')
-    flag('--evaluate', CONTROL, default=None, metavar='WEIGHTS',
+    flag('--evaluate', default=None, metavar='WEIGHTS',
          help='evaluate saved weights (a -best.pt or -last.pt) on the validation and test sets with the same data and '
               'network flags, computed as training does; trains nothing')
-    flag('--resume', CONTROL, action='store_true',
+    flag('--resume', action='store_true',
          help='continue from {name}-last.pt (or start, if there is none); a finished run is not retrained')
-    flag('--overwrite', CONTROL, action='store_true',
+    flag('--overwrite', action='store_true',
          help='train from scratch even though results or a checkpoint of this name exist, replacing them')
-    flag('--change_num_epochs', CONTROL, action='store_true',
+    flag('--change_num_epochs', action='store_true',
          help='with --resume, accept a --num_epochs different from the checkpoint\'s; the cosine schedule '
               'then decays from the current learning rate to its minimum at the new last epoch')
     return p
-
-
-def _roles(parser=None):
-    parser = parser or build_parser()
-    return {action.dest: action.role for action in parser._actions if action.dest != 'help'}
-
-
-def experiment_settings():
-    """The flags (by name) that define an experiment, in the parser's order."""
-    return tuple(name for name, role in _roles().items() if role == EXPERIMENT)
-
-
-def comparable(value):
-    """A setting's value as compared and listed: numbers by value (a default c of 100 equals --c 100.0)."""
-    return repr(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value)
-
-
-def differing_settings(configs, ignore=()):
-    """The one answer to "are these the same experiment?": {setting: its distinct values, in order met} for
-    every experiment setting (outside ``ignore``) on which the run configurations ``configs`` differ."""
-    differing = {}
-    for name in experiment_settings():
-        if name not in ignore:
-            values = {}
-            for config in configs:
-                values.setdefault(comparable(config.get(name)), config.get(name))
-            if len(values) > 1:
-                differing[name] = list(values.values())
-    return differing
-
-
-def setting_differences(saved, current, ignore=()):
-    """'name: saved -> current' for every experiment setting (outside ``ignore``) that differs."""
-    return [f'{name}: {saved!r} -> {now!r}' for name, (saved, now) in
-            differing_settings([saved, current], ignore).items()]
-
-
-def run_config(args):
-    """The configuration a run records: every flag but the ones that only control this session."""
-    control = {name for name, role in _roles().items() if role == CONTROL}
-    return {key: value for key, value in vars(args).items() if key not in control}
 
 
 def _finite(value):
@@ -256,8 +179,9 @@ def _value_problems(args):
     if args.image_size is not None and (args.dataset != 'folder' or args.image_size < 8):
         problems.append('--image_size applies to --dataset folder only' if args.dataset != 'folder' else
                         f'--image_size must be >= 8, got {args.image_size}')
-    if args.dataset == 'fake' and args.fake_size < 100:
-        problems.append(f'--fake_size must be >= 100 (the validation split needs every class), got {args.fake_size}')
+    if args.dataset == 'fake' and args.fake_size < FAKE_MIN_SIZE:
+        problems.append(f'--fake_size must be >= {FAKE_MIN_SIZE} (the validation split needs every class), got '
+                        f'{args.fake_size}')
     return problems
 
 

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from errors import RunError
-from seeds import make_complex
+from .cli import RunError
+from .protocol import FAKE_MIN_SIZE, VALIDATION_FRACTION, VALIDATION_SPLIT_SEED
+from .seeds import make_complex
 
 __all__ = ['SMALL_IMAGE_MAX', 'DatasetInfo', 'DATASETS', 'TRAINABLE_DATASETS', 'PAPER_CIFAR10_MEAN', 'PAPER_CIFAR10_STD', 'DatasetError',
-           'ImageData', 'load_dataset', 'split_train_validation', 'channel_mean_std', 'ImageBatches']
+           'ImageData', 'data_folder', 'load_dataset', 'split_train_validation', 'channel_mean_std', 'ImageBatches']
 
 
 # Images up to this size (CIFAR's 32, Fashion-MNIST's 28, up to 64) get the paper's 3x3 stride-1 ResNet stem without
@@ -56,9 +57,6 @@ TRAINABLE_DATASETS = ('cifar10', 'cifar100', 'fashionmnist', 'fake', 'folder')
 # The per-channel statistics the paper uses for --input_norm dataset on CIFAR-10.
 PAPER_CIFAR10_MEAN = (0.4916, 0.4823, 0.4467)
 PAPER_CIFAR10_STD = (0.2472, 0.2437, 0.2618)
-VALIDATION_FRACTION = 0.1
-VALIDATION_SPLIT_SEED = 0
-FAKE_MIN_SIZE = 100  # the stratified 10% split needs at least one image per class
 FAKE_DATA_SEED = 'fake data'
 
 
@@ -153,23 +151,32 @@ def _read_idx(path, expected_ndim):
         raise DatasetError(f'corrupt dataset file {path} ({type(error).__name__}: {error})') from None
 
 
-def _load_fashionmnist(root, download):
-    raw = os.path.join(root, 'FashionMNIST', 'raw')
-    stems = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
-             't10k-labels-idx1-ubyte']
+_FASHION_MNIST_STEMS = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
+                        't10k-labels-idx1-ubyte')
 
-    def find(stem):  # torchvision's layout, or the files straight in the folder (Debian's package)
-        for folder in (raw, root):
+
+def _fashionmnist_files(root):
+    """The four files under ``root`` (torchvision's layout, or straight in the folder as Debian's package has them),
+    plain or gzipped, or None where one is missing."""
+    def find(stem):
+        for folder in (os.path.join(root, 'FashionMNIST', 'raw'), root):
             for candidate in (os.path.join(folder, stem), os.path.join(folder, stem + '.gz')):
                 if os.path.isfile(candidate):
                     return candidate
         return None
 
-    if not all(find(s) for s in stems):
-        _download('fashionmnist', root, download, f'{{{",".join(stems)}}}[.gz]', f'{root} or {raw}')
-    files = [find(s) for s in stems]
+    files = [find(stem) for stem in _FASHION_MNIST_STEMS]
+    return files if all(files) else None
+
+
+def _load_fashionmnist(root, download):
+    files = _fashionmnist_files(root)
+    if files is None:
+        raw = os.path.join(root, 'FashionMNIST', 'raw')
+        _download('fashionmnist', root, download, f'{{{",".join(_FASHION_MNIST_STEMS)}}}[.gz]', f'{root} or {raw}')
+        files = _fashionmnist_files(root)
     train_images, train_labels, test_images, test_labels = (
-        _read_idx(file, 3 if 'images' in stem else 1) for file, stem in zip(files, stems))
+        _read_idx(file, 3 if 'images' in stem else 1) for file, stem in zip(files, _FASHION_MNIST_STEMS))
     train = _checked('fashionmnist', train_images[:, None], train_labels, 10, f'{files[0]} and {files[1]}')
     test = _checked('fashionmnist', test_images[:, None], test_labels, 10, f'{files[2]} and {files[3]}')
     return ImageData(*train, *test, 10)
@@ -179,6 +186,16 @@ def _load_fashionmnist(root, download):
 
 
 DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'  # Debian's dataset-fashion-mnist package
+
+
+def data_folder(name, folder, given):
+    """Where to read dataset ``name``: ``folder``, except for Fashion-MNIST when no --data_dir was ``given``, ``folder``
+    lacks its files and Debian's dataset-fashion-mnist package has them (the same files torchvision downloads): then
+    Debian's folder, offline. Returns (folder, the line that says so, or None)."""
+    if given or name != 'fashionmnist' or _fashionmnist_files(folder) or not _fashionmnist_files(DEBIAN_FASHION_MNIST):
+        return folder, None
+    return DEBIAN_FASHION_MNIST, (f"Fashion-MNIST from Debian's dataset-fashion-mnist package in {DEBIAN_FASHION_MNIST} "
+                                  f"(--data_dir reads another folder)")
 
 
 def _fetch(name, folder):
@@ -241,7 +258,7 @@ def load_dataset(name, root, download=True, fake_size=50000, image_size=None, ca
     if name == 'fake':
         return _make_fake(fake_size)
     if name == 'folder':
-        from image_folder import load_folder
+        from .image_folder import load_folder
         arrays, classes = load_folder(root, image_size, cache_dir, device_type)
         tensors = [torch.from_numpy(arrays[f'{split}_{kind}']) for split in ('train', 'test')
                    for kind in ('images', 'labels')]

@@ -1,0 +1,277 @@
+"""The networks of the paper's experiments, chosen by name, with their normalisation layers and initialisation.
+
+``construct_network`` mirrors the original code, initial tensors included: the
+torchvision ResNet with every BN scale starting at ``bn_weight``; a CIFAR-style
+stem for small images (data.SMALL_IMAGE_MAX); Kaiming-normal convolutions,
+Kaiming-uniform linear layers with the ReLU gain, zero biases; and, optionally,
+the paper's input normalisation: a BN layer in front of the network instead of
+fixed dataset statistics.
+
+``tv:NAME`` is any torchvision classification network with batch norm, built with
+torchvision's own initialisation (tuned per family), then every BN layer made a
+Scale BN with gamma = bn_weight and beta = 0.
+"""
+import math
+from collections import OrderedDict
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .batch_norm import NORM_LAYER_TYPES, NORMS, ScaleBatchNorm2d, convert_to_scale_batch_norm
+from .data import DATASETS, DatasetInfo
+from .protocol import BN_EPS, BN_MOMENTUM, INPUT_BN, INPUT_BN_FACTOR, resolve_bn_weight
+
+__all__ = ['NETWORKS', 'TORCHVISION', 'network_problem', 'torchvision_norm_problem', 'INPUT_NORMS', 'INPUT_BN_FACTOR',
+           'construct_network', 'CifarResNet', 'initialize_weights', 'zero_biases', 'train_only_norms']
+
+INPUT_NORMS = ('bn', 'dataset')
+
+
+def torchvision_resnet(name, num_classes, info, norm):
+    """torchvision's ResNet; small images get a 3x3 stride-1 stem without max-pool taking the dataset's channels."""
+    import torchvision  # here, so that runs of the other networks start without it (seconds on a small CPU)
+    resnet = getattr(torchvision.models, name)(weights=None, num_classes=num_classes, norm_layer=norm.layer2d)
+    if info.small_images:
+        resnet.conv1 = nn.Conv2d(info.channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        resnet.maxpool = nn.Identity()
+    elif info.channels != 3:
+        resnet.conv1 = nn.Conv2d(info.channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return resnet
+
+
+class _ShortcutA(nn.Module):
+    """He et al.'s option A: subsample by 2 and pad the new channels with zeros (no parameters)."""
+
+    def __init__(self, stride, extra_channels):
+        super().__init__()
+        self.stride, self.pad = stride, extra_channels // 2
+
+    def forward(self, x):
+        return F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class _CifarBlock(nn.Module):
+    """A basic block: two 3x3 convolutions with normalisation, ReLU between and after the sum."""
+
+    def __init__(self, in_planes, planes, stride, norm_layer):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = norm_layer(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = norm_layer(planes)
+        self.shortcut = (_ShortcutA(stride, planes - in_planes) if stride != 1 or in_planes != planes
+                         else nn.Identity())
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNets of He et al. (2016), depth 6n + 2: a 3x3 stem with 16 channels, three stages of n basic
+    blocks with 16, 32 and 64 channels (the second and third start with stride 2), identity shortcuts with
+    zero-padded channels (option A), global average pooling and a linear classifier."""
+
+    def __init__(self, depth, num_classes, in_channels, norm_layer):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f'a CIFAR ResNet has depth 6n + 2, got {depth}')
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = norm_layer(16)
+        stages, in_planes = [], 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = []
+            for i in range(n):
+                blocks.append(_CifarBlock(in_planes, planes, stride if i == 0 else 1, norm_layer))
+                in_planes = planes
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def cifar_resnet(depth, num_classes, info, norm):
+    return CifarResNet(depth, num_classes, info.channels, norm.layer2d)
+
+
+def mlp(num_classes, info, norm):
+    """A small MLP with batch norm (BatchNorm1d): Flatten, Linear(C*H*W, 64), norm, ReLU, Linear(64, 32), norm,
+    ReLU, Linear(32, classes)."""
+    if norm.layer1d is None:
+        raise ValueError('the MLP needs a normalisation with a layer for (N, C) inputs (bn or none)')
+    return nn.Sequential(nn.Flatten(), nn.Linear(info.channels * info.image_size ** 2, 64), norm.layer1d(64),
+                         nn.ReLU(), nn.Linear(64, 32), norm.layer1d(32), nn.ReLU(), nn.Linear(32, num_classes))
+
+
+# name -> builder(num_classes, dataset info, norm) -> network; adding a network is one entry here plus its code.
+NETWORKS = {
+    **{name: partial(torchvision_resnet, name) for name in ('resnet18', 'resnet34', 'resnet50', 'resnet101',
+                                                             'resnet152')},
+    **{f'resnet{depth}': partial(cifar_resnet, depth) for depth in (20, 32, 44, 56, 110)},
+    'mlp': mlp,
+}
+
+
+TORCHVISION = 'tv:'  # the family of every torchvision classification network with batch norm: tv:NAME
+
+
+class RepeatChannels(nn.Module):
+    """Grey images into a network made for colour: the one channel repeated (no parameters)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x):
+        return x.expand(-1, self.channels, -1, -1) if x.shape[1] == 1 else x
+
+
+def torchvision_classifiers():
+    import torchvision
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def network_problem(name):
+    """Why --network ``name`` names no network here, or None."""
+    if name in NETWORKS:
+        return None
+    if name.startswith(TORCHVISION):
+        if name[len(TORCHVISION):] in torchvision_classifiers():
+            return None
+        return (f'unknown network {name!r}: torchvision has no classification network {name[len(TORCHVISION):]!r} '
+                f'(torchvision.models.list_models() lists them)')
+    return f'unknown network {name!r}; choose one of {", ".join(NETWORKS)}, or {TORCHVISION}NAME for a torchvision network'
+
+
+def torchvision_norm_problem(network_name, norm='bn', affine=True, track_running_stats=True):
+    """Why a ``tv:`` network cannot take these normalisation settings, or None (also None for other networks)."""
+    if network_name.startswith(TORCHVISION) and (norm != 'bn' or not (affine and track_running_stats)):
+        return (f'{network_name} keeps its own BN layers\' settings: --norm mabn/none, --no_bn_affine and '
+                f'--no_bn_running_stats apply to this repository\'s networks')
+    return None
+
+
+def torchvision_network(name, num_classes, info, bn_weight):
+    """torchvision's ``name`` with its own initialisation, every BN layer a Scale BN (gamma = bn_weight, beta = 0);
+    grey images have their channel repeated for its colour stem. Refused without a BN layer, or when it cannot
+    take images of this size."""
+    import torchvision
+    # GoogLeNet and Inception v3: one output, as the training step expects, and their own initialisation.
+    single_output = {'aux_logits': False, 'init_weights': True} if name in ('googlenet', 'inception_v3') else {}
+    network = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **single_output)
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules()):
+        raise ValueError(f'{TORCHVISION}{name} has no batch norm layer, so the paper\'s method has nothing to act on; '
+                         f'choose a network with BN (e.g. {TORCHVISION}mobilenet_v2, {TORCHVISION}resnet50)')
+    network = convert_to_scale_batch_norm(network, bn_weight)
+    if info.channels != 3:
+        network = nn.Sequential(RepeatChannels(3), network)
+    try:
+        with torch.no_grad():
+            network.eval()(torch.zeros(2, info.channels, info.image_size, info.image_size))
+    except RuntimeError as error:
+        raise ValueError(f'{TORCHVISION}{name} cannot take {info.image_size}x{info.image_size} images ('
+                         f'{str(error).splitlines()[0][:120]}): use a larger --image_size') from None
+    return network.train()
+
+
+def initialize_weights(network):
+    """Kaiming-normal convolutions and Kaiming-uniform linear weights, both fan_in with the ReLU gain.
+
+    The original code calls ``kaiming_uniform_(w, mode='fan_in', nonlinearity='relu',
+    a=sqrt(5))`` and comments that this is nn.Linear's default. It is not: with
+    ``nonlinearity='relu'`` PyTorch ignores ``a`` and uses the gain sqrt(2), so the
+    weights are U(-sqrt(6/fan_in), sqrt(6/fan_in)), 2.45x wider than the default. The
+    paper's runs used these weights, so we keep them (and draw nothing for the biases,
+    which zero_biases sets to 0, so the random stream matches too).
+    """
+    for module in network.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode='fan_in', nonlinearity='relu')
+        elif isinstance(module, nn.Linear):
+            nn.init.kaiming_uniform_(module.weight, mode='fan_in', nonlinearity='relu', a=math.sqrt(5))
+    return network
+
+
+def zero_biases(network):
+    """Set every bias parameter in the network (conv, linear and norm layers) to 0."""
+    for module in network.modules():
+        bias = getattr(module, 'bias', None)
+        if isinstance(bias, nn.Parameter):
+            nn.init.zeros_(bias)
+    return network
+
+
+def train_only_norms(network):
+    """Freeze every parameter except the normalisation layers' scales and shifts (Frankle et al., 2021: training
+    only BatchNorm): convolutions, linear layers and the output layer keep their initial values. Returns the
+    network."""
+    for module in network.modules():
+        if not isinstance(module, NORM_LAYER_TYPES):
+            for parameter in module.parameters(recurse=False):
+                parameter.requires_grad_(False)
+    return network
+
+
+def _check_choice(kind, value, choices):
+    if value not in choices:
+        raise ValueError(f'unknown {kind} {value!r}; choose one of: {", ".join(choices)}')
+
+
+def construct_network(network_name='resnet18', num_classes=10, dataset='cifar10', bn_weight=1.0,
+                      input_norm='bn', norm='bn', norm_options=None):
+    """Build a network of the registry (or ``tv:NAME``, see torchvision_network) prepared as in the paper, for
+    ``dataset``: a name in data.DATASETS, or a data.DatasetInfo (channels, image size, classes).
+
+    Every normalisation layer is ``norm`` (a name in batch_norm.NORMS, with ``norm_options``
+    such as affine, track_running_stats, or MABN's B and real_B) with its scale starting at
+    ``bn_weight``; a kind that goes with its own convolution (MABN: CenConv2d) gets it in every
+    convolution; then the original's initialisation and zero biases. With ``input_norm='bn'``
+    the result is ``nn.Sequential(input_bn, network)`` where ``input_bn`` is a ScaleBatchNorm2d
+    over the input channels (named protocol.INPUT_BN), its scale starting at bn_weight x 0.58 and its shift
+    frozen at 0.
+    """
+    problem = network_problem(network_name)
+    if problem:
+        raise ValueError(problem)
+    if not isinstance(dataset, DatasetInfo):
+        _check_choice('dataset', dataset, DATASETS)
+    _check_choice('input_norm', input_norm, INPUT_NORMS)
+    _check_choice('norm', norm, NORMS)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f'num_classes must be a positive integer, got {num_classes!r}')
+    bn_weight, raw_bn_weight = resolve_bn_weight(bn_weight), float(bn_weight)
+    info = dataset if isinstance(dataset, DatasetInfo) else DATASETS[dataset]
+    kind, options = NORMS[norm], dict(norm_options or {})
+
+    problem = torchvision_norm_problem(network_name, norm, options.get('affine', True),
+                                       options.get('track_running_stats', True))
+    if problem:
+        raise ValueError(problem)
+    if network_name.startswith(TORCHVISION):
+        network = torchvision_network(network_name[len(TORCHVISION):], num_classes, info, bn_weight)
+    else:
+        network = NETWORKS[network_name](num_classes, info, kind.configured(bn_weight=bn_weight, **options))
+        if kind.conv is not None:
+            for module in network.modules():
+                if type(module) is nn.Conv2d:
+                    module.__class__ = kind.conv  # a subclass that only changes forward: no new parameters drawn
+        initialize_weights(network)
+        zero_biases(network)
+    if input_norm == 'dataset':
+        return network
+
+    # As in the original: the factor applies to the flag's value, and a product <= 0 means 1.0,
+    # so --bn_weight 0 or -1 starts the input BN at 1.0 (not 0.58).
+    bn_options = {key: options[key] for key in ('affine', 'track_running_stats') if key in options}
+    input_bn = ScaleBatchNorm2d(info.channels, eps=BN_EPS, momentum=BN_MOMENTUM,
+                                bn_weight=raw_bn_weight * INPUT_BN_FACTOR, **bn_options)
+    if input_bn.affine:
+        input_bn.bias.requires_grad_(False)  # the input BN only rescales; its shift stays 0
+    return nn.Sequential(OrderedDict([(INPUT_BN, input_bn), ('1', network)]))  # state_dict keys as the original's

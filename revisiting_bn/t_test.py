@@ -1,0 +1,145 @@
+"""Statistical significance as in the paper: a one-sided paired t-test over seeds.
+
+Runs with the same seed share the validation split, the initial weights' RNG
+stream and the data order, so the proposed and baseline results are paired by
+seed and the test is on their per-seed differences.
+"""
+import glob
+
+import numpy as np
+from scipy import stats
+
+from .cli import OneLineParser
+from .protocol import SIGNIFICANCE
+
+__all__ = ['SIGNIFICANCE', 'evaluate', 'format_p', 'main']
+
+
+def _as_vector(values, name):
+    """A 1-D NumPy array of ``values``, in their own floating dtype as the original passes them to
+    SciPy (a float32 tensor is tested in float32); integers become float64, as SciPy makes them."""
+    if hasattr(values, 'detach'):  # torch.Tensor, without importing torch here
+        values = values.detach().cpu().numpy()
+    try:
+        array = np.asarray(values)
+        if not np.issubdtype(array.dtype, np.floating):
+            array = array.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f'{name} must be a sequence of numbers') from None
+    if array.ndim != 1:
+        raise ValueError(f'{name} must be one-dimensional, got shape {array.shape}')
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f'{name} contains non-finite values (NaN or inf) at positions '
+                         f'{np.flatnonzero(~np.isfinite(array)).tolist()}')
+    return array
+
+
+ALTERNATIVES = ('greater', 'two-sided', 'less')
+
+
+def evaluate(d1, d2, alternative='greater'):
+    """p-value of the one-sided paired t-test that ``d1`` is greater than ``d2``.
+
+    ``d1[i]`` and ``d2[i]`` must come from the same seed. Accepts lists, NumPy
+    arrays and torch tensors. The proposed method is significantly better than
+    the baseline when the p-value is <= SIGNIFICANCE (0.05). ``alternative='two-sided'`` asks
+    instead whether the two differ at all (e.g. two precisions of one method).
+    Raises ValueError where no t-test exists: unequal lengths, fewer than 2 pairs,
+    non-finite values, and paired differences that are all the same (identical
+    inputs included): their variance is 0, so there is no t statistic and no p-value.
+    """
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f'alternative must be one of {", ".join(ALTERNATIVES)}, got {alternative!r}')
+    a, b = _as_vector(d1, 'd1'), _as_vector(d2, 'd2')
+    if a.shape != b.shape:
+        raise ValueError(f'd1 and d2 must be paired (same length), got {a.size} and {b.size} values')
+    if a.size < 2:
+        raise ValueError(f'the paired t-test needs at least 2 pairs, got {a.size}')
+    if np.all(a == b):
+        raise ValueError('d1 and d2 are identical: every paired difference is 0, '
+                         'so the t-test is undefined')
+    _check_spread(a - b, max(np.abs(a).max(), np.abs(b).max()))
+    return float(stats.ttest_rel(a, b, alternative=alternative).pvalue)
+
+
+def _check_spread(differences, size):
+    """Refuse differences that are all equal (up to the rounding of values of ``size``): t = mean / (std / sqrt(n))
+    divides by a zero standard deviation there, which SciPy turns into p = 0 or 1 with a precision warning."""
+    if np.ptp(differences) > 8 * np.finfo(differences.dtype).eps * size:
+        return
+    mean = float(np.mean(differences))
+    raise ValueError(f'every paired difference is {mean:+.4g} (zero variance): the t statistic divides by their '
+                     f'spread, so it is undefined and there is no p-value; all {differences.size} pairs move by '
+                     f'the same amount, which a t-test cannot weigh (more pairs, or a test without a variance, '
+                     f'such as the sign test, can)')
+
+
+def format_p(p_value):
+    """A p-value as every table, plot and message here writes it: 4 significant digits, so that 0.99993 reads
+    0.9999 (not 1) and 0.0002133 keeps its size; None (no test possible) is 'n/a'."""
+    return 'n/a' if p_value is None else f'{p_value:.4g}'
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _values_by_seed(items, side):
+    """A side given on the command line: numbers in order, or result files keyed by seed."""
+    from .results import group_runs, has_best, is_finished, load_runs
+    numbers = [_number(item) for item in items]
+    if all(number is not None for number in numbers):
+        return None, numbers
+    for item, number in zip(items, numbers):
+        if number is None and not glob.glob(item):
+            raise ValueError(f'--{side}: {item!r} is neither a number nor a result file or folder')
+    groups = group_runs(load_runs(items))
+    if len(groups) != 1:
+        raise ValueError(f'--{side} holds results of several configurations ({", ".join(groups)}): give one')
+    runs = next(iter(groups.values()))
+    unfinished = sorted(s for s, r in runs.items() if not is_finished(r['record']))
+    if unfinished:
+        raise ValueError(f'--{side} has unfinished runs for seeds {", ".join(map(str, unfinished))}')
+    without_best = sorted(s for s, r in runs.items() if not has_best(r['record']))
+    if without_best:
+        raise ValueError(f'--{side} has runs without a best epoch (validation accuracy never above 0%) for seeds '
+                         f'{", ".join(map(str, without_best))}')
+    return {s: r['record']['test_accuracy_at_best'] for s, r in runs.items()}, None
+
+
+def main(argv=None):
+    """python t_test.py --proposed 91.7 93.4 ... --baseline 91.0 92.7 ...   (or result files/folders)"""
+    parser = OneLineParser(prog='t_test.py', description='One-sided paired t-test that --proposed is greater '
+                                                         'than --baseline (or two-sided: that they differ).')
+    parser.add_argument('--proposed', nargs='+', required=True,
+                        help='numbers (one per seed), or train.py result files/folders (paired by seed)')
+    parser.add_argument('--baseline', nargs='+', required=True, help='the same for the baseline')
+    parser.add_argument('--two_sided', action='store_true',
+                        help='test whether the two differ in either direction (e.g. fp32 against bf16)')
+    args = parser.parse_args(argv)
+    try:
+        proposed_by_seed, proposed = _values_by_seed(args.proposed, 'proposed')
+        baseline_by_seed, baseline = _values_by_seed(args.baseline, 'baseline')
+        if (proposed_by_seed is None) != (baseline_by_seed is None):
+            raise ValueError('give numbers for both sides, or result files for both')
+        if proposed_by_seed is not None:
+            seeds = sorted(set(proposed_by_seed) & set(baseline_by_seed))
+            unpaired = sorted(set(proposed_by_seed) ^ set(baseline_by_seed))
+            if unpaired:
+                print(f'seeds without a partner, left out: {", ".join(map(str, unpaired))}')
+            proposed = [proposed_by_seed[s] for s in seeds]
+            baseline = [baseline_by_seed[s] for s in seeds]
+        p_value = evaluate(proposed, baseline, 'two-sided' if args.two_sided else 'greater')
+    except Exception as error:  # bad numbers, unreadable or mixed files: one line, no traceback
+        parser.exit(2, f't_test.py: error: {error}\n')
+    difference = float(np.mean(np.subtract(proposed, baseline)))
+    sides = 'two-sided' if args.two_sided else 'one-sided'
+    verdict = 'not significant' if p_value > SIGNIFICANCE else (
+        'significantly different' if args.two_sided else 'proposed is significantly greater')
+    print(f'{sides} paired t-test, {len(proposed)} pairs: mean difference {difference:+.4g}, '
+          f'p = {format_p(p_value)} ({verdict} at {SIGNIFICANCE:g})')
+    return p_value
+
