@@ -12,6 +12,7 @@ itself can be killed and restarted. One run per visible GPU at a time (and
 --threads), which trains the most images per second on a CPU. A failed run is reported
 and the others go on; each run's output goes to {path}/{dataset}/logs/{name}.log.
 """
+import itertools
 import json
 import os
 import re
@@ -82,6 +83,29 @@ def _own_name(name, where):
     return name
 
 
+def grid_configurations(grid, base):
+    """--grid FLAG=V1,V2,... (repeatable) crossed into configurations on top of ``base`` (flags), each named from
+    its values in the order given: --grid bn_weight=0.1,1 --grid c=1,100 gives bn_weight0.1_c1, ... bn_weight1_c100."""
+    axes = []
+    for item in grid:
+        flag, sep, values = item.partition('=')
+        flag = flag.strip().lstrip('-')
+        values = [value.strip() for value in values.split(',') if value.strip()]
+        if not sep or not re.fullmatch(r'[a-z_]+', flag) or not values:
+            raise SweepError(f"--grid {item!r}: use FLAG=VALUE,VALUE,... (a train.py flag without '--')")
+        if flag in (name for name, _ in axes):
+            raise SweepError(f'--grid {flag} is given twice: give its values once, comma-separated')
+        if len(set(values)) < len(values):
+            raise SweepError(f'--grid {item!r}: a value is given twice')
+        axes.append((flag, values))
+    configs = {}
+    for combination in itertools.product(*(values for _, values in axes)):
+        name = '_'.join(f'{flag}{value}' for (flag, _), value in zip(axes, combination))
+        configs[name] = [*base, *(item for (flag, _), value in zip(axes, combination)
+                                  for item in (f'--{flag}', value))]
+    return configs
+
+
 def configurations(args):
     configs = dict(BUILT_IN)
     if args.config_file:
@@ -98,13 +122,20 @@ def configurations(args):
         if not sep or not name.strip():
             raise SweepError(f"--config {item!r}: use NAME='--flag value ...'")
         configs[_own_name(name.strip(), '--config')] = flag_list(flags)
-    chosen = args.configs or [*DEFAULT_CONFIGS, *(name for name in configs if name not in BUILT_IN)]
+    if args.grid:
+        base = flag_list(args.grid_base) if args.grid_base is not None else BUILT_IN['proposed']
+        grid = grid_configurations(args.grid, base)
+        configs.update({_own_name(name, '--grid'): flags for name, flags in grid.items()})
+        default = ['baseline', *grid, *(name for name in configs if name not in BUILT_IN and name not in grid)]
+    else:
+        default = [*DEFAULT_CONFIGS, *(name for name in configs if name not in BUILT_IN)]
+    chosen = args.configs or default
     unknown = [name for name in chosen if name not in configs]
     if unknown:
         raise SweepError(f'unknown configuration(s) {", ".join(unknown)}; defined: {", ".join(configs)}')
     for name in chosen:
-        if not name.replace('-', '').replace('_', '').isalnum():
-            raise SweepError(f'configuration name {name!r}: use letters, digits, - and _')
+        if not re.fullmatch(r'[A-Za-z0-9_.-]+', name) or name.startswith('.'):
+            raise SweepError(f'configuration name {name!r}: use letters, digits, ., - and _')
     return {name: configs[name] for name in chosen}
 
 
@@ -275,6 +306,13 @@ def main(argv=None):
     p.add_argument('--config', action='append', default=[],
                    help="define a configuration: NAME='--train_py_flag value ...' (repeatable)")
     p.add_argument('--config_file', help='JSON file {name: "flags"} or {name: {flag: value}}')
+    p.add_argument('--grid', action='append', default=[], metavar='FLAG=V1,V2,...',
+                   help='an ablation grid: the values of each --grid flag (repeatable) are crossed into configurations '
+                        'named from them (e.g. bn_weight0.1_c100), on top of the proposed configuration\'s flags (or '
+                        '--grid_base), and run with the baseline, each tested against it')
+    p.add_argument('--grid_base', default=None, metavar="'FLAGS'",
+                   help="the train.py flags every --grid configuration starts from (default: proposed's, "
+                        "'--bn_weight 0.1 --c 100 --input_norm bn')")
     p.add_argument('--seeds', default=TRIAL_SEEDS, help='seeds: a range 1-15 or a list 1,3,5')
     p.add_argument('--path', default=os.path.join('.', 'training', ''), help='train.py --path of every run')
     p.add_argument('--gpus', type=int, default=None, help='GPUs to use (default: all visible; 0 runs on CPU)')

@@ -86,6 +86,13 @@ class Data:
     is_fake: bool
     mean: tuple = None  # the --input_norm dataset statistics, if used
     std: tuple = None
+    classes: tuple = None  # the class names of a folder dataset
+
+    def facts(self):
+        """What the results record keeps of the data: its shape as the network saw it (the resolved image size
+        included) and, for a folder of images, its classes in label order."""
+        return {'channels': self.info.channels, 'image_size': self.info.image_size,
+                'num_classes': self.info.num_classes, 'classes': None if self.classes is None else list(self.classes)}
 
 
 @dataclass
@@ -118,7 +125,7 @@ def prepare_data(args, images_dir, device, log=print):
     make = lambda images, labels: ImageBatches(images, labels, device, mean, std)  # noqa: E731
     return Data(make(train_images, data.train_labels[train_index]),
                 make(data.train_images[validation_index], data.train_labels[validation_index]),
-                make(data.test_images, data.test_labels), data.info, data.is_fake, mean, std)
+                make(data.test_images, data.test_labels), data.info, data.is_fake, mean, std, data.classes)
 
 
 def graph_decision(args, world):
@@ -236,7 +243,8 @@ def start_record(args, data, device, world, model, start):
     if start.kind == 'resume':
         first_epoch = start.checkpoint['completed_epochs'] + 1
         return resumed_record(start.checkpoint['record'], config, world.world_size, first_epoch), first_epoch
-    return new_record(config, device, fake_data=data.is_fake, input_mean=data.mean, input_std=data.std,
+    return new_record(config, device, fake_data=data.is_fake, data=data.facts(), input_mean=data.mean,
+                      input_std=data.std,
                       train_size=len(data.train), val_size=len(data.val), test_size=len(data.test),
                       world_size=world.world_size), 1
 

@@ -84,6 +84,16 @@ def code_version():
     return commit.stdout.strip() + ('+changes' if dirty.stdout.strip() else '')
 
 
+def cpu_model():
+    """The CPU's model name as the operating system gives it (Linux: /proc/cpuinfo), or None: with the instruction
+    set and the thread count it decides how a CPU run rounds (MKL picks its kernels by vendor too)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), None)
+    except OSError:
+        return platform.processor() or None
+
+
 def new_record(config, device, **facts):
     """The JSON results of a run that has not finished an epoch yet."""
     from importlib.metadata import PackageNotFoundError, version
@@ -98,7 +108,8 @@ def new_record(config, device, **facts):
     return {'config': config, 'status': 'running', **facts, 'epochs': [], 'best_epoch': None,
             'best_val_accuracy': None, 'test_accuracy_at_best': None, 'final_test_accuracy': None,
             'wall_time_s': 0.0, 'weights_file': None, 'device': str(device), 'device_name': name,
-            'cpu_threads': torch.get_num_threads(), 'code_version': code_version(),
+            'cpu_threads': torch.get_num_threads(), 'cpu_capability': torch.backends.cpu.get_cpu_capability(),
+            'cpu_model': cpu_model(), 'code_version': code_version(),
             'torch_version': str(torch.__version__), 'torchvision_version': torchvision_version,
             'python_version': platform.python_version()}
 

@@ -2,7 +2,14 @@
 
 Runs with the same seed share the validation split, the initial weights' RNG
 stream and the data order, so the proposed and baseline results are paired by
-seed and the test is on their per-seed differences.
+seed and the test is on their per-seed differences. ``evaluate`` is the paper's
+test, with the original's arithmetic. Beside it, what a reader needs to weigh a
+result (Bouthillier et al., MLSys 2021): the confidence interval of the mean
+paired difference, its effect size, a test that does not assume normal
+differences (Wilcoxon's signed-rank test), Holm's adjustment over several
+comparisons, and the power of the test: the smallest gain these seeds would
+detect, and how many seeds a gain of the observed size needs. Every figure comes
+from SciPy's distributions.
 """
 import glob
 
@@ -12,7 +19,11 @@ from scipy import stats
 from .cli import OneLineParser
 from .protocol import SIGNIFICANCE
 
-__all__ = ['SIGNIFICANCE', 'evaluate', 'format_p', 'main']
+__all__ = ['SIGNIFICANCE', 'CONFIDENCE', 'POWER', 'evaluate', 'confidence_interval', 'effect_size_dz', 'wilcoxon_p',
+           'holm', 'power', 'min_detectable_difference', 'seeds_needed', 'paired_summary', 'format_p', 'main']
+
+CONFIDENCE = 0.95  # of the two-sided interval of the mean paired difference
+POWER = 0.8        # the chance of detecting a true gain that the power figures ask for
 
 
 def _as_vector(values, name):
@@ -72,6 +83,115 @@ def _check_spread(differences, size):
                      f'spread, so it is undefined and there is no p-value; all {differences.size} pairs move by '
                      f'the same amount, which a t-test cannot weigh (more pairs, or a test without a variance, '
                      f'such as the sign test, can)')
+
+
+def _differences(d1, d2):
+    """The paired differences d1 - d2 in float64, refused where no paired statistic exists (as ``evaluate``)."""
+    a, b = _as_vector(d1, 'd1'), _as_vector(d2, 'd2')
+    if a.shape != b.shape:
+        raise ValueError(f'd1 and d2 must be paired (same length), got {a.size} and {b.size} values')
+    if a.size < 2:
+        raise ValueError(f'paired statistics need at least 2 pairs, got {a.size}')
+    return a.astype(np.float64) - b.astype(np.float64)
+
+
+def _spread(differences):
+    sd = float(np.std(differences, ddof=1))
+    if not sd > 0:
+        raise ValueError(f'every paired difference is {differences[0]:+.4g} (zero variance): no interval, effect '
+                         f'size or power can be computed')
+    return sd
+
+
+def confidence_interval(d1, d2, confidence=CONFIDENCE):
+    """(low, high): the two-sided t-based ``confidence`` interval of the mean paired difference d1 - d2."""
+    d = _differences(d1, d2)
+    half = stats.t.ppf((1 + confidence) / 2, d.size - 1) * _spread(d) / np.sqrt(d.size)
+    return float(d.mean() - half), float(d.mean() + half)
+
+
+def effect_size_dz(d1, d2):
+    """Cohen's d_z: the mean paired difference over the standard deviation of the differences."""
+    d = _differences(d1, d2)
+    return float(d.mean() / _spread(d))
+
+
+def wilcoxon_p(d1, d2, alternative='greater'):
+    """p-value of Wilcoxon's signed-rank test that d1 is greater than d2 (SciPy's: exact for small samples without
+    ties or zero differences), which does not assume normally distributed differences."""
+    d = _differences(d1, d2)
+    if not np.any(d):
+        raise ValueError('every paired difference is 0: the signed-rank test has nothing to rank')
+    return float(stats.wilcoxon(d, alternative=alternative).pvalue)
+
+
+def holm(p_values):
+    """Holm's step-down adjustment of ``p_values`` (one family of comparisons), in their order: the i-th smallest p
+    is multiplied by (m - i + 1), kept at least its predecessor's adjusted value, and capped at 1. None stays None
+    (a comparison without a p-value is not counted in m)."""
+    present = [(p, i) for i, p in enumerate(p_values) if p is not None]
+    adjusted, running = [None] * len(p_values), 0.0
+    for rank, (p, i) in enumerate(sorted(present)):
+        running = max(running, min(1.0, (len(present) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def power(n, difference, sd, alpha=SIGNIFICANCE):
+    """The power of the one-sided paired t-test at ``alpha`` with ``n`` pairs when the true mean difference is
+    ``difference`` and the differences' standard deviation ``sd`` (the noncentral t distribution)."""
+    df = n - 1
+    return float(stats.nct.sf(stats.t.ppf(1 - alpha, df), df, difference / sd * np.sqrt(n)))
+
+
+def min_detectable_difference(n, sd, alpha=SIGNIFICANCE, target=POWER):
+    """The smallest true mean gain that the one-sided paired t-test at ``alpha`` detects with probability ``target``
+    given ``n`` pairs whose differences spread by ``sd``: a smaller gain would likely go unseen."""
+    if n < 2 or not sd > 0:
+        raise ValueError(f'the power of a paired t-test needs at least 2 pairs and a spread > 0, got {n} and {sd}')
+    high = sd
+    while power(n, high, sd, alpha) < target:
+        high *= 2
+    from scipy.optimize import brentq
+    return float(brentq(lambda delta: power(n, delta, sd, alpha) - target, 0.0, high, xtol=1e-12 * high))
+
+
+def seeds_needed(difference, sd, alpha=SIGNIFICANCE, target=POWER):
+    """The fewest paired seeds with which the one-sided paired t-test at ``alpha`` detects a true mean gain of
+    ``difference`` (with differences spread by ``sd``) with probability ``target``; None when it is not a gain."""
+    if not difference > 0:
+        return None
+    if not sd > 0:
+        raise ValueError(f'the power of a paired t-test needs a spread > 0, got {sd}')
+    low, high = 2, 2
+    while power(high, difference, sd, alpha) < target:
+        low, high = high, high * 2
+    while low < high:  # power grows with n: the first n that reaches the target
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if power(middle, difference, sd, alpha) < target else (low, middle)
+    return low
+
+
+def paired_summary(d1, d2):
+    """Every figure of one comparison of d1 against d2 (paired by seed), as report.py tabulates it; a figure that
+    cannot be computed (fewer than 2 pairs, no spread) is None, with the reason under 'note'."""
+    summary = {key: None for key in ('mean_difference', 'p_value', 'p_value_two_sided', 'ci95_low', 'ci95_high',
+                                     'effect_size_dz', 'wilcoxon_p', 'min_detectable_difference', 'seeds_needed')}
+    summary['note'] = ''
+    if len(d1):
+        summary['mean_difference'] = float(np.mean(_as_vector(d1, 'd1').astype(np.float64)
+                                                   - _as_vector(d2, 'd2').astype(np.float64)))
+    try:
+        summary['p_value'], summary['p_value_two_sided'] = evaluate(d1, d2), evaluate(d1, d2, 'two-sided')
+        summary['ci95_low'], summary['ci95_high'] = confidence_interval(d1, d2)
+        summary['effect_size_dz'] = effect_size_dz(d1, d2)
+        summary['wilcoxon_p'] = wilcoxon_p(d1, d2)
+        sd = _spread(_differences(d1, d2))
+        summary['min_detectable_difference'] = min_detectable_difference(len(d1), sd)
+        summary['seeds_needed'] = seeds_needed(summary['mean_difference'], sd)
+    except ValueError as error:
+        summary['note'] = str(error)
+    return summary
 
 
 def format_p(p_value):
