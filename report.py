@@ -1,18 +1,21 @@
-"""Turn train.py result files into the paper's table: paired seeds, one-sided paired t-tests, plots.
+"""Turn train.py result files into the paper's table: like against like, paired t-tests, intervals, power, plots.
 
     python report.py training/fashionmnist/results --out report/
 
 Reads every train.py results JSON under the given files or folders (from a sweep,
-or copied from anywhere), groups runs by configuration (the run name without its
-'_seed<N>' suffix, as sweep.py names them) and pairs configurations by seed.
-Writes report.md and report.csv: per configuration the mean +- std of the test
-accuracy at the best-validation epoch and at the final epoch; per comparison
-with the baseline the mean paired difference and the one- and two-sided paired
-t-test p-values (t_test.evaluate), at the best-validation and at the final
-epoch, marked when the one-sided p <= 0.05. Seeds without a partner and
-unfinished runs are named, never dropped silently. Plots (PNG): paired
-accuracies per seed, mean training/validation curves with spread, and the
-distribution of every BN scale after training against its initial value.
+or copied from anywhere) and groups the runs by protocol first: the dataset (and
+data folder), network, image size, epochs, batch size, optimiser and schedule,
+precision (experiment.protocol_settings; --may_differ names more that may differ).
+Within a protocol, runs are grouped by configuration (the run name without its
+'_seed<N>' suffix, as sweep.py names them), and each configuration is tested against
+that protocol's baseline, paired by seed: per comparison the mean paired difference,
+its 95% interval and effect size, the one- and two-sided paired t-test (the paper's
+test), Wilcoxon's signed-rank test, the p-values Holm-adjusted over the table, the
+smallest gain these seeds would likely detect and the seeds a gain of the observed
+size needs, at the best-validation epoch and at the final one (final_ columns). A
+configuration whose protocol has no baseline is listed with what differs, never
+tested. Seeds without a partner and unfinished runs are named, never dropped
+silently. Writes report.md, report.csv and the figures.
 """
 import csv
 import os
@@ -21,10 +24,17 @@ import sys
 import numpy as np
 
 from revisiting_bn.cli import OneLineParser, exit_on_error
-from revisiting_bn.results import ResultsError, group_runs, has_best, is_finished, load_runs
-from revisiting_bn.t_test import SIGNIFICANCE, evaluate, format_p
+from revisiting_bn.experiment import protocol_settings
+from revisiting_bn.protocol import SIGNIFICANCE
+from revisiting_bn.results import ResultsError, group_protocols, has_best, is_finished, load_runs
+from revisiting_bn.t_test import CONFIDENCE, POWER, format_p, holm, paired_summary
 
-__all__ = ['summarize', 'compare', 'write_report', 'main']
+__all__ = ['summarize', 'compare', 'protocol_tables', 'write_report', 'main']
+
+# The two test accuracies a run reports, as named in its results JSON and in the tables.
+METRICS = {'test_accuracy_at_best': 'best val. epoch', 'final_test_accuracy': 'final epoch'}
+STATISTICS = ('mean_paired_difference', 'ci95_low', 'ci95_high', 'effect_size_dz', 'p_value', 'significant',
+              'p_value_two_sided', 'wilcoxon_p', 'p_holm', 'min_detectable_difference', 'seeds_needed')
 
 
 def _mean_std(values):
@@ -50,6 +60,11 @@ def arithmetic(config):
                     + ['graph' if config.get('cuda_graph') else 'eager'])
 
 
+def dataset_name(config):
+    """The dataset as the tables show it: with its data folder where it is a folder of images."""
+    return f"folder ({config.get('data_dir')})" if config.get('dataset') == 'folder' else config['dataset']
+
+
 def summarize(groups):
     rows = []
     for label, seeds in groups.items():
@@ -60,35 +75,27 @@ def summarize(groups):
         rows.append({'configuration': label, 'bn_weight': config['bn_weight'], 'c': config['c'],
                      'arithmetic': arithmetic(config), 'normalisation': normalisation(config),
                      'batch_size': config['batch_size'],
-                     'input_norm': config['input_norm'], 'dataset': config['dataset'], 'network': config['network'],
+                     'input_norm': config['input_norm'], 'dataset': dataset_name(config), 'network': config['network'],
                      'num_epochs': config['num_epochs'], 'seeds': list(finished),
                      'unfinished_seeds': sorted(s for s, r in seeds.items() if not is_finished(r['record'])),
                      'no_best_seeds': sorted(s for s, r in seeds.items() if is_finished(r['record'])
                                              and not has_best(r['record'])),
-                     'best': _mean_std(best), 'final': _mean_std(final)})
+                     'best': _mean_std(best), 'final': _mean_std(final), 'best_values': best})
     return rows
 
 
-# The two test accuracies a run reports, as named in its results JSON and in the tables.
-METRICS = {'test_accuracy_at_best': 'best val. epoch', 'final_test_accuracy': 'final epoch'}
-
-
 def _paired_test(ours, theirs):
-    """Per-seed and mean paired differences and one-/two-sided paired t-test p-values of two seed-aligned lists."""
-    differences = [a - b for a, b in zip(ours, theirs)]
-    test = {'differences': differences, 'mean_difference': float(np.mean(differences)) if differences else None,
-            'p_value': None, 'p_value_two_sided': None, 'note': ''}
-    try:
-        test['p_value'], test['p_value_two_sided'] = evaluate(ours, theirs), evaluate(ours, theirs, 'two-sided')
-    except ValueError as error:
-        test['note'] = str(error)
+    """Every figure of one paired comparison (t_test.paired_summary), the per-seed differences, and the paper's
+    verdict: significant when the one-sided p-value is at most the significance level."""
+    test = {**paired_summary(ours, theirs), 'differences': [a - b for a, b in zip(ours, theirs)]}
     test['significant'] = test['p_value'] is not None and test['p_value'] <= SIGNIFICANCE
     return test
 
 
 def compare(groups, baseline):
     """Each configuration against ``baseline``, paired by seed over finished runs, at the best-validation epoch
-    (the paper's measure: the top-level keys) and at the final epoch (under 'final')."""
+    (the paper's measure: the top-level keys) and at the final epoch (under 'final'); the one-sided p-values are
+    Holm-adjusted over the table's comparisons, per measure ('p_holm')."""
     if baseline not in groups:
         return []
     done = {label: {s: r['record'] for s, r in seeds.items() if is_finished(r['record']) and has_best(r['record'])}
@@ -105,6 +112,9 @@ def compare(groups, baseline):
             'only_in_configuration': sorted(set(done[label]) - set(done[baseline])),
             'only_in_baseline': sorted(set(done[baseline]) - set(done[label])),
             **tests['test_accuracy_at_best'], 'final': tests['final_test_accuracy']})
+    for tests in (comparisons, [c['final'] for c in comparisons]):
+        for test, adjusted in zip(tests, holm([test['p_value'] for test in tests])):
+            test['p_holm'] = adjusted
     return comparisons
 
 
@@ -116,7 +126,51 @@ def _seed_list(seeds):
     return ', '.join(map(str, seeds)) or 'none'
 
 
-def markdown(rows, comparisons, baseline, left_out=()):
+def _signed(value, digits=2):
+    return 'n/a' if value is None else f'{value:+.{digits}f}'
+
+
+def _interval(test):
+    return 'n/a' if test['ci95_low'] is None else f"[{test['ci95_low']:+.2f}, {test['ci95_high']:+.2f}]"
+
+
+def in_words(c, baseline):
+    """One comparison, at the paper's measure, as a reader would say it."""
+    n, difference = len(c['paired_seeds']), c['mean_difference']
+    if c['p_value'] is None:
+        return f"- **{c['configuration']} vs {baseline}** ({n} paired seeds): no test ({c['note']})."
+    verdict = (f"significantly greater (p = {format_p(c['p_value'])}" if c['significant'] else
+               f"not significantly greater (p = {format_p(c['p_value'])}")
+    verdict += f", {format_p(c['p_holm'])} after Holm; Wilcoxon p = {format_p(c['wilcoxon_p'])})"
+    words = (f"- **{c['configuration']} vs {baseline}** ({n} paired seeds): mean difference {difference:+.2f} points, "
+             f"{CONFIDENCE:.0%} interval {_interval(c)}, d_z {c['effect_size_dz']:+.2f}; {verdict}. With {n} seeds, a "
+             f"gain below {c['min_detectable_difference']:.2f} points would likely go unseen (power under {POWER:.0%} "
+             f"at p <= {SIGNIFICANCE:g})")
+    if c['seeds_needed'] is not None and not c['significant']:
+        words += f"; a true gain of {difference:.2f} points would need about {c['seeds_needed']} paired seeds"
+    return words + '.'
+
+
+def _shown(value):
+    """A protocol setting's value (as experiment.comparable wrote it) as a reader writes it: 3, resnet18, 0.1."""
+    import ast
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+    return f'{value:g}' if isinstance(value, float) else str(value)
+
+
+def protocol_title(key, keys):
+    """A protocol in words: what sets it apart from the report's other protocols (or its dataset, network and
+    epochs when it is the only one)."""
+    values = dict(key)
+    shown = [name for name in values if len({dict(k).get(name) for k in keys}) > 1] or \
+        ['dataset', 'network', 'num_epochs']
+    return ', '.join(f'{name} {_shown(values[name])}' for name in shown)
+
+
+def markdown(rows, comparisons, baseline, left_out=(), figures=()):
     lines = ['| configuration | dataset | network | epochs | batch | normalisation | bn_weight | c | input_norm | '
              'arithmetic | seeds | test acc. at best val. (%) | final test acc. (%) |', '|' + '---|' * 13]
     for r in rows:
@@ -125,23 +179,33 @@ def markdown(rows, comparisons, baseline, left_out=()):
                      f"{r['input_norm']} | {r['arithmetic']} | {len(r['seeds'])} | {_pm(r['best'])} | "
                      f"{_pm(r['final'])} |")
     if comparisons:
-        lines += ['', f'One-sided paired t-test over seeds (configuration > {baseline}) of the test accuracy at the '
-                      f'best-validation epoch (the paper\'s measure) and at the final epoch; * marks p <= '
-                      f'{SIGNIFICANCE}. The two-sided p-value asks whether the two differ at all (for settings that '
-                      f'should not matter, such as the arithmetic).', '',
-                  '| comparison | test accuracy at | paired seeds | mean paired difference (points) | p-value | '
-                  'significant | two-sided p-value |', '|---|---|---|---|---|---|---|']
+        lines += ['', f'Each configuration against {baseline}, paired by seed, at the test accuracy of the best-validation '
+                      f'epoch (the paper\'s measure) and of the final epoch: the mean paired difference with its '
+                      f'{CONFIDENCE:.0%} interval and effect size d_z; the one-sided paired t-test (configuration > '
+                      f'{baseline}; * marks p <= {SIGNIFICANCE:g}), Holm-adjusted over this table, Wilcoxon\'s '
+                      f'signed-rank test (no normality assumed), and the two-sided t-test (do they differ at all?); '
+                      f'the smallest true gain these seeds would detect with {POWER:.0%} power, and the seeds a gain of '
+                      f'the observed size needs for it.', '',
+                  '| comparison | test accuracy at | paired seeds | mean paired difference (points) | '
+                  f'{CONFIDENCE:.0%} interval | d_z | p-value | Holm p | Wilcoxon p | two-sided p | smallest detectable '
+                  f'gain | seeds for {POWER:.0%} power |', '|' + '---|' * 12]
         for c in comparisons:
             for metric, test in zip(METRICS.values(), (c, c['final'])):
                 p = format_p(test['p_value']) + (' *' if test['significant'] else '')
-                p2 = format_p(test['p_value_two_sided'])
-                diff = 'n/a' if test['mean_difference'] is None else f"{test['mean_difference']:+.2f}"
-                lines.append(f"| {c['configuration']} vs {baseline} | {metric} | {len(c['paired_seeds'])} | {diff} | "
-                             f"{p} | {'yes' if test['significant'] else 'no'} | {p2} |")
+                detectable = 'n/a' if test['min_detectable_difference'] is None else \
+                    f"{test['min_detectable_difference']:.2f}"
+                lines.append(f"| {c['configuration']} vs {baseline} | {metric} | {len(c['paired_seeds'])} | "
+                             f"{_signed(test['mean_difference'])} | {_interval(test)} | "
+                             f"{_signed(test['effect_size_dz'])} | {p} | {format_p(test['p_holm'])} | "
+                             f"{format_p(test['wilcoxon_p'])} | {format_p(test['p_value_two_sided'])} | {detectable} | "
+                             f"{test['seeds_needed'] or ''} |")
+        lines += ['', 'In words, at the paper\'s measure:', ''] + [in_words(c, baseline) for c in comparisons]
     elif baseline in [r['configuration'] for r in rows]:
         lines += ['', f'No comparison: there are results of {baseline!r} only, no other configuration to test.']
     elif baseline:
         lines += ['', f'No comparison: there are no results named {baseline!r} (choose one with --baseline).']
+    if figures:
+        lines += ['', 'Figures: ' + ', '.join(f'[{figure}]({figure})' for figure in figures) + '.']
     notes = list(left_out)
     for r in rows:
         if r['unfinished_seeds']:
@@ -164,45 +228,96 @@ def markdown(rows, comparisons, baseline, left_out=()):
     return '\n'.join(lines) + '\n'
 
 
-def write_csv(path, rows, comparisons):
-    by_label = {c['configuration']: c for c in comparisons}
+CSV_COLUMNS = ('protocol', 'configuration', 'dataset', 'network', 'num_epochs', 'batch_size', 'normalisation',
+               'bn_weight', 'c', 'input_norm', 'arithmetic', 'n_seeds', 'seeds', 'unfinished_seeds', 'best_test_mean',
+               'best_test_std', 'final_test_mean', 'final_test_std', 'baseline', 'paired_seeds', *STATISTICS,
+               *(f'final_{name}' for name in STATISTICS), 'unpaired_seeds', 'untested_because')
+
+
+def csv_rows(table):
+    """report.csv's rows of one protocol's table: a configuration each, with its comparison's figures."""
+    by_label = {c['configuration']: c for c in table['comparisons']}
+    for r in table['rows']:
+        c = by_label.get(r['configuration'], {})
+        figures = {name: c.get('mean_difference' if name == 'mean_paired_difference' else name, '')
+                   for name in STATISTICS}
+        final = {f'final_{name}': c.get('final', {}).get('mean_difference' if name == 'mean_paired_difference'
+                                                        else name, '') for name in STATISTICS}
+        unpaired = c.get('only_in_configuration', []) + c.get('only_in_baseline', [])
+        yield {'protocol': table['id'], **{key: r[key] for key in ('configuration', 'dataset', 'network', 'num_epochs',
+                                                                    'batch_size', 'normalisation', 'bn_weight', 'c',
+                                                                    'input_norm', 'arithmetic')},
+               'n_seeds': len(r['seeds']), 'seeds': ' '.join(map(str, r['seeds'])),
+               'unfinished_seeds': ' '.join(map(str, r['unfinished_seeds'])),
+               'best_test_mean': r['best'][0], 'best_test_std': r['best'][1], 'final_test_mean': r['final'][0],
+               'final_test_std': r['final'][1], 'baseline': c.get('baseline', ''),
+               'paired_seeds': ' '.join(map(str, c.get('paired_seeds', []))), **figures, **final,
+               'unpaired_seeds': ' '.join(map(str, sorted(set(unpaired)))),
+               'untested_because': table.get('untested_because', {}).get(r['configuration'], '')}
+
+
+def write_csv(path, tables):
     with open(path, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['configuration', 'dataset', 'network', 'num_epochs', 'batch_size', 'normalisation',
-                         'bn_weight', 'c', 'input_norm', 'arithmetic', 'n_seeds', 'seeds', 'unfinished_seeds',
-                         'best_test_mean', 'best_test_std',
-                         'final_test_mean', 'final_test_std', 'baseline', 'paired_seeds', 'mean_paired_difference',
-                         'p_value', 'significant', 'p_value_two_sided', 'final_mean_paired_difference',
-                         'final_p_value', 'final_significant', 'final_p_value_two_sided', 'unpaired_seeds'])
-        for r in rows:
-            c = by_label.get(r['configuration'], {})
-            unpaired = c.get('only_in_configuration', []) + c.get('only_in_baseline', [])
-            writer.writerow([r['configuration'], r['dataset'], r['network'], r['num_epochs'], r['batch_size'],
-                             r['normalisation'], r['bn_weight'], r['c'], r['input_norm'], r['arithmetic'],
-                             len(r['seeds']), ' '.join(map(str, r['seeds'])),
-                             ' '.join(map(str, r['unfinished_seeds'])), *r['best'], *r['final'],
-                             c.get('baseline', ''), ' '.join(map(str, c.get('paired_seeds', []))),
-                             c.get('mean_difference', ''), c.get('p_value', ''), c.get('significant', ''),
-                             c.get('p_value_two_sided', ''), *[c.get('final', {}).get(key, '') for key in (
-                                 'mean_difference', 'p_value', 'significant', 'p_value_two_sided')],
-                             ' '.join(map(str, sorted(set(unpaired))))])
+        writer = csv.DictWriter(f, CSV_COLUMNS)
+        writer.writeheader()
+        for table in tables:
+            writer.writerows({key: ('' if value is None else value) for key, value in row.items()}
+                             for row in csv_rows(table))
 
 
-def write_report(groups, out, baseline='baseline', plots=True, left_out=()):
-    """Write report.md, report.csv and (optionally) the plots into ``out``, after removing the figures of an
+def protocol_tables(runs, baseline, may_differ=()):
+    """One table per protocol (results.group_protocols): its rows, its comparisons with its own baseline, and, where
+    it has no baseline, why each configuration is not tested (the protocol settings in which the baseline's runs
+    differ)."""
+    protocols = group_protocols(runs, may_differ)
+    keys = [key for key, _ in protocols]
+    baselines = [dict(key) for key, groups in protocols if baseline in groups]
+    tables = []
+    for number, (key, groups) in enumerate(protocols, start=1):
+        table = {'id': f'P{number}', 'key': key, 'title': protocol_title(key, keys), 'groups': groups,
+                 'rows': summarize(groups), 'comparisons': compare(groups, baseline)}
+        if baseline not in groups and baselines:
+            mine = dict(key)
+            differs = [f"{name}: {_shown(reference.get(name))} ({baseline}) -> {_shown(mine.get(name))}"
+                       for reference in baselines[:1] for name in mine if reference.get(name) != mine.get(name)]
+            why = f"no {baseline} with the same protocol; its runs differ in {'; '.join(differs)}"
+            table['untested_because'] = {label: why for label in groups}
+        tables.append(table)
+    return tables
+
+
+def write_report(runs, out, baseline='baseline', plots=True, left_out=(), may_differ=()):
+    """Write report.md, report.csv and (optionally) the figures into ``out``, after removing the figures of an
     earlier report there; returns the Markdown and {figure: why it was not made}."""
     from revisiting_bn import report_figures
     os.makedirs(out, exist_ok=True)
-    for figure in report_figures.FIGURES:  # never a stale figure beside a new report
-        if os.path.exists(os.path.join(out, figure)):
-            os.remove(os.path.join(out, figure))
-    rows, comparisons = summarize(groups), compare(groups, baseline)
-    not_made = report_figures.write_plots(groups, comparisons, baseline, out) if plots else {}
-    text = markdown(rows, comparisons, baseline, list(left_out) + [f'figure {figure} not made: {why}'
-                                                                   for figure, why in not_made.items()])
+    for entry in os.listdir(out):  # never a stale figure beside a new report
+        if entry.endswith('.png') and entry.split('.')[0].rsplit('_P', 1)[0] in report_figures.STEMS:
+            os.remove(os.path.join(out, entry))
+    tables = protocol_tables(runs, baseline, may_differ)
+    several, sections, not_made = len(tables) > 1, [], {}
+    for table in tables:
+        suffix = f"_{table['id']}" if several and table['id'] != 'P1' else ''
+        missing = report_figures.write_plots(table['groups'], table['rows'], table['comparisons'], baseline, out,
+                                             suffix) if plots and 'untested_because' not in table else {}
+        made = sorted(entry for entry in os.listdir(out) if entry.endswith(f'{suffix}.png') and
+                      entry[:-len(f'{suffix}.png')] in report_figures.STEMS) if plots else []
+        not_made.update(missing)
+        heading = [f"## {table['id']}: {table['title']}", ''] if several else []
+        if 'untested_because' in table:
+            sections.append('\n'.join(heading + [f'- {label}: not tested: {why}' for label, why in
+                                                  table['untested_because'].items()]) + '\n')
+            continue
+        notes = (list(left_out) if table is tables[0] else []) + [f'figure {figure} not made: {why}'
+                                                                   for figure, why in missing.items()]
+        sections.append('\n'.join(heading) + ('\n' if heading else '')
+                        + markdown(table['rows'], table['comparisons'], baseline, notes, made))
+    intro = (f'{len(tables)} protocols: configurations are tested only against the {baseline} of their own protocol '
+             f'(the same {", ".join(protocol_settings(may_differ))}).\n\n' if several else '')
+    text = intro + '\n'.join(sections)
     with open(os.path.join(out, 'report.md'), 'w') as f:
         f.write(text)
-    write_csv(os.path.join(out, 'report.csv'), rows, comparisons)
+    write_csv(os.path.join(out, 'report.csv'), tables)
     return text, not_made
 
 
@@ -214,14 +329,22 @@ def main(argv=None):
     p.add_argument('--no_plots', action='store_true', help='write the tables only')
     p.add_argument('--skip_unreadable', action='store_true',
                    help='leave out results files that cannot be read (named in report.md) instead of refusing')
+    p.add_argument('--may_differ', nargs='+', default=[], metavar='SETTING',
+                   help='protocol settings your study varies on purpose (e.g. learning_rate): configurations that '
+                        'differ in them are still tested against one baseline (by default only the method\'s own '
+                        'settings may differ: bn_weight, c, input_norm, norm and its switches, train_only_bn)')
     args = p.parse_args(argv)
+    unknown = sorted(set(args.may_differ) - set(protocol_settings()))
+    if unknown:
+        p.error(f'--may_differ {" ".join(unknown)}: not a protocol setting; choose among '
+                f'{", ".join(protocol_settings())}')
     try:
         runs = load_runs(args.results, args.skip_unreadable)
-        groups = group_runs(runs)
-        if args.baseline not in groups:
-            p.error(f'--baseline {args.baseline}: no results of that configuration (found: {", ".join(groups)})')
+        if not any(run['label'] == args.baseline for run in runs):
+            labels = ', '.join(dict.fromkeys(run['label'] for run in runs))
+            p.error(f'--baseline {args.baseline}: no results of that configuration (found: {labels})')
         left_out = [f'left out, unreadable (--skip_unreadable): {file}' for file in runs.unreadable]
-        text, not_made = write_report(groups, args.out, args.baseline, not args.no_plots, left_out)
+        text, not_made = write_report(runs, args.out, args.baseline, not args.no_plots, left_out, args.may_differ)
     except (ResultsError, OSError) as error:
         print(f'report.py: error: {error}', file=sys.stderr)
         return 1

@@ -31,7 +31,7 @@ from revisiting_bn.cli import OneLineParser, RunError, UsageError, exit_on_error
 from revisiting_bn.cpu_threads import usable_cores
 from revisiting_bn.experiment import run_config, setting_differences
 from revisiting_bn.protocol import TRIAL_SEEDS
-from revisiting_bn.results import ResultsError, group_runs, is_finished, load_runs, outcome, read_record, standing
+from revisiting_bn.results import ResultsError, is_finished, load_runs, outcome, read_record, standing
 from revisiting_bn.runs import RunLock, output_paths
 
 STANDARD = ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset']
@@ -328,6 +328,8 @@ def main(argv=None):
     p.add_argument('--dry_run', action='store_true', help='print the runs and their state, run nothing')
     p.add_argument('--no_report', action='store_true', help='skip report.py at the end')
     p.add_argument('--baseline', default='baseline', help='the configuration the report tests the others against')
+    p.add_argument('--may_differ', nargs='+', default=[], metavar='SETTING',
+                   help="the report's --may_differ: protocol settings the configurations vary on purpose")
     args = p.parse_args(own)
     if args.runs_per_gpu < 1 or (args.gpus is not None and args.gpus < 0):
         p.error('--runs_per_gpu must be >= 1 and --gpus >= 0')
@@ -356,7 +358,7 @@ def main(argv=None):
         return 128 + sweep.stopping
     failed = summarize_ended(ended)
     if not args.no_report and args.task_index is None:
-        write_sweep_report(runs, args.baseline)
+        write_sweep_report(runs, args.baseline, args.may_differ)
     return 1 if failed else 0
 
 
@@ -375,7 +377,7 @@ def summarize_ended(ended):
     return by['failed']
 
 
-def write_sweep_report(runs, baseline):
+def write_sweep_report(runs, baseline, may_differ=()):
     import report
     files = [run['paths']['json'] for run in runs if os.path.exists(run['paths']['json'])]
     out = os.path.join(os.path.dirname(runs[0]['paths']['results']), 'report')
@@ -383,7 +385,7 @@ def write_sweep_report(runs, baseline):
         print(f'sweep.py: no report: none of the {plural(len(runs), "run")} has results yet', file=sys.stderr)
         return
     try:
-        text, not_made = report.write_report(group_runs(load_runs(files)), out, baseline)
+        text, not_made = report.write_report(load_runs(files), out, baseline, may_differ=may_differ)
     except ResultsError as error:
         print(f'sweep.py: no report: {error}', file=sys.stderr)
         return

@@ -8,6 +8,7 @@ weights, data order and flips; SGD with momentum and cosine annealing per epoch;
 random horizontal flips are the only augmentation; the weights with the best
 validation accuracy are kept, and the test accuracy at that epoch is reported.
 """
+import argparse
 import contextlib
 import math
 import os
@@ -30,14 +31,14 @@ from revisiting_bn.data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, ImageBatc
                                 load_dataset, split_train_validation)
 from revisiting_bn.distributed import setup
 from revisiting_bn.engine import Epoch, evaluate_network, train_one_epoch
-from revisiting_bn.experiment import run_config
+from revisiting_bn.experiment import differing_settings, experiment_settings, run_config
 from revisiting_bn.fast_path import build_step
-from revisiting_bn.flags import parse_args
+from revisiting_bn.flags import given_settings, parse_args
 from revisiting_bn.networks import construct_network, train_only_norms
 from revisiting_bn.norm_statistics import MEASURED_IMAGES, NormStatistics
-from revisiting_bn.results import (add_epoch, add_norm_statistics, interrupted, new_record, outcome, record_failure,
-                                   resumed_record, write_results)
-from revisiting_bn.runs import RunLock, check_writable, output_paths
+from revisiting_bn.results import (add_epoch, add_norm_statistics, interrupted, new_record, outcome, read_record,
+                                   record_failure, resumed_record, write_results)
+from revisiting_bn.runs import RunLock, check_writable, files_of_weights, output_paths
 from revisiting_bn.seeds import make_deterministic
 from revisiting_bn.weight_decay_and_learning_rate import build_optimizer
 
@@ -404,11 +405,43 @@ def first_mismatch(expected, saved):
     return f'it has {extra[0]}, which the network lacks' if extra else None
 
 
+def with_recorded_settings(args, argv, log=print):
+    """--evaluate: the settings of the run whose weights are evaluated, read from its results JSON where train.py
+    wrote it (a flag given that contradicts the record is refused, naming it), so the weights are evaluated on the
+    data and network they were trained with; the flags as given where there is no record. ``args`` are the flags as
+    parsed, before they are checked and completed."""
+    files = files_of_weights(args.evaluate)
+    record = read_record(files['json']) if files else None
+    if not record or not isinstance(record.get('config'), dict):
+        log('--evaluate: no results JSON of these weights where train.py writes it; using the flags as given')
+        return args
+    recorded, given = record['config'], given_settings(argv)
+    seed = str(int(args.seed)) if str(args.seed).isdigit() else args.seed  # '01' is seed 1
+    contradictions = [f"--{name} {getattr(args, name)!r} (the run's: {recorded.get(name)!r})"
+                      for name in differing_settings([recorded, {**vars(args), 'seed': seed}]) if name in given]
+    if contradictions:
+        raise RunError(f"--evaluate {args.evaluate}: {'; '.join(contradictions)} "
+                       f"{'contradicts' if len(contradictions) == 1 else 'contradict'} the run's record "
+                       f"{files['json']}: leave them out to evaluate with the run's settings", USAGE)
+    settings = {name: recorded[name] for name in experiment_settings() if name in recorded}
+    settings.update({name: recorded[name] for name in ('data_dir', 'cache_dir') if name in recorded and
+                     name not in given})
+    if settings.get('image_size') is None and recorded.get('dataset') == 'folder':
+        settings['image_size'] = (record.get('data') or {}).get('image_size')  # resolved from the folder
+    log(f"--evaluate: with the settings recorded in {files['json']} ({settings['dataset']}, {settings['network']}"
+        f"{'' if settings.get('image_size') is None else ', image size ' + str(settings['image_size'])})")
+    return argparse.Namespace(**{**vars(args), **settings, 'classes': (record.get('data') or {}).get('classes')})
+
+
 def evaluate_saved(args, world, device_name, paths):
     """--evaluate: the validation and test loss and accuracy of saved weights, computed as training computes them
     (the same split, batches, precision and evaluation function)."""
     device = torch.device(device_name)
     data = prepare_data(args, paths['images'], device)
+    classes = getattr(args, 'classes', None)
+    if classes is not None and data.classes is not None and list(data.classes) != list(classes):
+        raise RunError(f"--evaluate {args.evaluate}: the image folder's classes ({', '.join(data.classes)}) are not "
+                       f"the run's ({', '.join(classes)})", USAGE)
     network = seeded_network(args, data, world).to(device)
     try:
         saved = torch.load(args.evaluate, map_location=device, weights_only=True)
@@ -431,7 +464,7 @@ def evaluate_saved(args, world, device_name, paths):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
+    args = parse_args(argv, adjust=lambda raw: with_recorded_settings(raw, argv) if raw.evaluate else raw)
     if args.seed == '0':
         print('NOTE: seed 0 is the seed of the validation split; the paper\'s trials use seeds 1..15')
     world, device_name = setup(args.device)

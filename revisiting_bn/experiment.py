@@ -6,8 +6,8 @@ computation go and may change between sessions of one run. A control setting say
 session starts and is not recorded. train.py's parser takes each flag's role from ``ROLES`` and
 refuses a flag that has none, so a new flag cannot be left out of the rule. Nothing here imports torch.
 """
-__all__ = ['EXPERIMENT', 'PLACE', 'CONTROL', 'ROLES', 'experiment_settings', 'comparable', 'differing_settings',
-           'setting_differences', 'run_config']
+__all__ = ['EXPERIMENT', 'PLACE', 'CONTROL', 'ROLES', 'METHOD', 'experiment_settings', 'protocol_settings', 'protocol',
+           'comparable', 'differing_settings', 'setting_differences', 'run_config']
 
 EXPERIMENT, PLACE, CONTROL = 'experiment', 'place', 'control'
 
@@ -25,9 +25,28 @@ ROLES = {
 }
 
 
+# The method's own settings: what a configuration may change and still be tested against the baseline of its protocol.
+METHOD = ('bn_weight', 'c', 'input_norm', 'norm', 'mabn_real_batch', 'train_only_bn', 'bn_affine', 'bn_running_stats')
+
+
 def experiment_settings():
     """The settings (by name) that define an experiment, in --help's order."""
     return tuple(name for name, role in ROLES.items() if role == EXPERIMENT)
+
+
+def protocol_settings(may_differ=()):
+    """The experiment settings two configurations must share to be compared (like against like): all but the
+    method's own (METHOD), the seed (which pairs their runs), and the settings ``may_differ`` names."""
+    return tuple(name for name in experiment_settings() if name not in (*METHOD, 'seed', *may_differ))
+
+
+def protocol(config, may_differ=()):
+    """A run configuration's protocol: ((setting, value), ...) of its protocol settings, numbers by value, and the
+    data folder of a folder dataset (two folders are two datasets). Equal protocols may be compared."""
+    key = tuple((name, comparable(config.get(name))) for name in protocol_settings(may_differ))
+    if config.get('dataset') == 'folder':
+        key += (('data_dir', comparable(config.get('data_dir'))),)
+    return key
 
 
 def comparable(value):

@@ -22,7 +22,8 @@ from .networks import INPUT_NORMS, NETWORKS, TORCHVISION, network_problem, torch
 from .protocol import DEFAULTS, FAKE_MIN_SIZE, resolve_bn_weight
 from .weight_decay_and_learning_rate import SCHEDULERS
 
-__all__ = ['build_parser', 'parse_args', 'validate_args', 'complete_args', 'device_problem', 'resolve_device']
+__all__ = ['build_parser', 'parse_args', 'given_settings', 'validate_args', 'complete_args', 'device_problem',
+           'resolve_device']
 
 
 def build_parser(raise_errors=False):
@@ -240,16 +241,27 @@ def complete_args(args):
     return args
 
 
-def parse_args(argv, parser=None):
+def parse_args(argv, parser=None, adjust=None):
     """train.py's flags, checked and completed; a usage error ends the program in one line (exit 2), or raises
-    UsageError with a ``raise_errors`` parser."""
+    UsageError with a ``raise_errors`` parser. ``adjust(args)``, when given, may change the flags as parsed before
+    they are checked (--evaluate takes the run's recorded settings)."""
     parser = parser or build_parser()
     args = parser.parse_args(argv)
+    if adjust is not None:
+        args = adjust(args)
     try:
         validate_args(args)
     except UsageError as error:
         parser.error(str(error))
     return complete_args(args)
+
+
+def given_settings(argv):
+    """The names of the settings that the command line ``argv`` sets explicitly (not by their defaults)."""
+    parser = build_parser(raise_errors=True)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
 
 
 def device_problem(name, precision='fp32'):

@@ -1,6 +1,6 @@
-"""The report's figures (PNG, matplotlib): paired accuracies, training curves, BN scales after training.
+"""The report's figures (PNG, matplotlib): paired accuracies and differences, an ablation grid, curves, BN scales.
 
-The last one shows the paper's observation: the learned BN scales stay close to
+bn_scales.png shows the paper's observation: the learned BN scales stay close to
 their initial value, so the initial value chosen for them matters. It is drawn from the
 gammas in the results JSON (the per-layer statistics, norm_figures.py draws the
 rest of them), or, for runs recorded without them, from the best weights.
@@ -15,12 +15,13 @@ import numpy as np  # noqa: E402
 
 from .cli import plural  # noqa: E402
 from .norm_figures import final_gammas, gamma_distance, norm_runs, xhat_by_layer  # noqa: E402
-from .protocol import INPUT_BN, resolve_bn_weight  # noqa: E402
+from .experiment import METHOD  # noqa: E402
+from .protocol import INPUT_BN, SIGNIFICANCE, resolve_bn_weight  # noqa: E402
 from .results import is_finished  # noqa: E402
 from .runs import run_files  # noqa: E402
 from .t_test import format_p  # noqa: E402
 
-__all__ = ['write_plots', 'best_weights_file', 'bn_scales']
+__all__ = ['FIGURES', 'write_plots', 'best_weights_file', 'bn_scales', 'grid_axes']
 
 
 def best_weights_file(run):
@@ -129,26 +130,122 @@ def scales_after_training(groups, path):
     return None
 
 
-FIGURES = ('paired_accuracies.png', 'curves.png', 'bn_scales.png', 'gamma_distance.png', 'xhat.png')
+def differences(comparisons, baseline, path):
+    """Per comparison (a row each), every seed's paired difference and their mean with its 95% interval."""
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.6 * len(comparisons)))
+    for row, c in enumerate(comparisons):
+        ax.scatter(c['differences'], [row] * len(c['differences']), color='tab:gray', alpha=0.6, s=14,
+                   label='one seed' if row == 0 else None, zorder=2)
+        if c['ci95_low'] is not None:
+            ax.errorbar(c['mean_difference'], row, xerr=[[c['mean_difference'] - c['ci95_low']],
+                                                          [c['ci95_high'] - c['mean_difference']]],
+                        fmt='o', color='tab:blue', capsize=4, label='mean, 95% interval' if row == 0 else None,
+                        zorder=3)
+    ax.axvline(0, color='black', linewidth=0.8)
+    ax.set_yticks(range(len(comparisons)), [f"{c['configuration']} (n={len(c['paired_seeds'])})"
+                                            for c in comparisons])
+    ax.invert_yaxis()
+    ax.set(xlabel=f'test accuracy at the best validation epoch: configuration - {baseline} (points)',
+           title=f'paired differences against {baseline}')
+    ax.legend(fontsize='small', loc='best')
+    _save(fig, path)
 
 
-def write_plots(groups, comparisons, baseline, out):
-    """Write the figures (FIGURES) that the data allows; returns {figure: why it was not made} for the others."""
-    not_made = {}
-    if comparisons and any(c['paired_seeds'] for c in comparisons):
-        paired_accuracies(groups, [c for c in comparisons if c['paired_seeds']], baseline,
-                          os.path.join(out, 'paired_accuracies.png'))
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def grid_axes(groups, baseline):
+    """The method settings (one or two, in --help's order) along which the configurations other than ``baseline``
+    vary, when they form an ablation grid (sweep.py --grid); else None."""
+    configs = {label: next(iter(seeds.values()))['record']['config'] for label, seeds in groups.items()
+               if label != baseline}
+    if len(configs) < 2:
+        return None
+    varying = [name for name in METHOD if len({repr(c.get(name)) for c in configs.values()}) > 1]
+    others = [name for name in METHOD if name not in varying]
+    if not 1 <= len(varying) <= 2 or any(len({repr(c.get(n)) for c in configs.values()}) > 1 for n in others):
+        return None
+    return varying
+
+
+def grid(groups, rows, comparisons, baseline, axes, path):
+    """Mean test accuracy at the best validation epoch with its 95% interval against the first grid setting, a line
+    per value of the second; a filled star marks a configuration significantly above the baseline after Holm."""
+    from scipy import stats
+    by_label = {r['configuration']: r for r in rows}
+    tested = {c['configuration']: c for c in comparisons}
+    first, second = axes[0], (axes[1] if len(axes) > 1 else None)
+    lines = {}
+    for label, seeds in groups.items():
+        if label == baseline or not by_label[label]['best_values']:
+            continue
+        config = next(iter(seeds.values()))['record']['config']
+        lines.setdefault(None if second is None else config.get(second), []).append((config.get(first), label))
+    numeric = all(_number(x) is not None for points in lines.values() for x, _ in points)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for value, points in sorted(lines.items(), key=lambda item: (_number(item[0]) is None, _number(item[0]) or 0,
+                                                                  str(item[0]))):
+        points = sorted(points, key=lambda p: _number(p[0]) if numeric else str(p[0]))
+        xs = [_number(x) if numeric else str(x) for x, _ in points]
+        means, halves = [], []
+        for _, label in points:
+            values = np.asarray(by_label[label]['best_values'], dtype=float)
+            means.append(values.mean())
+            halves.append(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+                          if values.size > 1 else 0.0)
+        line = ax.errorbar(xs, means, yerr=halves, marker='o', capsize=3,
+                           label=f'{second} = {value}' if second else first)[0]
+        for x, mean, (_, label) in zip(xs, means, points):
+            p = tested.get(label, {}).get('p_holm')
+            if p is not None and p <= SIGNIFICANCE:
+                ax.plot(x, mean, marker='*', markersize=16, color=line.get_color(), zorder=4)
+    base = by_label.get(baseline, {}).get('best_values')
+    if base:
+        ax.axhline(np.mean(base), color='black', linestyle='--', linewidth=1,
+                   label=f'{baseline} (mean of {len(base)} seeds)')
+    if numeric and all(_number(x) > 0 for points in lines.values() for x, _ in points):
+        values = [_number(x) for points in lines.values() for x, _ in points]
+        if max(values) / min(values) >= 10:
+            ax.set_xscale('log')
+        ax.set_xticks(sorted(set(values)), [f'{v:g}' for v in sorted(set(values))])
+        ax.minorticks_off()
+    ax.set(xlabel=first, ylabel='test accuracy at best validation epoch (%)',
+           title=f'ablation grid: mean and 95% interval over seeds; * significant vs {baseline} after Holm')
+    ax.legend(fontsize='small')
+    _save(fig, path)
+
+
+STEMS = ('paired_accuracies', 'differences', 'grid', 'curves', 'bn_scales', 'gamma_distance', 'xhat')
+FIGURES = tuple(f'{stem}.png' for stem in STEMS)
+
+
+def write_plots(groups, rows, comparisons, baseline, out, suffix=''):
+    """Write the figures that the data allows, each named {stem}{suffix}.png; returns {figure: why it was not made}
+    for the others (a grid figure only where the configurations form a grid)."""
+    not_made, name = {}, lambda stem: f'{stem}{suffix}.png'  # noqa: E731
+    paired = [c for c in comparisons if c['paired_seeds']]
+    if paired:
+        paired_accuracies(groups, paired, baseline, os.path.join(out, name('paired_accuracies')))
+        differences(paired, baseline, os.path.join(out, name('differences')))
     else:
-        not_made['paired_accuracies.png'] = f'no seed has finished runs of both {baseline} and another configuration'
-    curves(groups, os.path.join(out, 'curves.png'))
-    problem = scales_after_training(groups, os.path.join(out, 'bn_scales.png'))
+        for stem in ('paired_accuracies', 'differences'):
+            not_made[name(stem)] = f'no seed has finished runs of both {baseline} and another configuration'
+    axes = grid_axes(groups, baseline)
+    if axes:
+        grid(groups, rows, comparisons, baseline, axes, os.path.join(out, name('grid')))
+    curves(groups, os.path.join(out, name('curves')))
+    problem = scales_after_training(groups, os.path.join(out, name('bn_scales')))
     if problem:
-        not_made['bn_scales.png'] = problem
+        not_made[name('bn_scales')] = problem
     runs = norm_runs(groups)
-    for figure, draw in (('gamma_distance.png', gamma_distance), ('xhat.png', xhat_by_layer)):
+    for stem, draw in (('gamma_distance', gamma_distance), ('xhat', xhat_by_layer)):
         if runs:
-            _save(draw(runs), os.path.join(out, figure))
+            _save(draw(runs), os.path.join(out, name(stem)))
         else:
-            not_made[figure] = 'no finished run recorded per-layer statistics (runs made with --no_norm_statistics ' \
-                               'or by an older train.py)'
+            not_made[name(stem)] = 'no finished run recorded per-layer statistics (runs made with ' \
+                                   '--no_norm_statistics or by an older train.py)'
     return not_made

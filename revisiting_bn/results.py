@@ -14,13 +14,13 @@ import re
 from dataclasses import dataclass
 
 from .cli import RunError, plural
-from .experiment import comparable, differing_settings
+from .experiment import comparable, differing_settings, protocol
 from .runs import write_text
 
 __all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'results_csv',
            'write_results', 'new_record', 'resumed_record', 'add_epoch', 'add_norm_statistics', 'interrupted',
            'record_failure', 'read_record', 'is_finished', 'has_best', 'outcome', 'Standing', 'standing',
-           'result_files', 'load_runs', 'RunList', 'group_runs']
+           'result_files', 'load_runs', 'RunList', 'group_runs', 'group_protocols']
 
 SEED_SUFFIX = re.compile(r'_seed(\d+)$')
 
@@ -288,3 +288,13 @@ def group_runs(runs):
         if mixed:
             raise ResultsError(f'runs named {label} differ in {"; ".join(mixed)}: give them different names')
     return groups
+
+
+def group_protocols(runs, may_differ=()):
+    """[(protocol, {label: {seed: run}})], the protocols in the order their first run was found: runs of one protocol
+    (experiment.protocol, ``may_differ`` aside) are grouped by label as group_runs does; one label may name
+    configurations of several protocols (runs of two sweeps with other --path), each then grouped apart."""
+    by_protocol = {}
+    for run in runs:
+        by_protocol.setdefault(protocol(run['record']['config'], may_differ), []).append(run)
+    return [(key, group_runs(members)) for key, members in by_protocol.items()]

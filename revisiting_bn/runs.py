@@ -16,7 +16,7 @@ import time
 
 from .cli import USAGE, RunError
 
-__all__ = ['output_paths', 'run_files', 'atomic_write', 'write_text', 'check_writable', 'process_start', 'process_alive',
+__all__ = ['output_paths', 'run_files', 'files_of_weights', 'atomic_write', 'write_text', 'check_writable', 'process_start', 'process_alive',
            'RunLock']
 
 
@@ -38,6 +38,16 @@ def run_files(root, name, data_dir=None):
         'json': os.path.join(root, 'results', f'{name}.json'),
         'lock': os.path.join(root, 'results', f'.{name}.lock'),
     }
+
+
+def files_of_weights(weights):
+    """The files of the run whose best weights or checkpoint is ``weights`` (P/D/networks/N-best.pt or N-last.pt),
+    as train.py wrote them, or None for a file of another name."""
+    folder, file = os.path.split(os.path.abspath(weights))
+    for suffix in ('-best.pt', '-last.pt'):
+        if file.endswith(suffix) and len(file) > len(suffix):
+            return run_files(os.path.dirname(folder), file[:-len(suffix)])
+    return None
 
 
 def atomic_write(path, write):

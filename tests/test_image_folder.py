@@ -134,8 +134,10 @@ def test_weights_that_do_not_fit_are_refused_naming_the_first_mismatch(tmp_path,
     flags = ['--dataset', 'fake', '--fake_size', '200', '--batch_size', '64', '--device', 'cpu', '--path',
              str(tmp_path)]
     record = train.main(flags + ['--network', 'mlp', '--num_epochs', '1'])
+    copied = tmp_path / 'copied.pt'  # away from its results: evaluated with the flags as given
+    copied.write_bytes(open(record['weights_file'], 'rb').read())
     with pytest.raises(SystemExit) as exit_info:
-        train.run(flags + ['--network', 'resnet20', '--evaluate', record['weights_file']])
+        train.run(flags + ['--network', 'resnet20', '--evaluate', str(copied)])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1
     assert 'does not fit --network resnet20 on this data: it lacks 1.conv1.weight' in err[0]
@@ -143,3 +145,31 @@ def test_weights_that_do_not_fit_are_refused_naming_the_first_mismatch(tmp_path,
     with pytest.raises(SystemExit):
         train.run(flags + ['--network', 'mlp', '--evaluate', str(tmp_path / 'other.pt')])
     assert "0.weight has shape (5,), the network's (3,)" in capsys.readouterr().err
+
+
+def test_evaluate_takes_the_runs_recorded_settings_and_refuses_a_contradicting_flag(tmp_path, capsys):
+    """Weights of a folder run trained at --image_size 16, evaluated without that flag (nor --dataset, --data_dir,
+    --network): the record's settings give the recorded accuracies, and say so; a flag that contradicts the record is
+    refused, naming it. The record holds the resolved image size, the classes and the CPU's instruction set."""
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 60), ('test', 20)):
+        labels = np.arange(n) % 3
+        images = (rng.integers(0, 60, (n, 40, 48, 3)) + 60 * labels[:, None, None, None]).astype(np.uint8)
+        write_image_folder(tmp_path / 'data', split, images, labels)
+    record = train.main(['--dataset', 'folder', '--data_dir', str(tmp_path / 'data'), '--image_size', '16',
+                         '--network', 'mlp', '--num_epochs', '2', '--batch_size', '16', '--device', 'cpu', '--path',
+                         str(tmp_path / 'out'), '--name', 'mine'])
+    assert record['data'] == {'channels': 3, 'image_size': 16, 'num_classes': 3, 'classes': ['c0', 'c1', 'c2']}
+    assert record['cpu_capability'] == torch.backends.cpu.get_cpu_capability() and record['cpu_threads'] >= 1
+    capsys.readouterr()
+    result = train.main(['--evaluate', record['weights_file'], '--device', 'cpu'])
+    assert (result['val']['accuracy'], result['test']['accuracy']) == (record['best_val_accuracy'],
+                                                                       record['test_accuracy_at_best'])
+    assert f"--evaluate: with the settings recorded in {tmp_path / 'out' / 'folder' / 'results' / 'mine.json'}" in \
+        capsys.readouterr().out
+    for contradiction, named in ((['--image_size', '32'], "--image_size 32 (the run's: 16)"),
+                                 (['--network', 'resnet20'], "--network 'resnet20' (the run's: 'mlp')")):
+        with pytest.raises(SystemExit) as exit_info:
+            train.run(['--evaluate', record['weights_file'], '--device', 'cpu', *contradiction])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and named in err and "contradicts the run's record" in err

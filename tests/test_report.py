@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 import report
 from revisiting_bn import t_test
@@ -24,7 +25,8 @@ def write_run(folder, config, seed, accuracy, final=None, status='finished', epo
     rows = [{'epoch': e, 'train_loss': 2.0 / e, 'val_loss': 2.1 / e, 'val_accuracy': accuracy - 3 + e,
              'test_accuracy': accuracy - 3 + e, 'learning_rate': 0.1} for e in range(1, epochs + 1)]
     record = {'config': {'name': name, 'seed': str(seed), 'dataset': 'fake', 'network': 'resnet18',
-                         'bn_weight': bn_weight, 'c': c, 'input_norm': norm, 'num_epochs': epochs, 'batch_size': 128},
+                         'bn_weight': bn_weight, 'c': c, 'input_norm': norm, 'num_epochs': epochs, 'batch_size': 128,
+                         'learning_rate': 0.1},
               'status': status, 'epochs': rows, 'best_epoch': epochs, 'best_val_accuracy': accuracy,
               'test_accuracy_at_best': accuracy, 'final_test_accuracy': accuracy if final is None else final,
               'weights_file': str(networks / f'{name}-best.pt')}
@@ -64,12 +66,14 @@ def test_report_table_pairs_by_seed_and_names_what_is_left_out(results, tmp_path
     assert p_value <= 0.05
     two_sided = t_test.evaluate(PROPOSED[:5], BASELINE, 'two-sided')
     assert two_sided == 2 * p_value  # SciPy doubles the smaller tail exactly; the mean difference is positive
-    assert (f'| proposed vs baseline | best val. epoch | 5 | {difference:+.2f} | {p_value:.4g} * | yes | '
-            f'{two_sided:.4g} |' in text)
+    low, high = stats.ttest_rel(PROPOSED[:5], BASELINE).confidence_interval(0.95)
+    assert f'| proposed vs baseline | best val. epoch | 5 | {difference:+.2f} | [{low:+.2f}, {high:+.2f}] |' in text
+    assert f'| {p_value:.4g} * | {p_value:.4g} | ' in text  # one comparison: Holm changes nothing
     final = np.add(BASELINE, -0.5)  # the proposed runs end at their best accuracy, the baseline 0.5 below it
     final_p, final_two_sided = t_test.evaluate(PROPOSED[:5], final), t_test.evaluate(PROPOSED[:5], final, 'two-sided')
-    assert (f'| proposed vs baseline | final epoch | 5 | {difference + 0.5:+.2f} | {final_p:.4g} * | yes | '
-            f'{final_two_sided:.4g} |' in text)
+    assert f'| proposed vs baseline | final epoch | 5 | {difference + 0.5:+.2f} |' in text
+    assert f'**proposed vs baseline** (5 paired seeds): mean difference {difference:+.2f} points' in text
+    assert 'With 5 seeds, a gain below' in text and 'would likely go unseen' in text
     assert 'proposed: unfinished runs (left out) for seeds 7' in text
     assert 'proposed: seeds without a baseline partner (left out of the test): 6' in text
     rows = list(csv.DictReader((out / 'report.csv').open()))
@@ -79,7 +83,7 @@ def test_report_table_pairs_by_seed_and_names_what_is_left_out(results, tmp_path
     assert float(rows[1]['final_p_value']) == final_p and float(rows[1]['final_p_value_two_sided']) == final_two_sided
     assert rows[1]['paired_seeds'] == '1 2 3 4 5' and rows[1]['unpaired_seeds'] == '6'
     assert float(rows[0]['final_test_mean']) == np.mean(np.subtract(BASELINE, 0.5))  # the same float64 sums
-    for png in ('paired_accuracies.png', 'curves.png', 'bn_scales.png'):
+    for png in ('paired_accuracies.png', 'differences.png', 'curves.png', 'bn_scales.png'):
         assert (out / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
@@ -225,3 +229,89 @@ def test_the_observations_figures_come_from_the_json_alone(tmp_path, capsys):
     assert 'not made' not in capsys.readouterr().out
     for figure in ('bn_scales.png', 'gamma_distance.png', 'xhat.png'):
         assert (tmp_path / 'out' / figure).stat().st_size > 10000
+
+
+def scipy_figures(ours, theirs):
+    """The report's figures of one comparison, computed here straight from SciPy (and a textbook Holm)."""
+    d = np.subtract(ours, theirs)
+    n, sd = d.size, d.std(ddof=1)
+    critical = stats.t.ppf(0.95, n - 1)
+    power = lambda delta, k: stats.nct.sf(stats.t.ppf(0.95, k - 1), k - 1, delta / sd * np.sqrt(k))  # noqa: E731
+    from scipy.optimize import brentq
+    mdd = brentq(lambda delta: power(delta, n) - 0.8, 1e-9, 100 * sd)
+    needed = next((k for k in range(2, 100000) if power(d.mean(), k) >= 0.8), None) if d.mean() > 0 else None
+    low, high = stats.ttest_rel(ours, theirs).confidence_interval(0.95)
+    return {'mean_paired_difference': d.mean(), 'ci95_low': low, 'ci95_high': high, 'effect_size_dz': d.mean() / sd,
+            'p_value': stats.ttest_rel(ours, theirs, alternative='greater').pvalue,
+            'wilcoxon_p': stats.wilcoxon(ours, theirs, alternative='greater').pvalue,
+            'min_detectable_difference': mdd, 'seeds_needed': needed, 'critical': critical}
+
+
+def test_every_figure_of_every_comparison_equals_scipys_and_holm_adjusts_over_the_table(tmp_path):
+    """Three configurations against one baseline with known accuracies: report.csv's interval, d_z, Wilcoxon,
+    Holm-adjusted p, smallest detectable difference and seeds needed equal SciPy's, for both measures."""
+    base = [90.1, 91.0, 89.5, 90.7, 90.2, 90.4]
+    others = {'proposed': [90.9, 91.4, 90.6, 90.8, 91.3, 91.0], 'small': [90.3, 91.1, 89.4, 90.9, 90.3, 90.6],
+              'worse': [89.0, 90.1, 89.0, 89.9, 89.5, 89.2]}
+    for seed, accuracy in enumerate(base, start=1):
+        write_run(tmp_path, 'baseline', seed, accuracy, final=accuracy - 0.25, weights=False)
+    for label, accuracies in others.items():
+        for seed, accuracy in enumerate(accuracies, start=1):
+            write_run(tmp_path, label, seed, accuracy, weights=False)
+    assert report.main([str(tmp_path / 'fake'), '--out', str(tmp_path / 'out'), '--no_plots']) == 0
+    rows = {r['configuration']: r for r in csv.DictReader((tmp_path / 'out' / 'report.csv').open())}
+    for prefix, reference in (('', base), ('final_', np.subtract(base, 0.25))):
+        expected = {label: scipy_figures(accuracies, reference) for label, accuracies in others.items()}
+        ordered = sorted(others, key=lambda label: expected[label]['p_value'])
+        m, running = len(ordered), 0.0
+        for rank, label in enumerate(ordered):  # Holm, as a textbook writes it
+            running = max(running, min(1.0, (m - rank) * expected[label]['p_value']))
+            expected[label]['p_holm'] = running
+        for label, figures in expected.items():
+            row = rows[label]
+            for name in ('mean_paired_difference', 'ci95_low', 'ci95_high', 'effect_size_dz', 'p_value',
+                         'wilcoxon_p', 'p_holm', 'min_detectable_difference'):
+                assert float(row[prefix + name]) == pytest.approx(figures[name], rel=1e-9, abs=1e-12), (label, name)
+            needed = row[prefix + 'seeds_needed']
+            assert (int(needed) if needed else None) == figures['seeds_needed'], (label, prefix)
+    assert rows['worse']['seeds_needed'] == '' and rows['baseline']['p_value'] == ''
+
+
+def test_only_like_is_tested_against_like(tmp_path):
+    """A second protocol in the same folder (other network, other epochs) gets its own table and baseline; a
+    configuration whose protocol has no baseline is listed with what differs and never tested; --may_differ lets a
+    study's own setting differ."""
+    for seed, accuracy in enumerate(BASELINE, start=1):
+        write_run(tmp_path, 'baseline', seed, accuracy, weights=False)
+        write_run(tmp_path, 'proposed', seed, accuracy + 0.3 + seed / 10, weights=False)
+        long = write_run(tmp_path / 'long', 'baseline', seed, accuracy + 1, epochs=10, weights=False)
+        for label, offset, network in (('proposed', 0.5 + seed / 20, 'resnet18'), ('tv_effnet', -60, 'tv:efficientnet_b0')):
+            record = write_run(tmp_path / 'long', label, seed, accuracy + offset, epochs=10 if label == 'proposed' else 2,
+                               weights=False)
+            record['config']['network'] = network
+            folder = tmp_path / 'long' / 'fake' / 'results'
+            (folder / f'{label}_seed{seed}.json').write_text(json.dumps(record))
+    out = tmp_path / 'out'
+    assert report.main([str(tmp_path / 'fake'), str(tmp_path / 'long'), '--out', str(out), '--no_plots']) == 0
+    text = (out / 'report.md').read_text()
+    assert text.startswith('3 protocols') and '## P1: network resnet18, num_epochs 3' in text
+    assert text.count('| proposed vs baseline | best val. epoch |') == 2  # each against its own baseline
+    assert 'tv_effnet: not tested: no baseline with the same protocol; its runs differ in network' in text
+    assert 'network: resnet18 (baseline) -> tv:efficientnet_b0; num_epochs: 3 (baseline) -> 2' in text and 'tv_effnet vs' not in text
+    rows = list(csv.DictReader((out / 'report.csv').open()))
+    assert [(r['protocol'], r['configuration']) for r in rows] == [('P1', 'baseline'), ('P1', 'proposed'),
+                                                                   ('P2', 'baseline'), ('P2', 'proposed'),
+                                                                   ('P3', 'tv_effnet')]
+    p2 = [r for r in rows if r['protocol'] == 'P2' and r['configuration'] == 'proposed'][0]
+    expected = stats.ttest_rel([a + 0.5 + s / 20 for s, a in enumerate(BASELINE, 1)], np.add(BASELINE, 1),
+                               alternative='greater').pvalue
+    assert float(p2['p_value']) == pytest.approx(expected) and rows[-1]['untested_because'].startswith('no baseline')
+    # learning rate varied on purpose: without --may_differ a protocol apart, with it tested against the baseline
+    for seed, accuracy in enumerate(BASELINE, start=1):
+        record = write_run(tmp_path, 'lr05', seed, accuracy + 0.2, weights=False)
+        record['config']['learning_rate'] = 0.05
+        (tmp_path / 'fake' / 'results' / f'lr05_seed{seed}.json').write_text(json.dumps(record))
+    assert report.main([str(tmp_path / 'fake'), '--out', str(out), '--no_plots']) == 0
+    assert 'lr05: not tested' in (out / 'report.md').read_text()
+    assert report.main([str(tmp_path / 'fake'), '--out', str(out), '--no_plots', '--may_differ', 'learning_rate']) == 0
+    assert '| lr05 vs baseline | best val. epoch | 5 |' in (out / 'report.md').read_text()

@@ -66,6 +66,44 @@ def test_bad_sweep_flags(argv, message, capsys):
     assert exit_info.value.code == 2 and len(err) == 1 and message in err[0]
 
 
+def test_a_grid_is_crossed_into_named_configurations_on_the_proposed_flags_or_a_base(tmp_path, capsys):
+    assert sweep.main(['--dry_run', '--seeds', '1', '--grid', 'bn_weight=0.05,1', '--grid', 'c=1,100', '--path',
+                       str(tmp_path)] + TINY) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split('--name ')[1].split()[0] for line in lines[:-1]] == [
+        'baseline_seed1', 'bn_weight0.05_c1_seed1', 'bn_weight0.05_c100_seed1', 'bn_weight1_c1_seed1',
+        'bn_weight1_c100_seed1']
+    assert '--bn_weight 0.1 --c 100 --input_norm bn --bn_weight 0.05 --c 1 --name bn_weight0.05_c1_seed1' in lines[1]
+    assert sweep.main(['--dry_run', '--seeds', '1', '--grid', 'c=1,10', '--grid_base', '--input_norm dataset',
+                       '--path', str(tmp_path)] + TINY) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert '--input_norm dataset --c 10 --name c10_seed1' in lines[2] and len(lines) == 4
+
+
+@pytest.mark.parametrize('grid, message', [(['bn_weight'], 'use FLAG=VALUE'), (['c=1,1'], 'a value is given twice'),
+                                           (['c=1', 'c=2'], '--grid c is given twice'),
+                                           (['bn_weight=abc'], "--bn_weight: invalid float value: 'abc'")])
+def test_bad_grids_are_refused_in_one_line(grid, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(['--dry_run', '--seeds', '1', *(item for g in grid for item in ('--grid', g))] + TINY)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_grid_runs_with_the_baseline_and_its_report_draws_the_grid(tmp_path, capsys):
+    """A 2 x 2 grid and the baseline, 2 seeds: every configuration is tested against the baseline (Holm over the
+    four), and the report draws grid.png."""
+    argv = ['--seeds', '1-2', '--gpus', '0', '--grid', 'bn_weight=0.1,1', '--grid', 'c=1,100', '--path',
+            str(tmp_path)] + TINY + ['--fake_size', '200', '--num_epochs', '1']
+    assert sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count(' on cpu: finished: ') == 10
+    report = tmp_path / 'fake' / 'report'
+    text = (report / 'report.md').read_text()
+    for name in ('bn_weight0.1_c1', 'bn_weight0.1_c100', 'bn_weight1_c1', 'bn_weight1_c100'):
+        assert f'| {name} vs baseline | best val. epoch | 2 |' in text
+    assert (report / 'grid.png').read_bytes()[:4] == b'\x89PNG' and '[grid.png](grid.png)' in text
+
+
 def test_sweep_runs_skips_finished_and_reports(tmp_path, capsys):
     argv = ['--seeds', '1-2', '--path', str(tmp_path), '--gpus', '0'] + TINY + ['--num_epochs', '1']
     assert sweep.main(argv) == 0

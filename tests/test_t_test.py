@@ -1,4 +1,5 @@
-"""The paired t-test: the README's example, the alternatives, input types and bad input."""
+"""The paired t-test: the README's example, the alternatives, input types and bad input; and the figures that say how
+sure a comparison is (interval, effect size, Wilcoxon, Holm, power), against SciPy and textbook values."""
 import math
 
 import numpy as np
@@ -67,3 +68,48 @@ def test_format_p_keeps_four_significant_digits():
     assert format_p(0.99993) == '0.9999'
     assert format_p(0.00021331) == '0.0002133'
     assert format_p(None) == 'n/a'
+
+
+# ----------------------------------------------------------------------------- how sure: intervals, effect, power
+
+def test_confidence_interval_and_effect_size_are_the_textbook_ones_and_scipys():
+    """Differences 1..5: mean 3, s = sqrt(2.5), t(0.975, 4) = 2.7764: 3 -+ 2.7764 x 0.7071 = [1.0368, 4.9632]."""
+    from revisiting_bn.t_test import confidence_interval, effect_size_dz
+    low, high = confidence_interval([1, 2, 3, 4, 5], [0] * 5)
+    assert (low, high) == pytest.approx((1.0368, 4.9632), abs=1e-4)
+    reference = stats.ttest_rel(NEW, BASE).confidence_interval(0.95)
+    assert confidence_interval(NEW, BASE) == pytest.approx(tuple(reference), rel=1e-12)
+    assert effect_size_dz([1, 2, 3, 4, 5], [0] * 5) == pytest.approx(3 / np.sqrt(2.5))
+
+
+def test_wilcoxon_is_exact_for_small_samples():
+    """Five positive differences: the exact one-sided p is 1 / 2^5."""
+    from revisiting_bn.t_test import wilcoxon_p
+    assert wilcoxon_p([1.5, 2, 3, 4.5, 5], [0] * 5) == 1 / 32
+    assert wilcoxon_p(NEW, BASE) == stats.wilcoxon(NEW, BASE,
+                                                                           alternative='greater').pvalue
+    with pytest.raises(ValueError, match='nothing to rank'):
+        wilcoxon_p([1, 2], [1, 2])
+
+
+def test_holm_steps_down_and_stays_monotone():
+    """The textbook example: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> 0.06 (kept
+    at least its predecessor), capped at 1; a missing p-value stays missing and is not counted."""
+    from revisiting_bn.t_test import holm
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, None, 0.4]) == [0.8, None, 0.8] and holm([0.9, 0.8]) == [1.0, 1.0]
+
+
+def test_power_smallest_detectable_difference_and_seeds_needed():
+    """G*Power's textbook case: a one-tailed paired t-test at alpha 0.05 needs 27 pairs for 80% power at d_z = 0.5;
+    the smallest detectable difference is where the power reaches 80%, and near the normal approximation
+    (z_0.95 + z_0.8) x sd / sqrt(n) for many pairs."""
+    from revisiting_bn.t_test import min_detectable_difference, power, seeds_needed
+    assert seeds_needed(0.5, 1.0) == 27 and power(27, 0.5, 1.0) >= 0.8 > power(26, 0.5, 1.0)
+    assert seeds_needed(-0.1, 1.0) is None and seeds_needed(0.0, 1.0) is None
+    for n in (3, 15, 400):
+        mdd = min_detectable_difference(n, 2.0)
+        assert power(n, mdd, 2.0) == pytest.approx(0.8, abs=1e-9)
+    normal = (stats.norm.ppf(0.95) + stats.norm.ppf(0.8)) * 2.0 / np.sqrt(400)
+    assert min_detectable_difference(400, 2.0) == pytest.approx(normal, rel=0.01)
+    assert min_detectable_difference(15, 2.0) > (stats.norm.ppf(0.95) + stats.norm.ppf(0.8)) * 2.0 / np.sqrt(15)
