@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from revisiting_bn.cli import OneLineParser, exit_on_error
+from revisiting_bn.cli import OneLineParser, exit_on_error, plural
 from revisiting_bn.experiment import protocol_settings
 from revisiting_bn.protocol import SIGNIFICANCE
 from revisiting_bn.results import ResultsError, group_protocols, has_best, is_finished, load_runs
@@ -137,12 +137,15 @@ def _interval(test):
 def in_words(c, baseline):
     """One comparison, at the paper's measure, as a reader would say it."""
     n, difference = len(c['paired_seeds']), c['mean_difference']
+    seeds = plural(n, 'paired seed')
     if c['p_value'] is None:
-        return f"- **{c['configuration']} vs {baseline}** ({n} paired seeds): no test ({c['note']})."
+        return f"- **{c['configuration']} vs {baseline}** ({seeds}): no test ({c['note']})."
     verdict = (f"significantly greater (p = {format_p(c['p_value'])}" if c['significant'] else
                f"not significantly greater (p = {format_p(c['p_value'])}")
     verdict += f", {format_p(c['p_holm'])} after Holm; Wilcoxon p = {format_p(c['wilcoxon_p'])})"
-    words = (f"- **{c['configuration']} vs {baseline}** ({n} paired seeds): mean difference {difference:+.2f} points, "
+    if difference < 0 and c['p_value_two_sided'] <= SIGNIFICANCE:
+        verdict += f"; significantly lower (two-sided p = {format_p(c['p_value_two_sided'])})"
+    words = (f"- **{c['configuration']} vs {baseline}** ({seeds}): mean difference {difference:+.2f} points, "
              f"{CONFIDENCE:.0%} interval {_interval(c)}, d_z {c['effect_size_dz']:+.2f}; {verdict}. With {n} seeds, a "
              f"gain below {c['min_detectable_difference']:.2f} points would likely go unseen (power under {POWER:.0%} "
              f"at p <= {SIGNIFICANCE:g})")

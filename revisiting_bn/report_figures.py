@@ -145,7 +145,7 @@ def differences(comparisons, baseline, path):
     ax.set_yticks(range(len(comparisons)), [f"{c['configuration']} (n={len(c['paired_seeds'])})"
                                             for c in comparisons])
     ax.invert_yaxis()
-    ax.set(xlabel=f'test accuracy at the best validation epoch: configuration - {baseline} (points)',
+    ax.set(xlabel=f'configuration - {baseline} (points of test accuracy\nat the best validation epoch)',
            title=f'paired differences against {baseline}')
     ax.legend(fontsize='small', loc='best')
     _save(fig, path)
@@ -156,6 +156,11 @@ def _number(value):
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def _value(value):
+    number = _number(value)
+    return f'{number:g}' if number is not None and not isinstance(value, bool) else str(value)
 
 
 def grid_axes(groups, baseline):
@@ -186,19 +191,27 @@ def grid(groups, rows, comparisons, baseline, axes, path):
         config = next(iter(seeds.values()))['record']['config']
         lines.setdefault(None if second is None else config.get(second), []).append((config.get(first), label))
     numeric = all(_number(x) is not None for points in lines.values() for x, _ in points)
+    values = sorted({_number(x) for points in lines.values() for x, _ in points}) if numeric else []
+    logarithmic = bool(values) and values[0] > 0 and values[-1] / values[0] >= 10
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for value, points in sorted(lines.items(), key=lambda item: (_number(item[0]) is None, _number(item[0]) or 0,
-                                                                  str(item[0]))):
+    ordered = sorted(lines.items(), key=lambda item: (_number(item[0]) is None, _number(item[0]) or 0, str(item[0])))
+    for index, (value, points) in enumerate(ordered):
         points = sorted(points, key=lambda p: _number(p[0]) if numeric else str(p[0]))
-        xs = [_number(x) if numeric else str(x) for x, _ in points]
+        shift = index - (len(ordered) - 1) / 2  # the lines side by side at each x, so their intervals stay apart
+        if numeric and logarithmic:
+            xs = [_number(x) * 10 ** (0.012 * shift) for x, _ in points]
+        elif numeric:
+            xs = [_number(x) + 0.008 * shift * ((values[-1] - values[0]) or 1) for x, _ in points]
+        else:
+            xs = [str(x) for x, _ in points]
         means, halves = [], []
         for _, label in points:
-            values = np.asarray(by_label[label]['best_values'], dtype=float)
-            means.append(values.mean())
-            halves.append(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
-                          if values.size > 1 else 0.0)
+            accuracies = np.asarray(by_label[label]['best_values'], dtype=float)
+            means.append(accuracies.mean())
+            halves.append(stats.t.ppf(0.975, accuracies.size - 1) * accuracies.std(ddof=1) / np.sqrt(accuracies.size)
+                          if accuracies.size > 1 else 0.0)
         line = ax.errorbar(xs, means, yerr=halves, marker='o', capsize=3,
-                           label=f'{second} = {value}' if second else first)[0]
+                           label=f'{second} = {_value(value)}' if second else first)[0]
         for x, mean, (_, label) in zip(xs, means, points):
             p = tested.get(label, {}).get('p_holm')
             if p is not None and p <= SIGNIFICANCE:
@@ -207,14 +220,13 @@ def grid(groups, rows, comparisons, baseline, axes, path):
     if base:
         ax.axhline(np.mean(base), color='black', linestyle='--', linewidth=1,
                    label=f'{baseline} (mean of {len(base)} seeds)')
-    if numeric and all(_number(x) > 0 for points in lines.values() for x, _ in points):
-        values = [_number(x) for points in lines.values() for x, _ in points]
-        if max(values) / min(values) >= 10:
+    if numeric:
+        if logarithmic:
             ax.set_xscale('log')
-        ax.set_xticks(sorted(set(values)), [f'{v:g}' for v in sorted(set(values))])
+        ax.set_xticks(values, [f'{v:g}' for v in values])
         ax.minorticks_off()
     ax.set(xlabel=first, ylabel='test accuracy at best validation epoch (%)',
-           title=f'ablation grid: mean and 95% interval over seeds; * significant vs {baseline} after Holm')
+           title=f'ablation grid: mean and 95% interval over seeds\n(star: significantly above {baseline} after Holm)')
     ax.legend(fontsize='small')
     _save(fig, path)
 
