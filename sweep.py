@@ -198,6 +198,31 @@ def slots(args):
     return slot_list, args.threads or max(1, cores // len(slot_list))
 
 
+def last_error_line(log_path):
+    """The last line of the log's latest session that tells an error (train.py's one 'error:' line, or a traceback's
+    last line), or its last line; '' for an empty or unreadable log."""
+    try:
+        with open(log_path, 'rb') as f:
+            f.seek(max(0, os.path.getsize(log_path) - 65536))
+            text = f.read().decode('utf-8', 'replace')
+    except OSError:
+        return ''
+    session = [line.strip() for line in text.rsplit('\n=== ', 1)[-1].splitlines()[1:] if line.strip()]
+    errors = [line for line in session if 'error' in line.lower() or line.startswith(('Traceback', 'Killed'))]
+    return (errors or session or [''])[-1][:300]
+
+
+def ended_by(status, log_path):
+    """How a run's process ended, in one line, the same way for every run: the signal by name (a status of -N, or
+    128 + N as train.py and shells exit after signal N), else the exit status and the last error line of its log."""
+    signals = {s.value for s in signal.Signals}
+    signum = -status if status < 0 else status - 128 if status - 128 in signals else None
+    if signum in signals:
+        return f'stopped by {signal.Signals(signum).name}'
+    line = last_error_line(log_path)
+    return f'exit {status}' + (f': {line}' if line else '')
+
+
 def _sweep_lock(run):
     """The lock a sweep takes on a run while it trains it (beside train.py's own, which train.py takes)."""
     return os.path.join(run['paths']['results'], f".{run['name']}.sweep.lock")
@@ -270,12 +295,12 @@ class Sweep:
         if status == 0 and is_finished(record):
             result, self.results[run['name']] = f'finished: {outcome(record)}', 'finished'
         elif self.stopping is not None:
-            result, self.results[run['name']] = f'interrupted (exit {status}); the same command resumes it', \
-                'interrupted'
+            result, self.results[run['name']] = f'interrupted ({ended_by(status, log_path)}); the same command ' \
+                f'resumes it', 'interrupted'
         elif holder:  # a train.py started by hand took the run first
             result, self.results[run['name']] = f'not trained here: it is being trained by {holder}', 'held'
         else:
-            result, self.results[run['name']] = f'FAILED (exit {status}), see {log_path}', 'failed'
+            result, self.results[run['name']] = f'FAILED ({ended_by(status, log_path)}); log {log_path}', 'failed'
         print(f"{run['name']} on {where}: {result}", flush=True)
 
     def stop(self, signum, frame):
@@ -299,7 +324,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     split = argv.index('--') if '--' in argv else len(argv)
     own, common = argv[:split], argv[split + 1:]
-    p = OneLineParser(prog='sweep.py', description=__doc__.split('\n\n')[0])
+    p = OneLineParser(prog='sweep.py', usage='%(prog)s [sweep flags] -- [train.py flags for every run]',
+                      description=__doc__.split('\n\n')[0] + " train.py's own flags (--dataset, --network, "
+                      "--num_epochs, ...) go after '--' and reach every run.")
     p.add_argument('--configs', nargs='+', help='configurations to run (default: baseline, proposed and any '
                                                 '--config/--config_file ones; also built in: no_bn, bn_only, '
                                                 'bn_only_small_init, mabn)')
@@ -330,7 +357,10 @@ def main(argv=None):
     p.add_argument('--baseline', default='baseline', help='the configuration the report tests the others against')
     p.add_argument('--may_differ', nargs='+', default=[], metavar='SETTING',
                    help="the report's --may_differ: protocol settings the configurations vary on purpose")
-    args = p.parse_args(own)
+    args, unknown = p.parse_known_args(own)
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)} (train.py's flags go after '--': sweep.py "
+                f"[sweep flags] -- {' '.join(unknown)})")
     if args.runs_per_gpu < 1 or (args.gpus is not None and args.gpus < 0):
         p.error('--runs_per_gpu must be >= 1 and --gpus >= 0')
     if (args.cpu_jobs is not None and args.cpu_jobs < 1) or (args.threads is not None and args.threads < 1):

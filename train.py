@@ -233,7 +233,7 @@ def locked(paths, world, device_name):
 
 def remove_old_files(args, paths, world):
     """With --overwrite, the run's old files go, once its data and network are ready."""
-    for key in ('checkpoint', 'weights', 'json', 'csv', 'txt') if args.overwrite and world.is_main else ():
+    for key in ('checkpoint', 'weights', 'json', 'csv', 'statistics_csv', 'txt') if args.overwrite and world.is_main else ():
         if os.path.exists(paths[key]):
             os.remove(paths[key])
 

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 
 from .batch_norm import NORM_LAYER_TYPES, NORMS, ScaleBatchNorm2d, convert_to_scale_batch_norm
 from .data import DATASETS, DatasetInfo
-from .protocol import BN_EPS, BN_MOMENTUM, INPUT_BN, INPUT_BN_FACTOR, resolve_bn_weight
+from .protocol import BN_EPS, BN_MOMENTUM, INPUT_BN, INPUT_BN_FACTOR, INPUT_BN_LAYER, resolve_bn_weight
 
 __all__ = ['NETWORKS', 'TORCHVISION', 'network_problem', 'torchvision_norm_problem', 'INPUT_NORMS', 'INPUT_BN_FACTOR',
+           'Wrapped', 'layer_name',
            'construct_network', 'CifarResNet', 'initialize_weights', 'zero_biases', 'train_only_norms']
 
 INPUT_NORMS = ('bn', 'dataset')
@@ -122,6 +123,28 @@ NETWORKS = {
 TORCHVISION = 'tv:'  # the family of every torchvision classification network with batch norm: tv:NAME
 
 
+class Wrapped(nn.Sequential):
+    """A network behind one input layer: the input BN of --input_norm bn, or the channel repeat that feeds grey
+    images to a torchvision network made for colour. Its children are '0' (the input layer) and '1' (the network),
+    so the state_dict keys are the original code's ('0.weight', '1.conv1.weight', ...); ``layer_name`` takes the
+    wrapping off a layer's name."""
+
+    def __init__(self, first, network):
+        super().__init__(OrderedDict([(INPUT_BN, first), ('1', network)]))
+
+
+def layer_name(network, name):
+    """The name of ``network``'s submodule ``name`` as it is in every configuration of that network: its name inside
+    the network, whatever wraps it, and INPUT_BN_LAYER ('input_bn') for the input BN. So a baseline's and a proposed
+    run's layers line up by name."""
+    while isinstance(network, Wrapped) and name:
+        head, _, rest = name.partition('.')
+        if head == INPUT_BN:  # the input layer: the input BN, or a channel repeat
+            return (INPUT_BN_LAYER if isinstance(network[0], ScaleBatchNorm2d) else 'input') + (f'.{rest}' if rest else '')
+        network, name = network[1], rest
+    return name
+
+
 class RepeatChannels(nn.Module):
     """Grey images into a network made for colour: the one channel repeated (no parameters)."""
 
@@ -171,7 +194,7 @@ def torchvision_network(name, num_classes, info, bn_weight):
                          f'choose a network with BN (e.g. {TORCHVISION}mobilenet_v2, {TORCHVISION}resnet50)')
     network = convert_to_scale_batch_norm(network, bn_weight)
     if info.channels != 3:
-        network = nn.Sequential(RepeatChannels(3), network)
+        network = Wrapped(RepeatChannels(3), network)
     try:
         with torch.no_grad():
             network.eval()(torch.zeros(2, info.channels, info.image_size, info.image_size))
@@ -274,4 +297,4 @@ def construct_network(network_name='resnet18', num_classes=10, dataset='cifar10'
                                 bn_weight=raw_bn_weight * INPUT_BN_FACTOR, **bn_options)
     if input_bn.affine:
         input_bn.bias.requires_grad_(False)  # the input BN only rescales; its shift stays 0
-    return nn.Sequential(OrderedDict([(INPUT_BN, input_bn), ('1', network)]))  # state_dict keys as the original's
+    return Wrapped(input_bn, network)

@@ -13,27 +13,45 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .protocol import INPUT_BN  # noqa: E402
+from .protocol import INPUT_BN, INPUT_BN_LAYER  # noqa: E402
 from .results import is_finished  # noqa: E402
 
 __all__ = ['norm_runs', 'final_gammas', 'gamma_distance', 'xhat_by_layer']
 
+def stable_names(stats):
+    """A run's statistics with every layer under its name inside the network: records made before the names were
+    stable called the input BN '0' and the network's layers '1.<name>'; newer ones are returned as they are."""
+    if INPUT_BN not in stats.get('layers', ()):
+        return stats
+    rename = lambda name: INPUT_BN_LAYER if name == INPUT_BN else name[2:] if name.startswith('1.') else name  # noqa
+    return {**stats, 'layers': [rename(n) for n in stats['layers']],
+            'epochs': [{**e, 'layers': {rename(n): v for n, v in e['layers'].items()}} for e in stats['epochs']],
+            'gamma': {rename(n): v for n, v in stats.get('gamma', {}).items()}}
+
+
 def norm_runs(groups):
-    """{configuration: [norm_statistics of each finished seed]}, for the configurations whose runs have them."""
+    """{configuration: [norm_statistics of each finished seed]}, for the configurations whose runs have them, the
+    layers under their stable names (stable_names)."""
     found = {}
     for label, seeds in groups.items():
-        stats = [run['record']['norm_statistics'] for run in seeds.values()
+        stats = [stable_names(run['record']['norm_statistics']) for run in seeds.values()
                  if is_finished(run['record']) and run['record'].get('norm_statistics')]
         if stats:
             found[label] = stats
     return found
 
 
+def is_input_bn(name):
+    return name == INPUT_BN_LAYER
+
+
 def final_gammas(run_stats):
     """(input-BN gammas, every other layer's gammas) after the last epoch, from one run's statistics."""
+    run_stats = stable_names(run_stats)
     gammas = run_stats.get('gamma', {})
-    others = [v for name, values in gammas.items() if name != INPUT_BN for v in values]
-    return np.asarray(gammas.get(INPUT_BN, []), dtype=float), np.asarray(others, dtype=float)
+    inputs = [v for name, values in gammas.items() if is_input_bn(name) for v in values]
+    others = [v for name, values in gammas.items() if not is_input_bn(name) for v in values]
+    return np.asarray(inputs, dtype=float), np.asarray(others, dtype=float)
 
 
 def _band(ax, x, values, label, **style):
@@ -48,7 +66,7 @@ TITLES = {1: ('all',), 2: ('early', 'late'), 3: ('early', 'middle', 'late')}
 
 def _parts(layers, count):
     """The layers (the input BN apart) in ``count`` parts of nearly equal size, in network order."""
-    body = [name for name in layers if name != INPUT_BN]
+    body = [name for name in layers if not is_input_bn(name)]
     return [[body[i] for i in part] for part in np.array_split(np.arange(len(body)), count)]
 
 
@@ -60,7 +78,7 @@ def _panels(count, width):
 def gamma_distance(runs):
     """The figure: a panel per third of the layers (fewer for networks of one or two), mean |gamma - initial gamma|
     by epoch."""
-    count = min(3, max(len([n for n in stats[0]['layers'] if n != INPUT_BN]) for stats in runs.values()))
+    count = min(3, max(len([n for n in stats[0]['layers'] if not is_input_bn(n)]) for stats in runs.values()))
     figure, axes = _panels(count, 5)
     for index, (ax, title) in enumerate(zip(axes, TITLES[count])):
         for label, stats in runs.items():
@@ -89,7 +107,7 @@ def xhat_by_layer(runs):
                            (axes[1], 'xhat_share_above', f'share of |x_hat| > {threshold:g}')):
         for label, stats in runs.items():
             layers = stats[0]['layers']
-            depth = np.arange(len(layers)) + (0 if INPUT_BN in layers else 1)  # 0: the input BN
+            depth = np.arange(len(layers)) + (0 if any(map(is_input_bn, layers)) else 1)  # 0: the input BN
             for position, style in ((1, {'linestyle': '--', 'marker': 'x'}), (-1, {'marker': 'o'})):
                 rows = [s['epochs'][min(position, len(s['epochs']) - 1)] for s in stats]  # epoch 1, and the last
                 values = [[row['layers'][n][key] for n in layers] for row in rows]

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from .batch_norm import NORM_LAYER_TYPES
+from .networks import layer_name
 
 __all__ = ['THRESHOLD', 'norm_layers', 'NormStatistics']
 
@@ -28,8 +29,10 @@ MEASURED_IMAGES = 128
 
 
 def norm_layers(network):
-    """(name, layer) of every normalisation layer with a mean and variance (not GroupNorm/LayerNorm), in order."""
-    return [(name or 'network', module) for name, module in network.named_modules()
+    """(name, layer) of every normalisation layer with a mean and variance (not GroupNorm/LayerNorm), in order, each
+    by its name inside the network (networks.layer_name: the input BN is 'input_bn'), the same in every
+    configuration of the network."""
+    return [(layer_name(network, name) or 'network', module) for name, module in network.named_modules()
             if isinstance(module, NORM_LAYER_TYPES) and not isinstance(module, (nn.GroupNorm, nn.LayerNorm))]
 
 

@@ -10,7 +10,7 @@ Nothing here imports torch.
 import math
 
 __all__ = ['DEFAULTS', 'TRIAL_SEEDS', 'VALIDATION_SPLIT_SEED', 'VALIDATION_FRACTION', 'SIGNIFICANCE',
-           'INPUT_BN_FACTOR', 'INPUT_BN', 'BN_EPS', 'BN_MOMENTUM', 'FAKE_MIN_SIZE', 'resolve_bn_weight']
+           'INPUT_BN_FACTOR', 'INPUT_BN', 'INPUT_BN_LAYER', 'BN_EPS', 'BN_MOMENTUM', 'FAKE_MIN_SIZE', 'resolve_bn_weight']
 
 # train.py's defaults: the paper's setting. c is an int, as in the original code, so the default run name says
 # c100 (and c100.0 with --c 100).
@@ -27,6 +27,7 @@ INPUT_BN_FACTOR = 0.58
 # The input BN's name in the nn.Sequential(input BN, network) that --input_norm bn builds: its state_dict keys
 # are '0.weight', ... as in the original code's saved weights.
 INPUT_BN = '0'
+INPUT_BN_LAYER = 'input_bn'  # its name among the per-layer statistics, where the network's layers keep their own names
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # torchvision's defaults; the paper keeps them
 FAKE_MIN_SIZE = 100  # --dataset fake: the stratified 10% validation split needs every one of its 10 classes
 

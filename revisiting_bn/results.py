@@ -3,7 +3,8 @@
 A run named N writes (see runs.py for where):
   N.txt    the original code's results file: 'Setting: value,,,, ' lines, then a CSV table
   N.csv    the same epochs as a plain CSV (a header row, then a row per epoch)
-  N.json   configuration, every epoch's metrics, best epoch, versions, status
+  N.json   configuration, every epoch's metrics, best epoch, versions, status, per-layer statistics
+  N.norm_statistics.csv   those statistics as one flat table (a row per epoch and layer)
 Sweeps name runs {configuration}_seed{seed}; ``group_runs`` pairs them back by seed.
 """
 import glob
@@ -18,7 +19,7 @@ from .experiment import comparable, differing_settings, protocol
 from .runs import write_text
 
 __all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'results_csv',
-           'write_results', 'new_record', 'resumed_record', 'add_epoch', 'add_norm_statistics', 'interrupted',
+           'statistics_csv', 'write_results', 'new_record', 'resumed_record', 'add_epoch', 'add_norm_statistics', 'interrupted',
            'record_failure', 'read_record', 'is_finished', 'has_best', 'outcome', 'Standing', 'standing',
            'result_files', 'load_runs', 'RunList', 'group_runs', 'group_protocols']
 
@@ -62,10 +63,29 @@ def results_csv(epochs):
                                                 for row in epochs]) + '\n'
 
 
+def statistics_csv(section):
+    """The per-layer statistics of a record's 'norm_statistics' section as one flat table: a row per epoch and
+    layer (in network order), a column per statistic, values as Python prints them (empty where a layer has none,
+    e.g. gamma without affine), so that pandas.read_csv reads it as it is."""
+    rows = [(e['epoch'], layer, e['layers'].get(layer, {})) for e in section['epochs'] for layer in section['layers']]
+    columns = list(dict.fromkeys(key for _, _, stats in rows for key in stats))
+    lines = [','.join(['epoch', 'layer', *columns])]
+    lines += [','.join([str(epoch), _csv_field(layer), *(str(stats.get(key, '')) for key in columns)])
+              for epoch, layer, stats in rows]
+    return '\n'.join(lines) + '\n'
+
+
+def _csv_field(text):
+    return f'"{text}"' if any(c in text for c in ',"\n') else text
+
+
 def write_results(paths, record):
-    """The run's results files: the original's .txt, the per-epoch CSV and the JSON record."""
+    """The run's results files: the original's .txt, the per-epoch CSV, the per-layer statistics as a flat CSV
+    (when the run records them) and the JSON record."""
     write_text(paths['txt'], results_text(record['config'], record['epochs']))
     write_text(paths['csv'], results_csv(record['epochs']))
+    if record.get('norm_statistics'):
+        write_text(paths['statistics_csv'], statistics_csv(record['norm_statistics']))
     write_text(paths['json'], results_json(record))
 
 

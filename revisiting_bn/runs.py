@@ -4,7 +4,7 @@ With --path P, --dataset D and --name N:
   P/D/images/              the dataset files (or --data_dir)
   P/D/networks/N-best.pt   state_dict of the best-validation epoch
   P/D/networks/N-last.pt   checkpoint to resume from (see checkpoint.py)
-  P/D/results/N.txt, .csv, .json the results (see results.py)
+  P/D/results/N.txt, .csv, .json the results, N.norm_statistics.csv the per-layer statistics (see results.py)
 Every file goes through ``atomic_write``: a temporary file in the same folder,
 flushed to disk, then renamed over the target, so a crash at any moment leaves
 either the previous complete file or the new complete one.
@@ -35,6 +35,7 @@ def run_files(root, name, data_dir=None):
         'checkpoint': os.path.join(root, 'networks', f'{name}-last.pt'),
         'txt': os.path.join(root, 'results', f'{name}.txt'),
         'csv': os.path.join(root, 'results', f'{name}.csv'),
+        'statistics_csv': os.path.join(root, 'results', f'{name}.norm_statistics.csv'),
         'json': os.path.join(root, 'results', f'{name}.json'),
         'lock': os.path.join(root, 'results', f'.{name}.lock'),
     }

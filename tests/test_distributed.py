@@ -83,7 +83,7 @@ def test_torchrun_two_processes_gloo_exact_evaluation_rank0_files(tmp_path):
     # at most 64 x 2^-24 = 4e-6 relative. A wrong shard (a missing or doubled image) is off by ~1 / 20 = 5%.
     assert evaluate_network(network, data.val, 64)['loss'] == pytest.approx(best['val_loss'], rel=1e-5)
     sorted_files = sorted(p.name for p in (tmp_path / 'fake').rglob('*') if p.is_file())
-    assert sorted_files == ['ddp-best.pt', 'ddp-last.pt', 'ddp.csv', 'ddp.json', 'ddp.txt']
+    assert sorted_files == ['ddp-best.pt', 'ddp-last.pt', 'ddp.csv', 'ddp.json', 'ddp.norm_statistics.csv', 'ddp.txt']
 
 
 def test_torchrun_batch_must_divide(tmp_path):

@@ -46,7 +46,20 @@ def test_layers_in_network_order_with_the_input_bn():
     from revisiting_bn.networks import construct_network
     network = construct_network('resnet20', 10, 'fashionmnist', 0.1, 'bn')
     names = [name for name, _ in norm_layers(network)]
-    assert names[:3] == ['0', '1.bn1', '1.layer1.0.bn1'] and len(names) == 1 + 19
+    assert names[:3] == ['input_bn', 'bn1', 'layer1.0.bn1'] and len(names) == 1 + 19
+
+
+@pytest.mark.parametrize('network, size, channels', [('mlp', 28, 1), ('resnet20', 28, 1),
+                                                     ('tv:mobilenet_v3_small', 32, 1), ('tv:mobilenet_v2', 32, 3)])
+def test_a_layer_has_one_name_in_every_configuration(network, size, channels):
+    """With and without the input BN (and the channel repeat of a torchvision network on grey images), each layer
+    of the network keeps its name inside the network, so baseline and proposed line up layer by layer."""
+    from revisiting_bn.data import DatasetInfo
+    from revisiting_bn.networks import construct_network
+    info = DatasetInfo(channels, size, 10)
+    plain, with_input_bn = ([name for name, _ in norm_layers(construct_network(network, 10, info, 0.1, input_norm))]
+                            for input_norm in ('dataset', 'bn'))
+    assert with_input_bn == ['input_bn', *plain] and plain and not any(n.startswith(('0', '1.')) for n in plain)
 
 
 def outcome(folder, name):
@@ -80,6 +93,23 @@ def test_a_resumed_run_continues_its_statistics(tmp_path):
     record = train.main(flags + ['--num_epochs', '3', '--resume', '--change_num_epochs'])
     stats = record['norm_statistics']
     assert [e['epoch'] for e in stats['epochs']] == [0, 1, 2, 3]
-    assert stats['epochs'][0]['layers']['0']['gamma_distance'] == 0  # at the start, gamma is its initial value
-    assert stats['epochs'][3]['layers']['1.2']['gamma_distance'] > 0
-    assert len(stats['gamma']['1.2']) == 64 and stats['threshold'] == THRESHOLD
+    assert stats['epochs'][0]['layers']['input_bn']['gamma_distance'] == 0  # at the start, gamma is its initial value
+    assert stats['epochs'][3]['layers']['2']['gamma_distance'] > 0
+    assert len(stats['gamma']['2']) == 64 and stats['threshold'] == THRESHOLD
+
+
+def test_records_with_the_older_layer_names_line_up_with_newer_ones():
+    """Records made before the names were stable ('0' for the input BN, '1.<name>' inside the network) are read under
+    the stable names, so seeds of one configuration recorded by either version are drawn together."""
+    from revisiting_bn.norm_figures import final_gammas, norm_runs, stable_names, xhat_by_layer
+    layer = {'xhat_max_abs': 3.0, 'xhat_share_above': 0.01, 'output_rms': 0.5, 'gamma_distance': 0.1}
+    old = {'threshold': 3.0, 'layers': ['0', '1.2', '1.5'], 'gamma': {'0': [0.05], '1.2': [0.1, 0.2]},
+           'epochs': [{'epoch': e, 'layers': {n: layer for n in ('0', '1.2', '1.5')}} for e in (0, 1)]}
+    new = stable_names(old)
+    assert new['layers'] == ['input_bn', '2', '5'] and set(new['epochs'][1]['layers']) == {'input_bn', '2', '5'}
+    assert stable_names(new) == new and [list(x) for x in final_gammas(old)] == [[0.05], [0.1, 0.2]]
+    groups = {'proposed': {seed: {'record': {'status': 'finished', 'norm_statistics': stats}}
+                           for seed, stats in ((1, old), (2, new))}}
+    runs = norm_runs(groups)
+    assert [s['layers'] for s in runs['proposed']] == [['input_bn', '2', '5']] * 2
+    xhat_by_layer(runs)  # both seeds drawn layer by layer

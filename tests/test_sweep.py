@@ -132,12 +132,26 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys):
             '--config', f'broken=--dataset cifar10 --data_dir {tmp_path}/missing'] + TINY + ['--num_epochs', '1']
     assert sweep.main(argv) == 1
     captured = capsys.readouterr()
-    assert 'broken_seed1 on cpu: FAILED (exit 1)' in captured.out
+    assert (f'broken_seed1 on cpu: FAILED (exit 1: train.py: error: cifar10: no cifar-10-batches-py/' in captured.out
+            and f"log {tmp_path / 'cifar10' / 'logs' / 'broken_seed1.log'}" in captured.out)
     assert 'proposed_seed1 on cpu: finished' in captured.out
     assert '2 runs: 0 already finished, 2 to do' in captured.out
     assert '1 run failed: broken_seed1' in captured.err
     log = (tmp_path / 'cifar10' / 'logs' / 'broken_seed1.log').read_text()
     assert 'train.py: error: cifar10: no cifar-10-batches-py/' in log
+
+
+@pytest.mark.parametrize('status, log, said', [
+    (-15, '', 'stopped by SIGTERM'), (143, '', 'stopped by SIGTERM'), (130, '', 'stopped by SIGINT'),
+    (-9, '', 'stopped by SIGKILL'),
+    (1, '=== old session\ntrain.py: error: an older error\n=== 2026 now\nepoch 1\ntrain.py: error: disk full\n',
+     'exit 1: train.py: error: disk full'),
+    (1, '\n=== now\nTraceback (most recent call last):\n  File "x"\nRuntimeError: boom\n', 'exit 1: RuntimeError: boom'),
+    (2, '', 'exit 2')])
+def test_how_a_run_ended_is_said_in_one_line_the_same_way_for_every_run(tmp_path, status, log, said):
+    path = tmp_path / 'run.log'
+    path.write_text(log)
+    assert sweep.ended_by(status, str(path)) == said
 
 
 def test_killed_sweep_resumes_where_it_stopped(tmp_path):
@@ -151,7 +165,8 @@ def test_killed_sweep_resumes_where_it_stopped(tmp_path):
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err
-    assert 'sweep stopped by SIGTERM' in err and 'baseline_seed1' in out
+    assert 'sweep stopped by SIGTERM' in err
+    assert 'baseline_seed1 on cpu: interrupted (stopped by SIGTERM); the same command resumes it' in out
     record = json.loads((tmp_path / 'fake' / 'results' / 'baseline_seed1.json').read_text())
     assert record['status'] in ('interrupted', 'running') and 1 <= len(record['epochs']) < 3
     assert not (tmp_path / 'fake' / 'results' / 'proposed_seed1.json').exists()  # not started after the stop

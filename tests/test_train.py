@@ -22,7 +22,7 @@ def test_end_to_end_two_epochs_writes_consistent_results(tmp_path):
     name = 'fake_train_weight0.1_c100'
     assert files_under(tmp_path) == [f'fake/networks/{name}-best.pt', f'fake/networks/{name}-last.pt',
                                      f'fake/results/{name}.csv', f'fake/results/{name}.json',
-                                     f'fake/results/{name}.txt']
+                                     f'fake/results/{name}.norm_statistics.csv', f'fake/results/{name}.txt']
     lines = completed.stdout.strip().splitlines()
     assert sum(line.startswith('epoch ') for line in lines) == 2 and 'meaningless' in lines[0]
 
@@ -115,6 +115,7 @@ def test_fashionmnist_from_data_dir_with_dataset_statistics(tmp_path):
                                              'fashionmnist/networks/fashionmnist_train_weight0.1_c100-last.pt',
                                              'fashionmnist/results/fashionmnist_train_weight0.1_c100.csv',
                                              'fashionmnist/results/fashionmnist_train_weight0.1_c100.json',
+                                             'fashionmnist/results/fashionmnist_train_weight0.1_c100.norm_statistics.csv',
                                              'fashionmnist/results/fashionmnist_train_weight0.1_c100.txt']
 
 

@@ -1,0 +1,110 @@
+"""Which torchvision networks lose the signal at the start with every BN scale at --bn_weight, and why.
+
+    python benchmarks/vanishing_signal.py --data_dir /usr/share/datasets/fashion-mnist --json out.json
+
+Each torchvision classification network with batch norm is built as train.py builds it (tv:NAME, every BN a Scale
+BN with gamma = bn_weight), and measured once before any training, as train.py does at epoch 0: on one batch of
+real images (Fashion-MNIST, resized, grey repeated into colour, normalised by its mean and std), every BN layer's
+x_hat from the batch's own statistics. A layer whose x_hat has an RMS under 0.5 normalises an input whose variance
+is below a third of its eps: what it passes on is mostly eps's doing, not the signal (train.py warns about it).
+Each network is measured at the given bn_weight, at 1, and at the given bn_weight with every BN's eps set to 1e-5
+(torchvision's default; some families use 1e-3): where the count falls to 0 with the smaller eps, eps is the cause.
+"""
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPOSITORY)  # this checkout's revisiting_bn, from any folder
+
+from revisiting_bn.cli import OneLineParser, exit_on_error  # noqa: E402
+from revisiting_bn.data import DatasetInfo, load_dataset  # noqa: E402
+from revisiting_bn.networks import TORCHVISION, construct_network, torchvision_classifiers  # noqa: E402
+from revisiting_bn.norm_statistics import VANISHING_XHAT_RMS, NormStatistics  # noqa: E402
+
+
+def images(data_dir, count, size):
+    data = load_dataset('fashionmnist', data_dir, download=False)
+    batch = data.test_images[:count].float().div(255)
+    batch = F.interpolate(batch, size=(size, size), mode='bilinear', align_corners=False).repeat(1, 3, 1, 1)
+    return (batch - batch.mean()) / batch.std()
+
+
+def measure(name, batch, bn_weight, eps=None):
+    torch.manual_seed(0)
+    network = construct_network(TORCHVISION + name, 10, DatasetInfo(3, batch.shape[-1], 10), bn_weight, 'dataset')
+    if eps is not None:
+        for module in network.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eps = eps
+    stats = NormStatistics(network, batch).measure(batch_statistics=True)
+    layers = list(stats.values())
+    vanished = [n for n, s in stats.items() if s['xhat_rms'] < VANISHING_XHAT_RMS]
+    with torch.no_grad():
+        logits = _train_mode_logits(network, batch)
+    return {'layers': len(layers), 'vanished': len(vanished), 'first_vanished': vanished[0] if vanished else None,
+            'last_output_rms': layers[-1]['output_rms'], 'logits_std': logits.std().item(),
+            'eps': sorted({m.eps for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)})}
+
+
+def _train_mode_logits(network, batch):
+    """The logits with every BN on the batch's statistics (as training computes them), nothing else changed."""
+    saved = {k: v.clone() for k, v in network.state_dict().items()}
+    network.eval()
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.train()
+    try:
+        return network(batch)
+    finally:
+        network.load_state_dict(saved)
+        network.eval()
+
+
+def main(argv=None):
+    p = OneLineParser(prog='vanishing_signal.py', description=__doc__.split('\n\n')[0])
+    p.add_argument('--data_dir', required=True, help='the Fashion-MNIST files')
+    p.add_argument('--bn_weight', type=float, default=0.1, help='the initial BN scale to measure')
+    p.add_argument('--image_size', type=int, default=64, help='the square image size (128 where a network needs it)')
+    p.add_argument('--images', type=int, default=32, help='images in the batch')
+    p.add_argument('--networks', nargs='*', default=None, help='torchvision names (default: every classifier)')
+    p.add_argument('--json', default=None, help='write the measurements to this JSON file')
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    results = {}
+    for name in args.networks or torchvision_classifiers():
+        started = time.time()
+        row = None
+        for size in (args.image_size, 128):
+            batch = images(args.data_dir, args.images, size)
+            try:
+                row = {'image_size': size, 'at_bn_weight': measure(name, batch, args.bn_weight),
+                       'at_1': measure(name, batch, 1.0), 'small_eps': measure(name, batch, args.bn_weight, 1e-5)}
+                break
+            except ValueError as error:  # no batch norm, or too small an image
+                row = {'skipped': str(error).splitlines()[0][:120]}
+                if 'no batch norm' in str(error):
+                    break
+        row['seconds'] = round(time.time() - started, 1)
+        results[name] = row
+        if 'skipped' in row:
+            print(f'{name:<22} skipped: {row["skipped"]}', flush=True)
+            continue
+        a, one, small = row['at_bn_weight'], row['at_1'], row['small_eps']
+        print(f"{name:<22} eps {a['eps']}: {a['vanished']:>3}/{a['layers']:<3} layers vanish at {args.bn_weight:g} "
+              f"(first {a['first_vanished']}), {one['vanished']} at 1, {small['vanished']} with eps 1e-5; logits std "
+              f"{a['logits_std']:.2e} (1: {one['logits_std']:.2e})", flush=True)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'bn_weight': args.bn_weight, 'threshold_xhat_rms': VANISHING_XHAT_RMS,
+                       'torch': torch.__version__, 'networks': results}, f, indent=1)
+    return 0
+
+
+if __name__ == '__main__':
+    with exit_on_error('vanishing_signal.py'):
+        sys.exit(main())
