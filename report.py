@@ -208,7 +208,7 @@ def markdown(rows, comparisons, baseline, left_out=(), figures=()):
     elif baseline:
         lines += ['', f'No comparison: there are no results named {baseline!r} (choose one with --baseline).']
     if figures:
-        lines += ['', 'Figures: ' + ', '.join(f'[{figure}]({figure})' for figure in figures) + '.']
+        lines += ['', 'Figures:', ''] + [f'- [{figure}]({figure}): {caption}' for figure, caption in figures]
     notes = list(left_out)
     for r in rows:
         if r['unfinished_seeds']:
@@ -303,8 +303,8 @@ def write_report(runs, out, baseline='baseline', plots=True, left_out=(), may_di
         suffix = f"_{table['id']}" if several and table['id'] != 'P1' else ''
         missing = report_figures.write_plots(table['groups'], table['rows'], table['comparisons'], baseline, out,
                                              suffix) if plots and 'untested_because' not in table else {}
-        made = sorted(entry for entry in os.listdir(out) if entry.endswith(f'{suffix}.png') and
-                      entry[:-len(f'{suffix}.png')] in report_figures.STEMS) if plots else []
+        made = [(f'{stem}{suffix}.png', report_figures.CAPTIONS[stem]) for stem in report_figures.STEMS
+                if plots and os.path.exists(os.path.join(out, f'{stem}{suffix}.png'))]
         not_made.update(missing)
         heading = [f"## {table['id']}: {table['title']}", ''] if several else []
         if 'untested_because' in table:

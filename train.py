@@ -35,9 +35,9 @@ from revisiting_bn.experiment import differing_settings, experiment_settings, ru
 from revisiting_bn.fast_path import build_step
 from revisiting_bn.flags import given_settings, parse_args
 from revisiting_bn.networks import construct_network, train_only_norms
-from revisiting_bn.norm_statistics import MEASURED_IMAGES, NormStatistics
-from revisiting_bn.results import (add_epoch, add_norm_statistics, interrupted, new_record, outcome, read_record,
-                                   record_failure, resumed_record, write_results)
+from revisiting_bn.norm_statistics import MEASURED_IMAGES, NormStatistics, signal_warnings
+from revisiting_bn.results import (add_epoch, add_norm_statistics, add_signal_warning, interrupted, new_record,
+                                   outcome, read_record, record_failure, resumed_record, write_results)
 from revisiting_bn.runs import RunLock, check_writable, files_of_weights, output_paths
 from revisiting_bn.seeds import make_deterministic
 from revisiting_bn.weight_decay_and_learning_rate import build_optimizer
@@ -114,7 +114,7 @@ def prepare_data(args, images_dir, device, log=print):
     if note:
         log(note)
     data = load_dataset(args.dataset, images_dir, fake_size=args.fake_size, image_size=args.image_size,
-                        cache_dir=args.cache_dir, device_type=device.type)
+                        cache_dir=args.cache_dir, device_type=device.type, log=log)
     train_index, validation_index = split_train_validation(data.train_labels.numpy())
     train_images = data.train_images[train_index]
     mean = std = None
@@ -344,6 +344,16 @@ def announce(args, data, device, world, model, start, paths, log):
         f'{f" x {world.world_size} processes" if world.enabled else ""}', flush=True)
 
 
+def observe(record, norm_stats, epoch, log):
+    """The per-layer statistics of this moment into the record, and a warning (said once, kept in the record) when
+    they show the signal vanishing or exploding."""
+    measured = norm_stats.measured(epoch)
+    add_norm_statistics(record, measured)
+    for warning in signal_warnings(measured['about']['layers'], measured['epoch']):
+        if add_signal_warning(record, warning):
+            log(warning['message'], file=sys.stderr, flush=True)
+
+
 def train(args, argv, world, device_name, paths, cpu_run=None):
     """The paper's protocol for one run (on every torchrun process; only rank 0 writes and prints). ``cpu_run``
     (cpu_threads.CpuRun) tells a CPU run what else keeps its cores busy."""
@@ -364,7 +374,7 @@ def train(args, argv, world, device_name, paths, cpu_run=None):
         restore_checkpoint(start.checkpoint, model, args.num_epochs)
     record, first_epoch = start_record(args, data, device, world, model, start)
     if norm_stats and start.kind == 'new':
-        add_norm_statistics(record, norm_stats.measured(0))
+        observe(record, norm_stats, 0, log)
     remove_old_files(args, paths, world)
     announce(args, data, device, world, model, start, paths, log)
     check_cpu_share(args, cpu_run, start, lambda line: log(line, file=sys.stderr, flush=True))
@@ -383,7 +393,7 @@ def train(args, argv, world, device_name, paths, cpu_run=None):
             improved = add_epoch(record, row, epoch == args.num_epochs, wall_time, model.step.execution,
                                  paths['weights'])
             if norm_stats:
-                add_norm_statistics(record, norm_stats.measured(epoch))
+                observe(record, norm_stats, epoch, log)
             saver.save(record, epoch, best_weights=improved, announce=epoch_line(row, args.num_epochs, improved))
             if world.any(stop.received is not None, device) and epoch < args.num_epochs:
                 raise stopped(stop.received or signal.SIGTERM, f'after epoch {epoch}', paths, argv, args.threads)

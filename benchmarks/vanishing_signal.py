@@ -34,14 +34,18 @@ def images(data_dir, count, size):
     return (batch - batch.mean()) / batch.std()
 
 
-def measure(name, batch, bn_weight, eps=None):
+def build(name, batch, bn_weight, eps=None):
     torch.manual_seed(0)
     network = construct_network(TORCHVISION + name, 10, DatasetInfo(3, batch.shape[-1], 10), bn_weight, 'dataset')
     if eps is not None:
         for module in network.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.eps = eps
-    stats = NormStatistics(network, batch).measure(batch_statistics=True)
+    return network, NormStatistics(network, batch).measure(batch_statistics=True)
+
+
+def measure(name, batch, bn_weight, eps=None):
+    network, stats = build(name, batch, bn_weight, eps)
     layers = list(stats.values())
     vanished = [n for n, s in stats.items() if s['xhat_rms'] < VANISHING_XHAT_RMS]
     with torch.no_grad():
@@ -53,7 +57,7 @@ def measure(name, batch, bn_weight, eps=None):
 
 def _train_mode_logits(network, batch):
     """The logits with every BN on the batch's statistics (as training computes them), nothing else changed."""
-    saved = {k: v.clone() for k, v in network.state_dict().items()}
+    saved = [(buffer, buffer.clone()) for buffer in network.buffers()]
     network.eval()
     for module in network.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -61,8 +65,31 @@ def _train_mode_logits(network, batch):
     try:
         return network(batch)
     finally:
-        network.load_state_dict(saved)
+        for buffer, value in saved:
+            buffer.copy_(value)
         network.eval()
+
+
+def figure(name, batch, bn_weight, path):
+    """x_hat's RMS layer by layer at the start (batch statistics), at bn_weight, at 1, and at bn_weight with eps 1e-5."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for label, weight, eps in ((f'bn_weight {bn_weight:g}', bn_weight, None), ('bn_weight 1', 1.0, None),
+                               (f'bn_weight {bn_weight:g}, every eps 1e-5', bn_weight, 1e-5)):
+        network, stats = build(name, batch, weight, eps)
+        rms = [s['xhat_rms'] for s in stats.values()]
+        ax.plot(range(1, len(rms) + 1), rms, marker='o', markersize=3, label=label)
+    ax.axhline(VANISHING_XHAT_RMS, color='black', linestyle='--', linewidth=1,
+               label=f'{VANISHING_XHAT_RMS:g}: input variance = eps / 3')
+    ax.set_yscale('log')
+    ax.set(xlabel='BN layer, in network order', ylabel='RMS of x_hat (batch statistics)',
+           title=f'{name} before training: x_hat = (x - mean) / sqrt(var + eps)\n(its RMS is sqrt(var / (var + eps)): '
+                 f'1 while the input varies more than eps)')
+    ax.legend(fontsize='small')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main(argv=None):
@@ -73,8 +100,13 @@ def main(argv=None):
     p.add_argument('--images', type=int, default=32, help='images in the batch')
     p.add_argument('--networks', nargs='*', default=None, help='torchvision names (default: every classifier)')
     p.add_argument('--json', default=None, help='write the measurements to this JSON file')
+    p.add_argument('--figure', nargs=2, default=None, metavar=('NETWORK', 'PNG'),
+                   help="draw one network's x_hat RMS layer by layer into PNG, and measure nothing else")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.figure:
+        figure(args.figure[0], images(args.data_dir, args.images, args.image_size), args.bn_weight, args.figure[1])
+        return 0
     results = {}
     for name in args.networks or torchvision_classifiers():
         started = time.time()

@@ -36,8 +36,9 @@ class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescripti
     """--help shows a flag's default where it has one worth showing (not None, '', or an off switch)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, '', False, argparse.SUPPRESS) or isinstance(action.default, list):
-            return action.help
+        switch = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        if switch or action.default in (None, '', argparse.SUPPRESS) or isinstance(action.default, list):
+            return action.help  # a switch's help says what each form does
         return super()._get_help_string(action)
 
 

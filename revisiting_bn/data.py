@@ -246,7 +246,8 @@ def _make_fake(size):
     return ImageData(*draw(size), *draw(max(size // 5, 10)), 10, is_fake=True)
 
 
-def load_dataset(name, root, download=True, fake_size=50000, image_size=None, cache_dir=None, device_type='cpu'):
+def load_dataset(name, root, download=True, fake_size=50000, image_size=None, cache_dir=None, device_type='cpu',
+                 log=None):
     """Load a dataset's official train and test sets as uint8 tensors.
 
     Files already under ``root`` are used as they are (offline training); missing
@@ -259,7 +260,7 @@ def load_dataset(name, root, download=True, fake_size=50000, image_size=None, ca
         return _make_fake(fake_size)
     if name == 'folder':
         from .image_folder import load_folder
-        arrays, classes = load_folder(root, image_size, cache_dir, device_type)
+        arrays, classes = load_folder(root, image_size, cache_dir, device_type, log)
         tensors = [torch.from_numpy(arrays[f'{split}_{kind}']) for split in ('train', 'test')
                    for kind in ('images', 'labels')]
         return ImageData(*tensors, len(classes), classes=tuple(classes))

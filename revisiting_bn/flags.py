@@ -72,13 +72,14 @@ def build_parser(raise_errors=False):
          help='train only the normalisation layers\' scales and shifts; every other parameter stays at its '
               'initial value (Frankle et al., 2021)')
     flag('--bn_affine', action='store_true', default=True,
-         help='BN layers have a learnable scale and shift (nn.BatchNorm2d(affine=True))')
+         help='BN layers have a learnable scale and shift (nn.BatchNorm2d(affine=True)); the default')
     flag('--no_bn_affine', dest='bn_affine', action='store_false',
-         help='BN layers without scale and shift (affine=False)')
+         help='BN layers without scale and shift (affine=False), instead of the default --bn_affine')
     flag('--bn_running_stats', action='store_true', default=True,
-         help='BN layers keep running statistics for evaluation (track_running_stats=True)')
+         help='BN layers keep running statistics for evaluation (track_running_stats=True); the default')
     flag('--no_bn_running_stats', dest='bn_running_stats', action='store_false',
-         help='BN layers evaluate with the batch\'s own statistics (track_running_stats=False)')
+         help='BN layers evaluate with the batch\'s own statistics (track_running_stats=False), instead of the '
+              'default --bn_running_stats')
     flag('--seed', default=DEFAULTS['seed'],
          help='trial seed (an integer, hashed with MD5; the paper uses 1..15, 0 is reserved for the validation split)')
     flag('--data_dir', default=None,

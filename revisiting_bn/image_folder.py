@@ -40,6 +40,7 @@ class Scan:
     classes: list
     files: dict   # split -> [path]
     labels: dict  # split -> [class index]
+    skipped: list = None  # files that are not images by their ending, passed over as ImageFolder does
 
     def fingerprint(self, image_size):
         """Changes when any file is added, removed, renamed or rewritten, or the image size changes."""
@@ -51,12 +52,18 @@ class Scan:
         return digest.hexdigest()
 
 
-def _class_files(folder):
-    """Every non-hidden file below ``folder``, in ImageFolder's order."""
+# torchvision's ImageFolder takes files with these endings (in any case) and passes over every other file.
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
+
+
+def _class_files(folder, skipped):
+    """Every non-hidden image file below ``folder``, in ImageFolder's order; the other files go to ``skipped``."""
     found = []
     for here, subfolders, names in sorted(os.walk(folder, followlinks=True)):
         subfolders[:] = [s for s in subfolders if not s.startswith('.')]
-        found += [os.path.join(here, name) for name in sorted(names) if not name.startswith('.')]
+        for name in sorted(names):
+            if not name.startswith('.'):
+                (found if name.lower().endswith(IMAGE_EXTENSIONS) else skipped).append(os.path.join(here, name))
     return found
 
 
@@ -76,16 +83,17 @@ def scan(root):
         raise FolderError(f'{root}/test has class {extra[0]!r} that {root}/train lacks; the test classes must be '
                           f'training classes')
     index = {name: i for i, name in enumerate(classes['train'])}
-    files, labels = {}, {}
+    files, labels, skipped = {}, {}, []
     for split in ('train', 'test'):
         files[split], labels[split] = [], []
         for name in classes[split]:
-            found = _class_files(os.path.join(root, split, name))
+            found = _class_files(os.path.join(root, split, name), skipped)
             if not found:
-                raise FolderError(f'{root}/{split}/{name} is an empty class folder: remove it or add its images')
+                raise FolderError(f'{root}/{split}/{name} has no image ({", ".join(IMAGE_EXTENSIONS)}): remove it or '
+                                  f'add its images')
             files[split] += found
             labels[split] += [index[name]] * len(found)
-    return Scan(classes['train'], files, labels)
+    return Scan(classes['train'], files, labels, skipped)
 
 
 def _open(path):
@@ -206,14 +214,19 @@ def _decode_all(found, image_size, device_type):
     return arrays
 
 
-def load_folder(root, image_size=None, cache_dir=None, device_type='cpu'):
+def load_folder(root, image_size=None, cache_dir=None, device_type='cpu', log=None):
     """The folder's train and test images as uint8 (N, C, S, S) arrays with int64 labels, and its classes:
     from the cache when it matches the files, decoded (and cached, when ``cache_dir`` is given) otherwise.
-    Refuses, before decoding, a dataset that would not fit in memory (or, for CUDA, in GPU memory)."""
+    Files that are not images by their ending are passed over, and ``log`` (when given) says how many in one
+    line; a file with an image's ending that is damaged is refused. Refuses, before decoding, a dataset that would
+    not fit in memory (or, for CUDA, in GPU memory)."""
     if not os.path.isdir(root):
         raise FolderError(f'--data_dir {root} is not a folder; --dataset folder expects {root}/train/<class>/... and '
                           f'{root}/test/<class>/...')
     found = scan(root)
+    if found.skipped and log is not None:
+        log(f'{root}: passed over {plural(len(found.skipped), "file")} that {"is" if len(found.skipped) == 1 else "are"}'
+            f' not an image by its ending, as torchvision\'s ImageFolder does (e.g. {found.skipped[0]})')
     fingerprint = found.fingerprint(image_size)
     path = cache_dir and _cache_path(cache_dir, root, image_size)
     count = len(found.files['train']) + len(found.files['test'])

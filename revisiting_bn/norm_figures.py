@@ -113,7 +113,12 @@ def xhat_by_layer(runs):
                 values = [[row['layers'][n][key] for n in layers] for row in rows]
                 _band(ax, depth, values, f'{label}, epoch {rows[0]["epoch"]}', markersize=3, **style)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        values = [v for line in ax.get_lines() for v in line.get_ydata()]
+        finite = [v for v in values if np.isfinite(v)]
+        logarithmic = key == 'xhat_max_abs' and finite and min(finite) > 0 and max(finite) / min(finite) > 100
+        if logarithmic:
+            ax.set_yscale('log')
         ax.set(xlabel='normalisation layer, in network order (0: the input BN)', ylabel=title,
-               title=f'{title}, by layer')
+               title=f'{title}, by layer{" (log scale)" if logarithmic else ""}')
         ax.legend(fontsize='small')
     return figure

@@ -13,6 +13,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
 from .cli import plural  # noqa: E402
 from .norm_figures import final_gammas, gamma_distance, norm_runs, xhat_by_layer  # noqa: E402
 from .experiment import METHOD  # noqa: E402
@@ -21,7 +23,7 @@ from .results import is_finished  # noqa: E402
 from .runs import run_files  # noqa: E402
 from .t_test import format_p  # noqa: E402
 
-__all__ = ['FIGURES', 'write_plots', 'best_weights_file', 'bn_scales', 'grid_axes']
+__all__ = ['FIGURES', 'CAPTIONS', 'write_plots', 'best_weights_file', 'bn_scales', 'grid_axes']
 
 
 def best_weights_file(run):
@@ -74,10 +76,17 @@ def paired_accuracies(groups, comparisons, baseline, path):
     _save(fig, path)
 
 
+def spans_orders(values, factor=100.0):
+    """Whether positive ``values`` span more than ``factor`` (a log scale then shows every curve)."""
+    values = np.asarray([v for v in np.ravel(values) if np.isfinite(v)], dtype=float)
+    return values.size > 1 and values.min() > 0 and values.max() / values.min() > factor
+
+
 def curves(groups, path):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     keys = (('train_loss', 'training loss'), ('val_loss', 'validation loss'),
             ('val_accuracy', 'validation accuracy (%)'))
+    drawn = {key: [] for key, _ in keys}
     for label, seeds in groups.items():
         finished = [r['record']['epochs'] for r in seeds.values() if is_finished(r['record'])]
         if not finished:
@@ -86,11 +95,17 @@ def curves(groups, path):
         epochs = np.arange(1, length + 1)
         for ax, (key, title) in zip(axes, keys):
             values = np.array([[row[key] for row in e[:length]] for e in finished])
-            mean, std = values.mean(0), values.std(0)
-            ax.plot(epochs, mean, label=f'{label} (n={len(finished)})', marker='o' if length <= 30 else None,
-                    markersize=3)
-            ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
-            ax.set(xlabel='epoch', title=f'{title}, mean ± std over seeds')
+            drawn[key].append(values)
+            ax.plot(epochs, values.mean(0), label=f'{label} (n={len(finished)})',
+                    marker='o' if length <= 30 else None, markersize=3)
+            ax.fill_between(epochs, values.min(0), values.max(0), alpha=0.2)
+    for ax, (key, title) in zip(axes, keys):
+        logarithmic = key != 'val_accuracy' and spans_orders([v for values in drawn[key] for v in values.ravel()])
+        if logarithmic:
+            ax.set_yscale('log')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel='epoch', title=f'{title}{" (log scale)" if logarithmic else ""}\nmean over seeds, band: '
+                                     f'lowest to highest')
     axes[0].legend()
     _save(fig, path)
 
@@ -98,7 +113,7 @@ def curves(groups, path):
 def scales_after_training(groups, path):
     panels, found = [], 0
     for label, seeds in groups.items():
-        inputs, others = [], []
+        inputs, others, sources = [], [], set()
         for run in seeds.values():
             recorded = run['record'].get('norm_statistics')
             weights = None if recorded else best_weights_file(run)
@@ -107,24 +122,35 @@ def scales_after_training(groups, path):
                 input_scales, scales = final_gammas(recorded) if recorded else bn_scales(_load_weights(weights))
                 inputs.append(input_scales)
                 others.append(scales)
+                sources.add('the last epoch' if recorded else 'the best weights')
         if others and sum(s.size for s in others):  # a network without normalisation layers has no panel
             initial = resolve_bn_weight(next(iter(seeds.values()))['record']['config']['bn_weight'])
-            panels.append((label, initial, np.concatenate(others), np.concatenate(inputs), len(others)))
+            panels.append((label, initial, np.concatenate(others), np.concatenate(inputs), len(others),
+                           ' and '.join(sorted(sources))))
     if not panels:
         return ('no gammas recorded in the results and no best weights found: the results name none that exists, and '
                 'there is no networks/ folder beside results/ (weights are not kept with copied or committed results)'
                 if not found else
                 'no finished run has normalisation layers with a scale')
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, (label, initial, scales, input_scales, n) in zip(axes[0], panels):
-        # Bins around the data and the initial value: with lr/c the scales barely move.
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (label, initial, scales, input_scales, n, source) in zip(axes[0], panels):
+        # Bins around the data and the initial value: with lr/c the scales barely move. Far-off scales (a diverged
+        # run) would squeeze the rest into one bin: then those beyond 5 interquartile ranges are left out, and named.
         low, high = min(scales.min(), initial), max(scales.max(), initial)
+        q1, q3 = np.percentile(scales, [25, 75])
+        inner = (min(q1 - 5 * (q3 - q1), initial), max(q3 + 5 * (q3 - q1), initial))
+        clipped = q3 > q1 and (low < inner[0] or high > inner[1]) and high - low > 4 * (inner[1] - inner[0])
+        if clipped:
+            low, high = inner
         pad = max(high - low, 0.01 * initial) * 0.1
-        ax.hist(scales, bins=np.linspace(low - pad, high + pad, 61), color='tab:blue', alpha=0.8)
+        shown = scales[(scales >= low - pad) & (scales <= high + pad)]
+        ax.hist(shown, bins=np.linspace(low - pad, high + pad, 61), color='tab:blue', alpha=0.8)
+        note = (f'\n{scales.size - shown.size} beyond [{low - pad:.3g}, {high + pad:.3g}] not shown\n(they reach '
+                f'{scales.min():.3g} and {scales.max():.3g})' if clipped else '')
         ax.axvline(initial, color='black', linestyle='--', label=f'initial value {initial:g}')
-        ax.set(xlabel='BN scale (gamma) after training (the last epoch, or the best weights of runs without '
-                      'per-layer statistics)', ylabel='count',
-               title=f'{label}\n{plural(scales.size // max(n, 1), "scale")} x {plural(n, "seed")} (input BN not shown)')
+        ax.set(xlabel=f'BN scale (gamma) after training\n(from {source})', ylabel='count',
+               title=f'{label}\n{plural(scales.size // max(n, 1), "scale")} x {plural(n, "seed")} (input BN not '
+                     f'shown){note}')
         ax.legend()
     _save(fig, path)
     return None
@@ -232,6 +258,18 @@ def grid(groups, rows, comparisons, baseline, axes, path):
 
 
 STEMS = ('paired_accuracies', 'differences', 'grid', 'curves', 'bn_scales', 'gamma_distance', 'xhat')
+CAPTIONS = {  # what each figure shows, in one sentence, for report.md
+    'paired_accuracies': 'each seed\'s test accuracy at the best validation epoch, the baseline\'s beside each '
+                         'configuration\'s.',
+    'differences': 'every seed\'s paired difference from the baseline, and their mean with its 95% interval.',
+    'grid': 'the ablation grid: mean accuracy and its 95% interval against the first setting, a line per value of the '
+            'second, a star where significantly above the baseline after Holm.',
+    'curves': 'training loss, validation loss and validation accuracy by epoch, the mean over seeds and the range.',
+    'bn_scales': 'every BN scale after training against its initial value (the paper\'s first observation).',
+    'gamma_distance': 'how far gamma moved from its start, epoch by epoch, in the early, middle and late layers.',
+    'xhat': 'the largest |x_hat| and the share of |x_hat| above 3, layer by layer, after the first and the last '
+            'epoch (the paper\'s second observation).',
+}
 FIGURES = tuple(f'{stem}.png' for stem in STEMS)
 
 

@@ -19,7 +19,8 @@ from .experiment import comparable, differing_settings, protocol
 from .runs import write_text
 
 __all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'results_csv',
-           'statistics_csv', 'write_results', 'new_record', 'resumed_record', 'add_epoch', 'add_norm_statistics', 'interrupted',
+           'statistics_csv', 'write_results', 'new_record', 'resumed_record', 'add_epoch', 'add_norm_statistics',
+           'add_signal_warning', 'interrupted',
            'record_failure', 'read_record', 'is_finished', 'has_best', 'outcome', 'Standing', 'standing',
            'result_files', 'load_runs', 'RunList', 'group_runs', 'group_protocols']
 
@@ -65,13 +66,15 @@ def results_csv(epochs):
 
 def statistics_csv(section):
     """The per-layer statistics of a record's 'norm_statistics' section as one flat table: a row per epoch and
-    layer (in network order), a column per statistic, values as Python prints them (empty where a layer has none,
-    e.g. gamma without affine), so that pandas.read_csv reads it as it is."""
-    rows = [(e['epoch'], layer, e['layers'].get(layer, {})) for e in section['epochs'] for layer in section['layers']]
-    columns = list(dict.fromkeys(key for _, _, stats in rows for key in stats))
-    lines = [','.join(['epoch', 'layer', *columns])]
-    lines += [','.join([str(epoch), _csv_field(layer), *(str(stats.get(key, '')) for key in columns)])
-              for epoch, layer, stats in rows]
+    layer (in network order) with the kind of statistics x_hat used ('batch' or 'running'), a column per statistic,
+    values as Python prints them (empty where a layer has none, e.g. gamma without affine), so that pandas.read_csv
+    reads it as it is."""
+    rows = [(e['epoch'], layer, e.get('statistics', 'running'), e['layers'].get(layer, {}))
+            for e in section['epochs'] for layer in section['layers']]
+    columns = list(dict.fromkeys(key for *_, stats in rows for key in stats))
+    lines = [','.join(['epoch', 'layer', 'statistics', *columns])]
+    lines += [','.join([str(epoch), _csv_field(layer), kind, *(str(stats.get(key, '')) for key in columns)])
+              for epoch, layer, kind, stats in rows]
     return '\n'.join(lines) + '\n'
 
 
@@ -167,6 +170,16 @@ def add_norm_statistics(record, measured):
     section = record.setdefault('norm_statistics', {**measured['about'], 'epochs': []})
     section['epochs'].append(measured['epoch'])
     section['gamma'] = measured['gamma']
+
+
+def add_signal_warning(record, warning):
+    """Keep a warning about the signal (norm_statistics.signal_warnings) in the record's 'signal_warnings', the
+    first of each kind only; True when it is new, to be said."""
+    kept = record.setdefault('signal_warnings', [])
+    if any(earlier['kind'] == warning['kind'] for earlier in kept):
+        return False
+    kept.append(warning)
+    return True
 
 
 def record_failure(paths, status, problem):

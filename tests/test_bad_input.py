@@ -40,10 +40,10 @@ CLI_AND_DATA = [
     (['--dataset', 'folder', '--data_dir', ''], None, 2, '--dataset folder needs --data_dir ROOT'),
     (['--dataset', 'folder'], 'empty', 1, '{tmp}/data: no train/ folder; --dataset folder expects'),
     (['--dataset', 'folder'], 'folder-no-test', 1, '{tmp}/data: no test/ folder'),
-    (['--dataset', 'folder'], 'folder-empty-class', 1, '{tmp}/data/train/zebra is an empty class folder'),
+    (['--dataset', 'folder'], 'folder-empty-class', 1, '{tmp}/data/train/zebra has no image (.jpg'),
     (['--dataset', 'folder'], 'folder-extra-test-class', 1, "{tmp}/data/test has class 'zebra' that {tmp}/data/train "
                                                             "lacks"),
-    (['--dataset', 'folder'], 'folder-text-file', 1, '{tmp}/data/train/c1/notes.txt is not an image Pillow can read'),
+    (['--dataset', 'folder'], 'folder-text-file', 1, '{tmp}/data/train/c1/notes.png is not an image Pillow can read'),
     (['--dataset', 'folder'], 'folder-truncated', 1, '{tmp}/data/train/c0/3.png is a damaged image'),
     (['--dataset', 'folder', '--image_size', '200000'], 'folder', 1, "the folder's 36 images at 1x200000x200000 take 1341.1 GiB as uint8, more than 80% of the"),
     (['--scheduler', 'step'], None, 2, "invalid choice: 'step'"),
@@ -134,7 +134,7 @@ def prepare_data_folder(folder, damage):
         {'folder': lambda: None, 'folder-no-test': lambda: shutil.rmtree(folder / 'test'),
          'folder-empty-class': lambda: (folder / 'train' / 'zebra').mkdir(),
          'folder-extra-test-class': lambda: shutil.copytree(folder / 'test' / 'c0', folder / 'test' / 'zebra'),
-         'folder-text-file': lambda: (folder / 'train' / 'c1' / 'notes.txt').write_text('my notes'),
+         'folder-text-file': lambda: (folder / 'train' / 'c1' / 'notes.png').write_text('my notes'),
          'folder-truncated': lambda: truncate(folder / 'train' / 'c0' / '3.png', 250)}[damage]()
     elif damage.startswith('cifar'):
         write_cifar(str(folder))

@@ -102,3 +102,11 @@ def test_validate_args_only_checks_and_complete_args_derives_on_a_copy(capsys):
     assert error.value.status == 2
     with pytest.raises(UsageError, match='fp16 needs a CUDA device'):
         flags.validate_args(flags.build_parser().parse_args(['--device', 'cpu', '--precision', 'fp16']))
+
+
+def test_help_says_what_each_form_of_a_switch_does():
+    """--bn_affine and --no_bn_affine set one setting: neither shows '(default: True)', each says what it does."""
+    text = ' '.join(flags.build_parser().format_help().split())
+    assert '(default: True)' not in text and '(default: False)' not in text
+    assert 'without scale and shift (affine=False), instead of the default --bn_affine' in text
+    assert '(track_running_stats=True); the default' in text and '(default: 128)' in text

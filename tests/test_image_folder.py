@@ -173,3 +173,23 @@ def test_evaluate_takes_the_runs_recorded_settings_and_refuses_a_contradicting_f
             train.run(['--evaluate', record['weights_file'], '--device', 'cpu', *contradiction])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and named in err and "contradicts the run's record" in err
+
+
+def test_files_that_are_not_images_are_passed_over_as_imagefolder_does(tmp_path, capsys):
+    """A README.txt and a .csv beside the images are passed over (one line says how many), as torchvision's
+    ImageFolder passes them over; a damaged file with an image's ending is still refused."""
+    write_image_folder(tmp_path / 'data', 'train', np.zeros((20, 8, 8), np.uint8), np.arange(20) % 2)
+    write_image_folder(tmp_path / 'data', 'test', np.zeros((4, 8, 8), np.uint8), np.arange(4) % 2)
+    (tmp_path / 'data' / 'train' / 'README.txt').write_text('where these images come from')
+    (tmp_path / 'data' / 'train' / 'c1' / 'labels.csv').write_text('a,b')
+    (tmp_path / 'data' / 'test' / 'c0' / 'Photo.JPG.txt').write_text('not an image')
+    said = []
+    arrays, classes = image_folder.load_folder(str(tmp_path / 'data'), log=said.append)
+    assert classes == ['c0', 'c1'] and arrays['train_images'].shape[0] == 20 and arrays['test_images'].shape[0] == 4
+    assert len(said) == 1 and 'passed over 2 files that are not an image by its ending' in said[0]
+    record = train.main(['--dataset', 'folder', '--data_dir', str(tmp_path / 'data'), '--network', 'mlp',
+                         '--num_epochs', '1', '--batch_size', '10', '--device', 'cpu', '--path', str(tmp_path / 'o')])
+    assert record['status'] == 'finished' and 'passed over 2 files' in capsys.readouterr().out
+    (tmp_path / 'data' / 'train' / 'c0' / 'broken.PNG').write_bytes(b'\x89PNG not really')
+    with pytest.raises(image_folder.FolderError, match='broken.PNG is not an image Pillow can read'):
+        image_folder.load_folder(str(tmp_path / 'data'))

@@ -113,3 +113,52 @@ def test_records_with_the_older_layer_names_line_up_with_newer_ones():
     runs = norm_runs(groups)
     assert [s['layers'] for s in runs['proposed']] == [['input_bn', '2', '5']] * 2
     xhat_by_layer(runs)  # both seeds drawn layer by layer
+
+
+def test_a_vanishing_signal_is_warned_about_and_kept_in_the_record(tmp_path, capsys):
+    """torchvision's MobileNetV3-small, the smallest network whose signal vanishes at bn_weight 0.1 (its BN eps is
+    1e-3): one epoch warns once, naming the layers, the figure and what to try; the JSON keeps the warning. At
+    bn_weight 1, and for the paper's networks at 0.1, nothing is said."""
+    flags = ['--dataset', 'fake', '--fake_size', '100', '--batch_size', '50', '--num_epochs', '1', '--device', 'cpu',
+             '--path', str(tmp_path), '--network', 'tv:mobilenet_v3_small']
+    record = train.main(flags + ['--name', 'small_gamma'])
+    err = capsys.readouterr().err
+    warning, = record['signal_warnings']
+    assert warning['kind'] == 'vanishing' and warning['epoch'] == 0 and 'features.12.1' in warning['layers']
+    assert len(warning['layers']) > len(record['norm_statistics']['layers']) / 2
+    assert err.count('WARNING: the signal vanishes before training (epoch 0, batch statistics)') == 1
+    assert 'xhat.png' in err and 'try a larger --bn_weight' in err
+    first = record['norm_statistics']['epochs'][0]
+    assert first['statistics'] == 'batch' and first['layers']['features.12.1']['xhat_rms'] < 0.5
+    assert record['norm_statistics']['epochs'][1]['layers']['features.12.1']['batch_xhat_rms'] > 0
+    record = train.main(flags + ['--name', 'unit_gamma', '--bn_weight', '1'])
+    assert 'signal_warnings' not in record and 'WARNING' not in capsys.readouterr().err
+    record = train.main(FAST + ['--path', str(tmp_path), '--num_epochs', '2'])
+    assert 'signal_warnings' not in record and 'WARNING' not in capsys.readouterr().err
+
+
+def test_the_flat_table_reads_with_pandas_and_the_docs_example_runs_on_it(tmp_path):
+    """N.norm_statistics.csv: a row per epoch and layer with every statistic of the JSON, read by pandas as it is;
+    the example of docs/norm-statistics.md draws its figure from it."""
+    import re
+    import subprocess
+    import sys
+
+    import pandas as pd
+    from conftest import ROOT
+    record = train.main(FAST + ['--path', str(tmp_path / 'training'), '--num_epochs', '2', '--name', 'proposed_seed1'])
+    path = tmp_path / 'training' / 'fake' / 'results' / 'proposed_seed1.norm_statistics.csv'
+    table = pd.read_csv(path, dtype={'layer': str})
+    section = record['norm_statistics']
+    assert len(table) == len(section['epochs']) * len(section['layers']) == 3 * 3
+    assert list(table.layer[:3]) == ['input_bn', '2', '5'] and list(table.statistics[:3]) == ['batch'] * 3
+    row = table[(table.epoch == 2) & (table.layer == '5')].iloc[0]
+    assert row.xhat_max_abs == section['epochs'][2]['layers']['5']['xhat_max_abs']  # as Python printed it
+    assert row.statistics == 'running' and row.batch_xhat_rms == section['epochs'][2]['layers']['5']['batch_xhat_rms']
+    docs = open(f'{ROOT}/docs/norm-statistics.md').read()
+    example = re.findall(r'```python\n(.*?)```', docs[docs.index('## Your own figure'):], flags=re.S)[0]
+    example = example.replace('training/fashionmnist/results/proposed_seed1', str(path)[:-len('.norm_statistics.csv')])
+    completed = subprocess.run([sys.executable, '-c', example], cwd=tmp_path, capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert (tmp_path / 'xhat_share.png').read_bytes()[:4] == b'\x89PNG'
