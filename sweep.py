@@ -33,6 +33,7 @@ from revisiting_bn.experiment import run_config, setting_differences
 from revisiting_bn.protocol import TRIAL_SEEDS
 from revisiting_bn.results import ResultsError, is_finished, load_runs, outcome, read_record, standing
 from revisiting_bn.runs import RunLock, output_paths
+from revisiting_bn.slurm import SLURM_DEFAULTS, Progress, TrainTask, queued, read_ledger, slurm_available, submit, wait
 
 STANDARD = ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset']
 BUILT_IN = {  # the paper's pair (run by default), then the related BN systems' comparisons (run when named)
@@ -207,7 +208,8 @@ def last_error_line(log_path):
             text = f.read().decode('utf-8', 'replace')
     except OSError:
         return ''
-    session = [line.strip() for line in text.rsplit('\n=== ', 1)[-1].splitlines()[1:] if line.strip()]
+    lines = text.rsplit('\n=== ', 1)[-1].splitlines()[1:] if '=== ' in text else text.splitlines()
+    session = [line.strip() for line in lines if line.strip()]
     errors = [line for line in session if 'error' in line.lower() or line.startswith(('Traceback', 'Killed'))]
     return (errors or session or [''])[-1][:300]
 
@@ -270,7 +272,7 @@ class Sweep:
                 return
             device, visible = self.free.pop()
         try:
-            log_path = os.path.join(os.path.dirname(run['paths']['results']), 'logs', f"{run['name']}.log")
+            log_path = _log_path(run)
             os.makedirs(os.path.dirname(log_path), exist_ok=True)
             command = [sys.executable, os.path.join(HERE, 'train.py'), *run['argv'], '--device', device]
             env = dict(os.environ, PYTHONUNBUFFERED='1')
@@ -357,6 +359,24 @@ def main(argv=None):
     p.add_argument('--baseline', default='baseline', help='the configuration the report tests the others against')
     p.add_argument('--may_differ', nargs='+', default=[], metavar='SETTING',
                    help="the report's --may_differ: protocol settings the configurations vary on purpose")
+    cluster = p.add_argument_group('SLURM (--slurm: every unfinished run as one job array through submitit; --path '
+                                   'must be on a filesystem the nodes share)')
+    cluster.add_argument('--slurm', action='store_true', help='submit the runs to SLURM instead of running them here, '
+                                                              'wait for them, then write the report')
+    cluster.add_argument('--partition', default=SLURM_DEFAULTS['partition'],
+                         help="the SLURM partition (default: the cluster's default)")
+    cluster.add_argument('--time', type=int, default=SLURM_DEFAULTS['time'],
+                         help='time limit of each task in minutes (a task that reaches it is requeued and resumes)')
+    cluster.add_argument('--cpus_per_task', type=int, default=SLURM_DEFAULTS['cpus_per_task'],
+                         help="CPUs of each task (each run's --threads)")
+    cluster.add_argument('--gpus_per_task', type=int, default=SLURM_DEFAULTS['gpus_per_task'],
+                         help='GPUs of each task (0: the runs train on the CPU)')
+    cluster.add_argument('--array_parallelism', type=int, default=SLURM_DEFAULTS['array_parallelism'],
+                         help='tasks of the array that may run at once')
+    cluster.add_argument('--slurm_parameter', action='append', default=[], metavar='KEY=VALUE',
+                         help='any further sbatch parameter, e.g. --slurm_parameter account=mylab (repeatable)')
+    cluster.add_argument('--no_wait', action='store_true',
+                         help='submit and return, printing the command that reports once the tasks are done')
     args, unknown = p.parse_known_args(own)
     if unknown:
         p.error(f"unrecognized arguments: {' '.join(unknown)} (train.py's flags go after '--': sweep.py "
@@ -366,11 +386,13 @@ def main(argv=None):
     if (args.cpu_jobs is not None and args.cpu_jobs < 1) or (args.threads is not None and args.threads < 1):
         p.error('--cpu_jobs and --threads must be >= 1')
     try:
-        slot_list, threads = slots(args)
+        slot_list, threads = slurm_slots(args) if args.slurm else slots(args)
         runs = plan(args, common, slot_list[0][0], threads)
         states = [state(run) for run in runs]
     except SweepError as error:
         p.error(str(error))
+    if args.slurm and not args.dry_run:
+        return on_slurm(args, runs, states)
     if args.dry_run:
         for index, (run, run_state) in enumerate(zip(runs, states)):
             print(f"[{index}] {run_state:>8}  python train.py {shlex.join(run['argv'])}")
@@ -390,6 +412,65 @@ def main(argv=None):
     if not args.no_report and args.task_index is None:
         write_sweep_report(runs, args.baseline, args.may_differ)
     return 1 if failed else 0
+
+
+def slurm_slots(args):
+    """The device and threads of every run on SLURM: its task's GPU or the CPU, its task's CPUs."""
+    problems = [f'--{name} must be >= {least}' for name, least in (('time', 1), ('cpus_per_task', 1),
+                                                                  ('gpus_per_task', 0), ('array_parallelism', 1))
+                if getattr(args, name) < least]
+    problems += [f'--slurm_parameter {item!r}: use KEY=VALUE' for item in args.slurm_parameter if '=' not in item]
+    if args.task_index is not None:
+        problems.append('--task_index picks one run inside a job array of your own; --slurm submits the array')
+    if problems:
+        raise SweepError('; '.join(problems))
+    return [('cuda' if args.gpus_per_task else 'cpu', None)], args.cpus_per_task
+
+
+def on_slurm(args, runs, states):
+    """Submit every unfinished run that no earlier submission still has queued, as one job array; then wait for
+    the array with a progress line and write the report, as a local sweep does (or, with --no_wait, say how)."""
+    problem = slurm_available()
+    if problem:
+        raise SweepError(f'--slurm: {problem}')
+    folder = os.path.join(os.path.dirname(runs[0]['paths']['results']), 'slurm')
+    earlier = read_ledger(folder)
+    alive = queued([earlier[run['name']] for run in runs if run['name'] in earlier])
+    todo = [run for run, run_state in zip(runs, states)
+            if run_state != 'finished' and earlier.get(run['name']) not in alive]
+    tasks = {run['name']: TrainTask(run['name'], [sys.executable, os.path.join(HERE, 'train.py'), *run['argv'],
+                                                  '--device', 'cuda' if args.gpus_per_task else 'cpu'],
+                                    _log_path(run), {'PYTHONPATH': HERE}) for run in todo}
+    options = {'partition': args.partition, 'time': args.time, 'cpus_per_task': args.cpus_per_task,
+               'gpus_per_task': args.gpus_per_task, 'array_parallelism': args.array_parallelism,
+               'additional': dict(item.split('=', 1) for item in args.slurm_parameter)}
+    # The tasks unpickle TrainTask from this checkout: its folder on their path (sbatch passes the environment on).
+    os.environ['PYTHONPATH'] = os.pathsep.join([HERE, *filter(None, [os.environ.get('PYTHONPATH')])])
+    submitted = submit(tasks, folder, options) if tasks else {}
+    waiting = len([run for run in runs if earlier.get(run['name']) in alive])
+    print(f'{plural(len(runs), "run")}: {states.count("finished")} already finished, {len(submitted)} submitted as '
+          f'one SLURM job array{f" ({next(iter(submitted.values())).split(chr(95))[0]})" if submitted else ""}, '
+          f'{waiting} still queued from an earlier submission', flush=True)
+    report = f'python {os.path.join(HERE, "report.py")} {os.path.dirname(runs[0]["paths"]["json"])} --out ' \
+             f'{os.path.join(os.path.dirname(runs[0]["paths"]["results"]), "report")}'
+    if args.no_wait:
+        print(f'not waiting; once the tasks are done: {report} (or run this sweep again: it submits nothing twice, '
+              f'waits and reports)')
+        return 0
+    task_ids = {**{name: earlier[name] for name in earlier if earlier[name] in alive}, **submitted}
+    failed = wait(Progress(runs, task_ids))
+    for run in failed:
+        task = task_ids.get(run['name'], '?')
+        why = last_error_line(_log_path(run)) or last_error_line(os.path.join(folder, task, f'{task}_0_log.err'))
+        print(f"{run['name']}: FAILED on SLURM (task {task}: {why or 'no log'}); log {_log_path(run)}",
+              file=sys.stderr)
+    if not args.no_report:
+        write_sweep_report(runs, args.baseline, args.may_differ)
+    return 1 if failed else 0
+
+
+def _log_path(run):
+    return os.path.join(os.path.dirname(run['paths']['results']), 'logs', f"{run['name']}.log")
 
 
 def summarize_ended(ended):
