@@ -392,7 +392,10 @@ def main(argv=None):
     except SweepError as error:
         p.error(str(error))
     if args.slurm and not args.dry_run:
-        return on_slurm(args, runs, states)
+        try:
+            return on_slurm(args, runs, states)
+        except SweepError as error:
+            p.error(str(error))
     if args.dry_run:
         for index, (run, run_state) in enumerate(zip(runs, states)):
             print(f"[{index}] {run_state:>8}  python train.py {shlex.join(run['argv'])}")

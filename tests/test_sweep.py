@@ -249,3 +249,16 @@ def test_when_every_run_fails_the_sweep_says_so(tmp_path, capsys):
     assert status == 1
     assert 'all 2 runs failed: proposed_seed1, proposed_seed2 (see their logs)\n' in err
     assert 'sweep.py: no report: none of the 2 runs has results yet' in err
+
+
+def test_slurm_where_there_is_none_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    import shutil
+    monkeypatch.setattr(shutil, 'which', lambda tool: None)
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(['--slurm', '--seeds', '1', '--path', str(tmp_path)] + TINY)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err == ['sweep.py: error: --slurm: no SLURM here (sbatch, squeue, scontrol not '
+                                                 'found)']
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(['--slurm', '--task_index', '0', '--seeds', '1', '--path', str(tmp_path)] + TINY)
+    assert exit_info.value.code == 2 and '--slurm submits the array' in capsys.readouterr().err
