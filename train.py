@@ -480,15 +480,19 @@ def main(argv=None):
     world, device_name = setup(args.device)
     set_threads(args.threads)
     on_cpu = torch.device(device_name).type == 'cpu'
+    done = False
     try:
         check_distributed(args, world)
         paths = output_paths(args.path, args.dataset, args.name, args.data_dir)
         if args.evaluate:
-            return evaluate_saved(args, world, device_name, paths)
-        with locked(paths, world, device_name), CpuRun(args.threads) if on_cpu else contextlib.nullcontext() as run:
-            return train(args, argv, world, device_name, paths, run)
+            result = evaluate_saved(args, world, device_name, paths)
+        else:
+            with locked(paths, world, device_name), CpuRun(args.threads) if on_cpu else contextlib.nullcontext() as run:
+                result = train(args, argv, world, device_name, paths, run)
+        done = True
+        return result
     finally:
-        world.close()
+        world.close(together=done)
 
 
 class Terminated(Exception):
