@@ -32,13 +32,13 @@ import torch.nn as nn
 
 from revisiting_bn.cpu_threads import set_threads, usable_cores
 from revisiting_bn.data import ImageBatches
-from revisiting_bn.cli import exit_on_error, plural
+from revisiting_bn.cli import OneLineParser, exit_on_error, plural
 from revisiting_bn.engine import PRECISIONS, Epoch
 from revisiting_bn.fast_path import build_step
 from revisiting_bn.networks import NETWORKS, construct_network
 from revisiting_bn.protocol import DEFAULTS, VALIDATION_FRACTION
 from revisiting_bn.seeds import make_deterministic
-from revisiting_bn.flags import OneLineParser, device_problem, resolve_device
+from revisiting_bn.flags import device_problem, resolve_device
 from revisiting_bn.weight_decay_and_learning_rate import build_optimizer
 
 # CIFAR-10's 50,000 training images less the validation split, and the protocol's epochs.

@@ -237,15 +237,16 @@ CSV_COLUMNS = ('protocol', 'configuration', 'dataset', 'network', 'num_epochs', 
                *(f'final_{name}' for name in STATISTICS), 'unpaired_seeds', 'untested_because')
 
 
+_KEYS = {'mean_paired_difference': 'mean_difference'}  # report.csv's name -> the comparison's key, where they differ
+
+
 def csv_rows(table):
     """report.csv's rows of one protocol's table: a configuration each, with its comparison's figures."""
     by_label = {c['configuration']: c for c in table['comparisons']}
     for r in table['rows']:
         c = by_label.get(r['configuration'], {})
-        figures = {name: c.get('mean_difference' if name == 'mean_paired_difference' else name, '')
-                   for name in STATISTICS}
-        final = {f'final_{name}': c.get('final', {}).get('mean_difference' if name == 'mean_paired_difference'
-                                                        else name, '') for name in STATISTICS}
+        figures = {name: c.get(_KEYS.get(name, name), '') for name in STATISTICS}
+        final = {f'final_{name}': c.get('final', {}).get(_KEYS.get(name, name), '') for name in STATISTICS}
         unpaired = c.get('only_in_configuration', []) + c.get('only_in_baseline', [])
         yield {'protocol': table['id'], **{key: r[key] for key in ('configuration', 'dataset', 'network', 'num_epochs',
                                                                     'batch_size', 'normalisation', 'bn_weight', 'c',
@@ -280,9 +281,9 @@ def protocol_tables(runs, baseline, may_differ=()):
         table = {'id': f'P{number}', 'key': key, 'title': protocol_title(key, keys), 'groups': groups,
                  'rows': summarize(groups), 'comparisons': compare(groups, baseline)}
         if baseline not in groups and baselines:
-            mine = dict(key)
+            mine, reference = dict(key), baselines[0]
             differs = [f"{name}: {_shown(reference.get(name))} ({baseline}) -> {_shown(mine.get(name))}"
-                       for reference in baselines[:1] for name in mine if reference.get(name) != mine.get(name)]
+                       for name in mine if reference.get(name) != mine.get(name)]
             why = f"no {baseline} with the same protocol; its runs differ in {'; '.join(differs)}"
             table['untested_because'] = {label: why for label in groups}
         tables.append(table)

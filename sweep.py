@@ -274,7 +274,7 @@ class Sweep:
         try:
             log_path = _log_path(run)
             os.makedirs(os.path.dirname(log_path), exist_ok=True)
-            command = [sys.executable, os.path.join(HERE, 'train.py'), *run['argv'], '--device', device]
+            command = train_command(run, device)
             env = dict(os.environ, PYTHONUNBUFFERED='1')
             if visible is not None:
                 env['CUDA_VISIBLE_DEVICES'] = visible
@@ -393,7 +393,7 @@ def main(argv=None):
         p.error(str(error))
     if args.slurm and not args.dry_run:
         try:
-            return on_slurm(args, runs, states)
+            return on_slurm(args, runs, states, slot_list[0][0])
         except SweepError as error:
             p.error(str(error))
     if args.dry_run:
@@ -430,7 +430,12 @@ def slurm_slots(args):
     return [('cuda' if args.gpus_per_task else 'cpu', None)], args.cpus_per_task
 
 
-def on_slurm(args, runs, states):
+def train_command(run, device):
+    """The train.py command of a planned run on a device of the kind ``device`` ('cpu' or 'cuda')."""
+    return [sys.executable, os.path.join(HERE, 'train.py'), *run['argv'], '--device', device]
+
+
+def on_slurm(args, runs, states, device):
     """Submit every unfinished run that no earlier submission still has queued, as one job array; then wait for
     the array with a progress line and write the report, as a local sweep does (or, with --no_wait, say how)."""
     problem = slurm_available()
@@ -441,9 +446,7 @@ def on_slurm(args, runs, states):
     alive = queued([earlier[run['name']] for run in runs if run['name'] in earlier])
     todo = [run for run, run_state in zip(runs, states)
             if run_state != 'finished' and earlier.get(run['name']) not in alive]
-    tasks = {run['name']: TrainTask(run['name'], [sys.executable, os.path.join(HERE, 'train.py'), *run['argv'],
-                                                  '--device', 'cuda' if args.gpus_per_task else 'cpu'],
-                                    _log_path(run), {'PYTHONPATH': HERE}) for run in todo}
+    tasks = {run['name']: TrainTask(run['name'], train_command(run, device), _log_path(run)) for run in todo}
     options = {'partition': args.partition, 'time': args.time, 'cpus_per_task': args.cpus_per_task,
                'gpus_per_task': args.gpus_per_task, 'array_parallelism': args.array_parallelism,
                'additional': dict(item.split('=', 1) for item in args.slurm_parameter)}
@@ -451,9 +454,9 @@ def on_slurm(args, runs, states):
     os.environ['PYTHONPATH'] = os.pathsep.join([HERE, *filter(None, [os.environ.get('PYTHONPATH')])])
     submitted = submit(tasks, folder, options) if tasks else {}
     waiting = len([run for run in runs if earlier.get(run['name']) in alive])
+    array = f" ({next(iter(submitted.values())).split('_')[0]})" if submitted else ''
     print(f'{plural(len(runs), "run")}: {states.count("finished")} already finished, {len(submitted)} submitted as '
-          f'one SLURM job array{f" ({next(iter(submitted.values())).split(chr(95))[0]})" if submitted else ""}, '
-          f'{waiting} still queued from an earlier submission', flush=True)
+          f'one SLURM job array{array}, {waiting} still queued from an earlier submission', flush=True)
     report = f'python {os.path.join(HERE, "report.py")} {os.path.dirname(runs[0]["paths"]["json"])} --out ' \
              f'{os.path.join(os.path.dirname(runs[0]["paths"]["results"]), "report")}'
     if args.no_wait:

@@ -33,12 +33,12 @@ from revisiting_bn.distributed import setup
 from revisiting_bn.engine import Epoch, evaluate_network, train_one_epoch
 from revisiting_bn.experiment import differing_settings, experiment_settings, run_config
 from revisiting_bn.fast_path import build_step
-from revisiting_bn.flags import given_settings, parse_args
+from revisiting_bn.flags import canonical_seed, given_settings, parse_args
 from revisiting_bn.networks import construct_network, train_only_norms
 from revisiting_bn.norm_statistics import MEASURED_IMAGES, NormStatistics, signal_warnings
 from revisiting_bn.results import (add_epoch, add_norm_statistics, add_signal_warning, interrupted, new_record,
                                    outcome, read_record, record_failure, resumed_record, write_results)
-from revisiting_bn.runs import RunLock, check_writable, files_of_weights, output_paths
+from revisiting_bn.runs import WRITTEN, RunLock, check_writable, files_of_weights, output_paths
 from revisiting_bn.seeds import make_deterministic
 from revisiting_bn.weight_decay_and_learning_rate import build_optimizer
 
@@ -233,7 +233,7 @@ def locked(paths, world, device_name):
 
 def remove_old_files(args, paths, world):
     """With --overwrite, the run's old files go, once its data and network are ready."""
-    for key in ('checkpoint', 'weights', 'json', 'csv', 'statistics_csv', 'txt') if args.overwrite and world.is_main else ():
+    for key in WRITTEN if args.overwrite and world.is_main else ():
         if os.path.exists(paths[key]):
             os.remove(paths[key])
 
@@ -426,9 +426,9 @@ def with_recorded_settings(args, argv, log=print):
         log('--evaluate: no results JSON of these weights where train.py writes it; using the flags as given')
         return args
     recorded, given = record['config'], given_settings(argv)
-    seed = str(int(args.seed)) if str(args.seed).isdigit() else args.seed  # '01' is seed 1
     contradictions = [f"--{name} {getattr(args, name)!r} (the run's: {recorded.get(name)!r})"
-                      for name in differing_settings([recorded, {**vars(args), 'seed': seed}]) if name in given]
+                      for name in differing_settings([recorded, {**vars(args), 'seed': canonical_seed(args.seed)}])
+                      if name in given]
     if contradictions:
         raise RunError(f"--evaluate {args.evaluate}: {'; '.join(contradictions)} "
                        f"{'contradicts' if len(contradictions) == 1 else 'contradict'} the run's record "

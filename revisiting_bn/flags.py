@@ -22,7 +22,7 @@ from .networks import INPUT_NORMS, NETWORKS, TORCHVISION, network_problem, torch
 from .protocol import DEFAULTS, FAKE_MIN_SIZE, resolve_bn_weight
 from .weight_decay_and_learning_rate import SCHEDULERS
 
-__all__ = ['build_parser', 'parse_args', 'given_settings', 'validate_args', 'complete_args', 'device_problem',
+__all__ = ['build_parser', 'parse_args', 'canonical_seed', 'given_settings', 'validate_args', 'complete_args', 'device_problem',
            'resolve_device']
 
 
@@ -227,11 +227,16 @@ def validate_args(args):
         raise UsageError(problem)
 
 
+def canonical_seed(seed):
+    """A seed as runs record it: '01' and '1' are the same run (they hash to different seeds otherwise)."""
+    return str(int(seed)) if str(seed).isdigit() else seed
+
+
 def complete_args(args):
     """A copy of validated ``args`` with what follows from them: the seed in canonical form ('01' and '1' must
     hash to the same run), the device as torch names it, the thread count, and the original's default --name and --path."""
     args = argparse.Namespace(**vars(args))
-    args.seed = str(int(args.seed))
+    args.seed = canonical_seed(args.seed)
     args.device = str(resolve_device(args.device))
     args.threads = args.threads or default_threads()
     if not args.name:  # the original's default name, values as Python prints them: weight0.1_c100, weight1.0_c1.0

@@ -95,6 +95,17 @@ class NormStatistics:
     def measure(self, batch_statistics=False):
         """{layer name: statistics} now (see the module's docstring); with ``batch_statistics``, x_hat from the
         images' own statistics, as a training step computes it, every buffer put back afterwards."""
+        found = self._forward(batch_statistics)
+        for name, layer in self.layers:
+            for key, short in (('weight', 'gamma'), ('bias', 'beta')):
+                if key in self.initial[name]:
+                    for stat, value in _summary(getattr(layer, key), self.initial[name][key]).items():
+                        found[name][f'{short}_{stat}'] = value
+        return found
+
+    @torch.no_grad()
+    def _forward(self, batch_statistics):
+        """{layer name: x_hat's and the output's statistics} from one forward pass over the images."""
         found, was_training = {}, self.network.training
         batch_statistics = batch_statistics and self._batch_statistics_possible()
         buffers = [(buffer, buffer.clone()) for _, layer in self.layers for buffer in layer.buffers()] \
@@ -111,11 +122,6 @@ class NormStatistics:
             for buffer, saved in buffers:
                 buffer.copy_(saved)
             self.network.train(was_training)
-        for name, layer in self.layers:
-            for key, short in (('weight', 'gamma'), ('bias', 'beta')):
-                if key in self.initial[name]:
-                    for stat, value in _summary(getattr(layer, key), self.initial[name][key]).items():
-                        found[name][f'{short}_{stat}'] = value
         return found
 
     def measured(self, epoch):
@@ -126,7 +132,7 @@ class NormStatistics:
         batch = epoch == 0 and possible
         layers = self.measure(batch_statistics=batch)
         if possible and not batch:
-            for name, stats in self.measure(batch_statistics=True).items():
+            for name, stats in self._forward(batch_statistics=True).items():
                 layers[name]['batch_xhat_rms'] = stats['xhat_rms']
         return {'about': {'threshold': THRESHOLD, 'images': len(self.images),
                           'layers': [name for name, _ in self.layers]},

@@ -16,8 +16,12 @@ import time
 
 from .cli import USAGE, RunError
 
-__all__ = ['output_paths', 'run_files', 'files_of_weights', 'atomic_write', 'write_text', 'check_writable', 'process_start', 'process_alive',
+__all__ = ['WRITTEN', 'output_paths', 'run_files', 'files_of_weights', 'atomic_write', 'write_text', 'check_writable', 'process_start', 'process_alive',
            'RunLock']
+
+
+# The files of run_files that a run writes (the lock aside): what --overwrite removes.
+WRITTEN = ('checkpoint', 'weights', 'json', 'csv', 'statistics_csv', 'txt')
 
 
 def output_paths(path, dataset, name, data_dir=None):

@@ -28,8 +28,8 @@ SLURM_DEFAULTS = {'partition': None, 'time': 60, 'cpus_per_task': 1, 'gpus_per_t
 class TrainTask:
     """One sweep run inside a SLURM task: train.py as a child process, its output appended to the run's log."""
 
-    def __init__(self, name, command, log_path, env=None):
-        self.name, self.command, self.log_path, self.env = name, list(command), log_path, dict(env or {})
+    def __init__(self, name, command, log_path):
+        self.name, self.command, self.log_path = name, list(command), log_path
 
     def __call__(self):
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
@@ -38,7 +38,7 @@ class TrainTask:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} ({where}) {shlex.join(self.command)}\n")
             log.flush()
             status = subprocess.call(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, 'PYTHONUNBUFFERED': '1', **self.env})
+                                     env={**os.environ, 'PYTHONUNBUFFERED': '1'})
         if status:
             raise RuntimeError(f'{self.name}: train.py exited with status {status}; see {self.log_path}')
         return self.name

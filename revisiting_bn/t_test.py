@@ -45,6 +45,16 @@ def _as_vector(values, name):
     return array
 
 
+def _pairs(d1, d2, what):
+    """``d1`` and ``d2`` as vectors (_as_vector), refused unless they pair up into at least 2 pairs (``what`` needs)."""
+    a, b = _as_vector(d1, 'd1'), _as_vector(d2, 'd2')
+    if a.shape != b.shape:
+        raise ValueError(f'd1 and d2 must be paired (same length), got {a.size} and {b.size} values')
+    if a.size < 2:
+        raise ValueError(f'{what} at least 2 pairs, got {a.size}')
+    return a, b
+
+
 ALTERNATIVES = ('greater', 'two-sided', 'less')
 
 
@@ -61,11 +71,7 @@ def evaluate(d1, d2, alternative='greater'):
     """
     if alternative not in ALTERNATIVES:
         raise ValueError(f'alternative must be one of {", ".join(ALTERNATIVES)}, got {alternative!r}')
-    a, b = _as_vector(d1, 'd1'), _as_vector(d2, 'd2')
-    if a.shape != b.shape:
-        raise ValueError(f'd1 and d2 must be paired (same length), got {a.size} and {b.size} values')
-    if a.size < 2:
-        raise ValueError(f'the paired t-test needs at least 2 pairs, got {a.size}')
+    a, b = _pairs(d1, d2, 'the paired t-test needs')
     if np.all(a == b):
         raise ValueError('d1 and d2 are identical: every paired difference is 0, '
                          'so the t-test is undefined')
@@ -87,11 +93,7 @@ def _check_spread(differences, size):
 
 def _differences(d1, d2):
     """The paired differences d1 - d2 in float64, refused where no paired statistic exists (as ``evaluate``)."""
-    a, b = _as_vector(d1, 'd1'), _as_vector(d2, 'd2')
-    if a.shape != b.shape:
-        raise ValueError(f'd1 and d2 must be paired (same length), got {a.size} and {b.size} values')
-    if a.size < 2:
-        raise ValueError(f'paired statistics need at least 2 pairs, got {a.size}')
+    a, b = _pairs(d1, d2, 'paired statistics need')
     return a.astype(np.float64) - b.astype(np.float64)
 
 
