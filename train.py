@@ -15,66 +15,52 @@ import os
 import shlex
 import signal
 import sys
-import threading
 import time
 import warnings
 from dataclasses import dataclass
 
-import torch
-import torch.nn as nn
+from revisiting_bn.cli import Stopped, stops_end_the_program, stops_raise
 
-from revisiting_bn.batch_norm import layer_seeing_one_value
-from revisiting_bn.checkpoint import CHECKPOINT_FORMAT, CheckpointSaver, find_start, restore_checkpoint
-from revisiting_bn.cli import USAGE, RunError, describe, exit_on_error, plural
-from revisiting_bn.cpu_threads import CpuRun, oversubscription, set_threads
-from revisiting_bn.data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, ImageBatches, channel_mean_std, data_folder,
-                                load_dataset, split_train_validation)
-from revisiting_bn.distributed import setup
-from revisiting_bn.engine import Epoch, evaluate_network, train_one_epoch
-from revisiting_bn.experiment import differing_settings, experiment_settings, run_config
-from revisiting_bn.fast_path import build_step
-from revisiting_bn.flags import canonical_seed, given_settings, parse_args
-from revisiting_bn.networks import construct_network, train_only_norms
-from revisiting_bn.norm_statistics import MEASURED_IMAGES, NormStatistics, signal_warnings
-from revisiting_bn.results import (add_epoch, add_norm_statistics, add_signal_warning, interrupted, new_record,
-                                   outcome, read_record, record_failure, resumed_record, write_results)
-from revisiting_bn.runs import WRITTEN, RunLock, check_writable, files_of_weights, output_paths
-from revisiting_bn.seeds import make_deterministic
-from revisiting_bn.weight_decay_and_learning_rate import build_optimizer
+
+def resume_command(argv, threads=None):
+    """The command that continues this run from any folder: this one's folder (relative paths stay right), the
+    thread count (it changes the CPU's rounding), this Python and train.py by their full paths."""
+    flags = [flag for flag in argv if flag != '--overwrite']
+    if threads and not any(flag == '--threads' or flag.startswith('--threads=') for flag in flags):
+        flags += ['--threads', str(threads)]
+    command = [sys.executable, os.path.abspath(__file__), *flags, *([] if '--resume' in flags else ['--resume'])]
+    return f'cd {shlex.quote(os.getcwd())} && {shlex.join(command)}'
+
+
+if __name__ == '__main__':  # a Ctrl-C or SIGTERM while the imports below load is a stop too, said as such
+    stops_end_the_program('train.py', lambda: f'while it started, before anything was trained. Resume with: '
+                                              f'{resume_command(sys.argv[1:])}')
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from revisiting_bn.batch_norm import layer_seeing_one_value  # noqa: E402
+from revisiting_bn.checkpoint import CHECKPOINT_FORMAT, restore_checkpoint  # noqa: E402
+from revisiting_bn.cli import USAGE, RunError, exit_on_error, plural  # noqa: E402
+from revisiting_bn.cpu_threads import CpuRun, oversubscription, set_threads  # noqa: E402
+from revisiting_bn.data import (PAPER_CIFAR10_MEAN, PAPER_CIFAR10_STD, ImageBatches, channel_mean_std,  # noqa: E402
+                                data_folder, load_dataset, split_train_validation)
+from revisiting_bn.distributed import setup  # noqa: E402
+from revisiting_bn.engine import Epoch, evaluate_network, train_one_epoch  # noqa: E402
+from revisiting_bn.experiment import as_given, differing_settings, experiment_settings, replaced, run_config  # noqa
+from revisiting_bn.fast_path import build_step  # noqa: E402
+from revisiting_bn.flags import canonical_seed, given_settings, parse_args  # noqa: E402
+from revisiting_bn.lifecycle import RunOutputs, RunStopped, StopOnSignal, find_start, saved_so_far  # noqa: E402
+from revisiting_bn.networks import construct_network, train_only_norms  # noqa: E402
+from revisiting_bn.norm_statistics import MEASURED_IMAGES, NormStatistics, signal_warnings  # noqa: E402
+from revisiting_bn.results import (add_epoch, add_norm_statistics, add_signal_warning, interrupted,  # noqa: E402
+                                   new_record, outcome, read_record, resumed_record)
+from revisiting_bn.runs import WRITTEN, RunLock, check_writable, files_of_weights, output_paths  # noqa: E402
+from revisiting_bn.seeds import make_deterministic  # noqa: E402
+from revisiting_bn.weight_decay_and_learning_rate import build_optimizer  # noqa: E402
 
 # With fp16 every SGD step goes through fast_path.sgd_step, which the scheduler cannot see.
 warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`')
-
-
-class RunStopped(Exception):
-    """A signal stopped the run after its checkpoint and results were written (status 128 + signal)."""
-
-    def __init__(self, message, status):
-        super().__init__(message)
-        self.status = status
-
-
-class StopOnSignal:
-    """SIGTERM (cluster preemption) and SIGINT (Ctrl-C) ask the training loop to stop at the next step
-    boundary, where it can write a checkpoint; a second signal interrupts at once."""
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __enter__(self):
-        self.received, self.previous = None, {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self.previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-        return False
 
 
 @dataclass
@@ -198,16 +184,6 @@ def check_distributed(args, world):
         raise RunError('--sync_bn needs CUDA (torch.nn.SyncBatchNorm runs on GPUs only)', USAGE)
 
 
-def resume_command(argv, threads):
-    """The command that continues this run from any folder: this one's folder (relative paths stay right), the
-    thread count (it changes the CPU's rounding), this Python and train.py by their full paths."""
-    flags = [flag for flag in argv if flag != '--overwrite']
-    if not any(flag == '--threads' or flag.startswith('--threads=') for flag in flags):
-        flags += ['--threads', str(threads)]
-    command = [sys.executable, os.path.abspath(__file__), *flags, *([] if '--resume' in flags else ['--resume'])]
-    return f'cd {shlex.quote(os.getcwd())} && {shlex.join(command)}'
-
-
 @contextlib.contextmanager
 def locked(paths, world, device_name):
     """The run's lock (runs.RunLock), held by rank 0 for the whole run, after checking that its folders can be
@@ -271,11 +247,6 @@ def epoch_line(row, num_epochs, improved):
             f"lr {row['learning_rate']:.3g}  {row['epoch_time_s']:.1f}s{'  *best' if improved else ''}")
 
 
-def saved_so_far(completed_epochs):
-    return (f'keeping the checkpoint and results of epoch {completed_epochs}' if completed_epochs
-            else 'before any epoch ended: nothing was saved')
-
-
 def train_and_evaluate(args, epoch, model, data, world, stop, device):
     """One epoch of the protocol: SGD over the training set, the schedule's step, then validation and test.
     Returns the epoch's metrics, or None when a signal stopped it mid-epoch."""
@@ -302,35 +273,11 @@ def train_and_evaluate(args, epoch, model, data, world, stop, device):
             'epoch_time_s': time.time() - started}
 
 
-def stopped(signum, where, paths, argv, threads):
-    return RunStopped(f'stopped by {signal.Signals(signum).name} {where}; checkpoint {paths["checkpoint"]}. '
-                      f'Resume with: {resume_command(argv, threads)}', 128 + signum)
-
-
-@contextlib.contextmanager
-def failures_recorded(paths, world):
-    """A run that fails (a full disk, a non-finite loss, any error) says so in its results JSON, which would
-    otherwise still say 'running' for the last saved epoch; a signal's stop has already said 'interrupted'."""
-    try:
-        yield
-    except RunStopped:
-        raise
-    except BaseException as error:
-        if world.is_main:
-            stopped_by_hand = isinstance(error, KeyboardInterrupt)
-            record_failure(paths, 'interrupted' if stopped_by_hand else 'failed',
-                           'interrupted' if stopped_by_hand else describe(error))
-        if isinstance(error, OSError):  # a full disk, a vanished folder: what was saved before stays whole
-            raise RunError(f'{describe(error)}; the files of the last saved epoch are intact: once that is mended, '
-                           f'add --resume to continue') from None
-        raise
-
-
-def already_finished(args, paths, record, world, log):
-    if world.is_main:
-        write_results(paths, record)  # the checkpoint may be one write ahead of the results
-    log(f"{args.name} already finished {plural(len(record['epochs']), 'epoch')} ({outcome(record)}): nothing to do")
-    return record
+def stopped(stop, where, paths, argv, threads):
+    """The RunStopped that ends a run stopped by the signal ``stop`` (a signal number or cli.Stopped) ``where``."""
+    name = stop.name if isinstance(stop, Stopped) else Stopped(stop).name
+    return RunStopped(f'stopped by {name} {where}; checkpoint {paths["checkpoint"]}. Resume with: '
+                      f'{resume_command(argv, threads)}', 128 + (stop.signum if isinstance(stop, Stopped) else stop))
 
 
 def announce(args, data, device, world, model, start, paths, log):
@@ -354,15 +301,9 @@ def observe(record, norm_stats, epoch, log):
             log(warning['message'], file=sys.stderr, flush=True)
 
 
-def train(args, argv, world, device_name, paths, cpu_run=None):
-    """The paper's protocol for one run (on every torchrun process; only rank 0 writes and prints). ``cpu_run``
-    (cpu_threads.CpuRun) tells a CPU run what else keeps its cores busy."""
-    log = print if world.is_main else (lambda *a, **k: None)
-    started = time.time()
-    start = find_start(args, paths)
-    if start.kind == 'finished':
-        return already_finished(args, paths, start.record, world, log)
-
+def prepare(args, world, device_name, paths, start, log):
+    """Everything the epochs need, made before the first one: the data, the seeded network and its optimizer (restored
+    from the checkpoint when resuming), the per-layer statistics, and the results record."""
     device = torch.device(device_name)
     data = prepare_data(args, paths['images'], device, log)
     model = build_model(args, data, device, world)
@@ -377,27 +318,47 @@ def train(args, argv, world, device_name, paths, cpu_run=None):
         observe(record, norm_stats, 0, log)
     remove_old_files(args, paths, world)
     announce(args, data, device, world, model, start, paths, log)
+    return device, data, model, norm_stats, record, first_epoch
+
+
+def train(args, argv, world, device_name, paths, cpu_run=None):
+    """The paper's protocol for one run (on every torchrun process; only rank 0 writes and prints). ``cpu_run``
+    (cpu_threads.CpuRun) tells a CPU run what else keeps its cores busy."""
+    log = print if world.is_main else (lambda *a, **k: None)
+    started = time.time()
+    start = find_start(args, paths)
+    if start.kind == 'finished':
+        RunOutputs(paths, None, world.is_main).already_finished(start.record)
+        log(f"{args.name} already finished {plural(len(start.record['epochs']), 'epoch')} ({outcome(start.record)}): "
+            f"nothing to do")
+        return start.record
+    try:
+        device, data, model, norm_stats, record, first_epoch = prepare(args, world, device_name, paths, start, log)
+    except Stopped as stop:
+        raise stopped(stop, 'while starting, before this session trained a step; its files are as they were',
+                      paths, argv, args.threads) from None
     check_cpu_share(args, cpu_run, start, lambda line: log(line, file=sys.stderr, flush=True))
-    elapsed_before = record['wall_time_s']
-
-    with failures_recorded(paths, world), StopOnSignal() as stop, \
-            CheckpointSaver(paths, model, enabled=world.is_main) as saver:
-        for epoch in range(first_epoch, args.num_epochs + 1):
-            row = train_and_evaluate(args, epoch, model, data, world, stop, device)
-            wall_time = elapsed_before + time.time() - started
-            if row is None:  # stopped mid-epoch: the checkpoint keeps the position within it
-                saver.save(interrupted(record, wall_time), epoch - 1)
-                raise stopped(stop.received, f'at epoch {epoch}, step {model.epoch.steps_done}/{model.epoch.steps}',
-                              paths, argv, args.threads)
-            # The best weights are written before the results by this epoch's save.
-            improved = add_epoch(record, row, epoch == args.num_epochs, wall_time, model.step.execution,
-                                 paths['weights'])
-            if norm_stats:
-                observe(record, norm_stats, epoch, log)
-            saver.save(record, epoch, best_weights=improved, announce=epoch_line(row, args.num_epochs, improved))
-            if world.any(stop.received is not None, device) and epoch < args.num_epochs:
-                raise stopped(stop.received or signal.SIGTERM, f'after epoch {epoch}', paths, argv, args.threads)
-
+    elapsed_before, epoch = record['wall_time_s'], first_epoch
+    try:
+        with RunOutputs(paths, model, enabled=world.is_main) as outputs, StopOnSignal() as stop:
+            for epoch in range(first_epoch, args.num_epochs + 1):
+                row = train_and_evaluate(args, epoch, model, data, world, stop, device)
+                wall_time = elapsed_before + time.time() - started
+                if row is None:  # stopped mid-epoch: the checkpoint keeps the position within it
+                    outputs.save(interrupted(record, wall_time), epoch - 1)
+                    raise stopped(stop.received, f'at epoch {epoch}, step {model.epoch.steps_done}/'
+                                                 f'{model.epoch.steps}', paths, argv, args.threads)
+                # The best weights are written before the results by this epoch's save.
+                improved = add_epoch(record, row, epoch == args.num_epochs, wall_time, model.step.execution,
+                                     paths['weights'])
+                if norm_stats:
+                    observe(record, norm_stats, epoch, log)
+                outputs.save(record, epoch, best_weights=improved, announce=epoch_line(row, args.num_epochs, improved))
+                if world.any(stop.received is not None, device) and epoch < args.num_epochs:
+                    raise stopped(stop.received or signal.SIGTERM, f'after epoch {epoch}', paths, argv, args.threads)
+    except Stopped as stop_now:  # a second signal: at once, the last saved epoch kept
+        raise stopped(stop_now, f'at once (a second signal) in epoch {epoch}, {saved_so_far(epoch - 1)}', paths,
+                      argv, args.threads) from None
     took = f'{time.time() - started:.0f} s'
     took += f" this session, {record['wall_time_s']:.0f} s in all" if elapsed_before else ''
     log(f"done in {took}: {outcome(record)}; weights {record['weights_file']}, results {paths['json']}")
@@ -433,7 +394,8 @@ def with_recorded_settings(args, argv, log=print):
         raise RunError(f"--evaluate {args.evaluate}: {'; '.join(contradictions)} "
                        f"{'contradicts' if len(contradictions) == 1 else 'contradict'} the run's record "
                        f"{files['json']}: leave them out to evaluate with the run's settings", USAGE)
-    settings = {name: recorded[name] for name in experiment_settings() if name in recorded}
+    flags = as_given(recorded)  # the network is rebuilt from the flags as given (--bn_weight -1 too)
+    settings = {name: flags[name] for name in experiment_settings() if name in flags}
     settings.update({name: recorded[name] for name in ('data_dir', 'cache_dir') if name in recorded and
                      name not in given})
     if settings.get('image_size') is None and recorded.get('dataset') == 'folder':
@@ -477,6 +439,8 @@ def main(argv=None):
     args = parse_args(argv, adjust=lambda raw: with_recorded_settings(raw, argv) if raw.evaluate else raw)
     if args.seed == '0':
         print('NOTE: seed 0 is the seed of the validation split; the paper\'s trials use seeds 1..15')
+    for line in [] if args.evaluate else replaced(args):
+        print(line)
     world, device_name = setup(args.device)
     set_threads(args.threads)
     on_cpu = torch.device(device_name).type == 'cpu'
@@ -495,33 +459,22 @@ def main(argv=None):
         world.close(together=done)
 
 
-class Terminated(Exception):
-    """SIGTERM before training began (or after it ended): nothing to save, but the lock must go."""
-
-
-def _terminate(signum, frame):
-    raise Terminated
-
-
 def run(argv=None):
-    """Command-line entry: known problems end with a one-line message and a non-zero exit, no traceback."""
-    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
-        else None
+    """Command-line entry: known problems end with a one-line message and a non-zero exit, no traceback; a stop
+    signal at any moment ends with 'stopped by SIG...' and the command that resumes the run."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        with exit_on_error('train.py', passing=(Terminated, RunStopped)):  # any other error: one line
+        with stops_raise(), exit_on_error('train.py', passing=(RunStopped,)):  # any other error: one line
             return main(argv)
-    except Terminated:
-        print('train.py: stopped by SIGTERM before training started; nothing was trained', file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM)
-    except RunStopped as stopped:
-        print(f'train.py: {stopped}', file=sys.stderr)
-        sys.exit(stopped.status)
-    except KeyboardInterrupt:
-        print('train.py: interrupted; --resume continues from the last checkpoint', file=sys.stderr)
-        sys.exit(130)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    except Stopped as stop:  # before the run's lock and files (parsing, setting up) or after it ended
+        evaluating = any(flag == '--evaluate' or flag.startswith('--evaluate=') for flag in argv)
+        print(f'train.py: stopped by {stop.name} ' + ('before it evaluated anything' if evaluating else
+              f'outside training (nothing of this session is unsaved). Resume with: {resume_command(argv)}'),
+              file=sys.stderr)
+        sys.exit(stop.status)
+    except RunStopped as stop:
+        print(f'train.py: {stop}', file=sys.stderr)
+        sys.exit(stop.status)
 
 
 if __name__ == '__main__':

@@ -8,13 +8,15 @@ import argparse
 import contextlib
 import errno
 import os
+import signal
 import sys
+import threading
 
 USAGE, FAILURE = 2, 1  # a usage error (flags, a run that clashes with its files); a problem with files, data, training
 TRACEBACK_VARIABLE = 'REVISITING_BN_TRACEBACK'  # set to 1 to see the traceback of an unexpected error
 
-__all__ = ['USAGE', 'FAILURE', 'TRACEBACK_VARIABLE', 'RunError', 'UsageError', 'OneLineParser', 'describe',
-           'exit_on_error', 'plural']
+__all__ = ['USAGE', 'FAILURE', 'TRACEBACK_VARIABLE', 'STOP_SIGNALS', 'RunError', 'UsageError', 'Stopped',
+           'stops_raise', 'stops_end_the_program', 'OneLineParser', 'describe', 'exit_on_error', 'plural', 'as_number']
 
 
 class RunError(Exception):
@@ -30,6 +32,57 @@ class UsageError(RunError):
 
     def __init__(self, message):
         super().__init__(message, USAGE)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # a cluster's preemption, a user's Ctrl-C
+
+
+class Stopped(BaseException):
+    """A stop signal (SIGTERM, SIGINT) received at a moment with nothing to save. It derives from BaseException, as
+    KeyboardInterrupt does, so that no ``except Exception`` around reading a file or building a network can mistake a
+    stop for an error of its own."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.name, self.status = signum, signal.Signals(signum).name, 128 + signum
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+def _install(handler):
+    """``handler`` for SIGTERM and SIGINT (in the main thread, where Python runs handlers); the previous ones."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+
+
+@contextlib.contextmanager
+def stops_raise():
+    """Within the block, SIGTERM and SIGINT raise Stopped; the previous handlers come back afterwards."""
+    previous = _install(_raise_stopped)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def stops_end_the_program(prog, then):
+    """From here on, a stop signal that nothing else answers ends the program with '{prog}: stopped by SIG... '
+    + ``then()`` and status 128 + N, no traceback: for the moments before a program's own handling starts (while it
+    imports PyTorch, say). Python runs this hook for an exception that reaches the top of the program."""
+    _install(_raise_stopped)
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if not issubclass(kind, Stopped):
+            return previous(kind, value, traceback)
+        sys.stdout.flush()
+        print(f'{prog}: stopped by {value.name} {then()}', file=sys.stderr, flush=True)
+        os._exit(value.status)
+    sys.excepthook = hook
 
 
 class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -80,7 +133,7 @@ def describe(error):
 @contextlib.contextmanager
 def exit_on_error(prog, passing=()):
     """Around a program's main: any exception it lets out ends the program with 'prog: error: ...' in one line
-    and a non-zero status (a usage error's 2, else 1); SystemExit, KeyboardInterrupt and the exception types
+    and a non-zero status (a usage error's 2, else 1); SystemExit, KeyboardInterrupt, Stopped and the exception types
     ``passing`` (that the program answers itself) pass through."""
     try:
         yield
@@ -95,3 +148,11 @@ def exit_on_error(prog, passing=()):
 
 def plural(count, noun):
     return f'{count} {noun}{"" if count == 1 else "s"}'
+
+
+def as_number(value):
+    """``value`` (a number, or text such as a command-line value) as a float, or None where it is none."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

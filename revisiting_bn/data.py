@@ -22,11 +22,12 @@ import numpy as np
 import torch
 
 from .cli import RunError
-from .protocol import FAKE_MIN_SIZE, VALIDATION_FRACTION, VALIDATION_SPLIT_SEED
+from .protocol import FAKE_MIN_SIZE, FAKE_SIZE, VALIDATION_FRACTION, VALIDATION_SPLIT_SEED
 from .seeds import make_complex
 
-__all__ = ['SMALL_IMAGE_MAX', 'DatasetInfo', 'DATASETS', 'TRAINABLE_DATASETS', 'PAPER_CIFAR10_MEAN', 'PAPER_CIFAR10_STD', 'DatasetError',
-           'ImageData', 'data_folder', 'load_dataset', 'split_train_validation', 'channel_mean_std', 'ImageBatches']
+__all__ = ['SMALL_IMAGE_MAX', 'DatasetInfo', 'DATASETS', 'TRAINABLE_DATASETS', 'PAPER_CIFAR10_MEAN',
+           'PAPER_CIFAR10_STD', 'DatasetError', 'ImageData', 'data_folder', 'data_problem', 'fetch_dataset', 'load_dataset',
+           'split_train_validation', 'channel_mean_std', 'ImageBatches']
 
 
 # Images up to this size (CIFAR's 32, Fashion-MNIST's 28, up to 64) get the paper's 3x3 stride-1 ResNet stem without
@@ -188,6 +189,15 @@ def _load_fashionmnist(root, download):
 DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'  # Debian's dataset-fashion-mnist package
 
 
+def _how_to_get(name):
+    """Where a dataset's files come from when they cannot be downloaded here, as the end of a message."""
+    if name == 'fashionmnist':
+        return (f"; Debian's dataset-fashion-mnist package installs them in {DEBIAN_FASHION_MNIST}"
+                + (' (present here): pass --data_dir there' if os.path.isdir(DEBIAN_FASHION_MNIST) else ''))
+    archive = name.replace('cifar', 'cifar-')
+    return f'; put the extracted {archive}-python.tar.gz (its {_CIFAR_FILES[name][0]} folder) there'
+
+
 def data_folder(name, folder, given):
     """Where to read dataset ``name``: ``folder``, except for Fashion-MNIST when no --data_dir was ``given``, ``folder``
     lacks its files and Debian's dataset-fashion-mnist package has them (the same files torchvision downloads): then
@@ -211,11 +221,7 @@ def _download(name, root, download, missing, where=None):
     The download goes to a temporary folder first: nothing is created in ``root`` unless it
     succeeds (a data folder may be a system folder, or shared).
     """
-    hint = {'fashionmnist': f"; Debian's dataset-fashion-mnist package installs them in {DEBIAN_FASHION_MNIST}"
-                            + (' (present here): pass --data_dir there' if os.path.isdir(DEBIAN_FASHION_MNIST)
-                               else ''),
-            'cifar10': '; put the extracted cifar-10-python.tar.gz (its cifar-10-batches-py folder) there',
-            'cifar100': '; put the extracted cifar-100-python.tar.gz (its cifar-100-python folder) there'}[name]
+    hint = _how_to_get(name)
     lacking = f'{name}: no {missing} in {where or root}'
     if not download:
         raise DatasetError(lacking + hint)
@@ -232,6 +238,62 @@ def _download(name, root, download, missing, where=None):
         shutil.rmtree(temporary, ignore_errors=True)
 
 
+def _unreadable(path, check):
+    """Why the file at ``path`` cannot be the dataset file ``check`` expects (its first bytes), or None."""
+    try:
+        opener = gzip.open if path.endswith('.gz') else open
+        with opener(path, 'rb') as f:
+            head = f.read(4)
+    except (OSError, EOFError) as error:
+        return f'cannot read {path} ({type(error).__name__}: {error})'
+    return None if check(head) else f'{path} is not a dataset file of this kind (its first bytes are {head!r})'
+
+
+def _dataset_files(name, root):
+    """(the dataset's files under ``root``, a check of a file's first bytes, what the files are called), or None for
+    the files of a dataset that has no fixed files."""
+    if name in _CIFAR_FILES:
+        folder, train_files, test_files, _ = _CIFAR_FILES[name]
+        return ([os.path.join(root, folder, f) for f in train_files + test_files], lambda head: head[:1] == b'\x80',
+                f'{folder}/{{{",".join(train_files + test_files)}}}')
+    if name == 'fashionmnist':
+        files = _fashionmnist_files(root) or [os.path.join(root, stem) for stem in _FASHION_MNIST_STEMS]
+        return files, lambda head: len(head) == 4 and head[2] == 0x08, f'{{{",".join(_FASHION_MNIST_STEMS)}}}[.gz]'
+    return None
+
+
+def data_problem(name, root):
+    """Why dataset ``name`` cannot be read from ``root`` as it is (one line: its files missing, or unreadable by their
+    first bytes), or None; nothing is downloaded or loaded. A folder of images is checked by its layout."""
+    if name == 'folder':
+        from .image_folder import scan
+        try:
+            scan(root)
+        except RunError as error:
+            return str(error)
+        return None
+    files = _dataset_files(name, root)
+    if files is None:
+        return None
+    paths, check, called = files
+    if not all(os.path.isfile(path) for path in paths):
+        return f'{name}: no {called} in {root}{_how_to_get(name)}'
+    return next(filter(None, (_unreadable(path, check) for path in paths)), None)
+
+
+def fetch_dataset(name, root):
+    """Make dataset ``name`` readable from ``root`` before any run needs it: nothing to do where it is there; missing
+    files are downloaded once (torchvision's download, into a temporary folder first); DatasetError with one line
+    where they cannot be had or read."""
+    problem = data_problem(name, root)
+    files = _dataset_files(name, root)
+    if problem and files and not all(os.path.isfile(path) for path in files[0]):
+        _download(name, root, True, files[2])
+        problem = data_problem(name, root)
+    if problem:
+        raise DatasetError(problem)
+
+
 def _make_fake(size):
     """Random CIFAR-shaped images with balanced random labels: for speed and smoke tests only."""
     if size < FAKE_MIN_SIZE:
@@ -246,7 +308,7 @@ def _make_fake(size):
     return ImageData(*draw(size), *draw(max(size // 5, 10)), 10, is_fake=True)
 
 
-def load_dataset(name, root, download=True, fake_size=50000, image_size=None, cache_dir=None, device_type='cpu',
+def load_dataset(name, root, download=True, fake_size=FAKE_SIZE, image_size=None, cache_dir=None, device_type='cpu',
                  log=None):
     """Load a dataset's official train and test sets as uint8 tensors.
 

@@ -19,11 +19,12 @@ from .data import TRAINABLE_DATASETS
 from .engine import PRECISIONS
 from .experiment import ROLES
 from .networks import INPUT_NORMS, NETWORKS, TORCHVISION, network_problem, torchvision_norm_problem
-from .protocol import DEFAULTS, FAKE_MIN_SIZE, resolve_bn_weight
+from .protocol import DEFAULTS, FAKE_MIN_SIZE, FAKE_SIZE, resolve_bn_weight
+from .runs import DEFAULT_PATH
 from .weight_decay_and_learning_rate import SCHEDULERS
 
-__all__ = ['build_parser', 'parse_args', 'canonical_seed', 'given_settings', 'validate_args', 'complete_args', 'device_problem',
-           'resolve_device']
+__all__ = ['build_parser', 'parse_args', 'canonical_seed', 'given_settings', 'validate_args', 'complete_args',
+           'name_problems', 'device_problem', 'resolve_device']
 
 
 def build_parser(raise_errors=False):
@@ -90,7 +91,7 @@ def build_parser(raise_errors=False):
               'default: the median shorter side of the training images)')
     flag('--cache_dir', default=None,
          help='--dataset folder: where the decoded images are cached (default: {path}/folder/cache)')
-    flag('--fake_size', default=50000, type=int,
+    flag('--fake_size', default=FAKE_SIZE, type=int,
          help="number of training images of --dataset fake (the test set is a fifth of it)")
     flag('--precision', default='fp32', choices=tuple(PRECISIONS),
          help='arithmetic of forward and backward: fp32, or bf16/fp16 autocast (BN weights stay fp32; '
@@ -195,7 +196,7 @@ def _control_problems(args):
     if args.change_num_epochs and not args.resume:
         problems.append('--change_num_epochs only applies with --resume')
     if args.name is not None:
-        problems += _name_problems(args.name)
+        problems += name_problems(args.name)
     for flag in ('path', 'data_dir'):
         if '\0' in (getattr(args, flag) or ''):
             problems.append(f'--{flag} must not contain a NUL character')
@@ -205,14 +206,15 @@ def _control_problems(args):
 NAME_BYTES = 200  # the longest file a run makes, '.{name}-last.pt.tmp{pid}', stays under the usual 255 bytes
 
 
-def _name_problems(name):
+def name_problems(name, flag='--name'):
+    """Why ``name`` cannot name a run's files (or a sweep's folder), as messages about ``flag``."""
     if os.sep in name or name in ('.', '..') or not name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return [f'--name must be a plain file name (no {os.sep}, not blank, no control characters such as a '
+        return [f'{flag} must be a plain file name (no {os.sep}, not blank, no control characters such as a '
                 f'newline), got {name!r}']
     if name != name.strip():
-        return [f'--name must not start or end with a space, got {name!r}']
+        return [f'{flag} must not start or end with a space, got {name!r}']
     if len(name.encode('utf-8')) > NAME_BYTES:
-        return [f'--name must be at most {NAME_BYTES} bytes long (its files add a prefix and a suffix), got '
+        return [f'{flag} must be at most {NAME_BYTES} bytes long (its files add a prefix and a suffix), got '
                 f'{len(name.encode("utf-8"))}']
     return []
 
@@ -241,7 +243,7 @@ def complete_args(args):
     args.threads = args.threads or default_threads()
     if not args.name:  # the original's default name, values as Python prints them: weight0.1_c100, weight1.0_c1.0
         args.name = f'{args.dataset}_train_weight{args.bn_weight}_c{args.c}'
-    args.path = args.path or os.path.join('.', 'training', '')
+    args.path = args.path or DEFAULT_PATH
     if args.dataset == 'folder' and not args.cache_dir:
         args.cache_dir = os.path.join(args.path, 'folder', 'cache')
     return args

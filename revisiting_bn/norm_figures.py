@@ -16,7 +16,13 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from .protocol import INPUT_BN, INPUT_BN_LAYER  # noqa: E402
 from .results import is_finished  # noqa: E402
 
-__all__ = ['norm_runs', 'final_gammas', 'gamma_distance', 'xhat_by_layer']
+__all__ = ['spans_orders', 'norm_runs', 'final_gammas', 'gamma_distance', 'xhat_by_layer']
+
+
+def spans_orders(values, factor=100.0):
+    """Whether positive ``values`` span more than ``factor`` (a log scale then shows every curve)."""
+    values = np.asarray([v for v in np.ravel(values) if np.isfinite(v)], dtype=float)
+    return values.size > 1 and values.min() > 0 and values.max() / values.min() > factor
 
 def stable_names(stats):
     """A run's statistics with every layer under its name inside the network: records made before the names were
@@ -113,9 +119,7 @@ def xhat_by_layer(runs):
                 values = [[row['layers'][n][key] for n in layers] for row in rows]
                 _band(ax, depth, values, f'{label}, epoch {rows[0]["epoch"]}', markersize=3, **style)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        values = [v for line in ax.get_lines() for v in line.get_ydata()]
-        finite = [v for v in values if np.isfinite(v)]
-        logarithmic = key == 'xhat_max_abs' and finite and min(finite) > 0 and max(finite) / min(finite) > 100
+        logarithmic = key == 'xhat_max_abs' and spans_orders([v for line in ax.get_lines() for v in line.get_ydata()])
         if logarithmic:
             ax.set_yscale('log')
         ax.set(xlabel='normalisation layer, in network order (0: the input BN)', ylabel=title,

@@ -33,13 +33,12 @@ import torch.nn as nn
 
 from .batch_norm import NORM_LAYER_TYPES
 from .networks import layer_name
+from .protocol import XHAT_THRESHOLD
 
 __all__ = ['THRESHOLD', 'VANISHING_XHAT_RMS', 'EXPLODING_XHAT_RMS', 'norm_layers', 'NormStatistics',
            'signal_problems', 'signal_warnings']
 
-# |x_hat| > 3 has probability 0.27% for a standard normal: a much larger share means heavy tails, the "overly large
-# values" of the paper.
-THRESHOLD = 3.0
+THRESHOLD = XHAT_THRESHOLD
 MEASURED_IMAGES = 128
 # x_hat's RMS is sqrt(var / (var + eps)) with batch statistics: under 0.5 the input's variance is below a third of eps.
 VANISHING_XHAT_RMS = 0.5

@@ -10,7 +10,8 @@ Nothing here imports torch.
 import math
 
 __all__ = ['DEFAULTS', 'TRIAL_SEEDS', 'VALIDATION_SPLIT_SEED', 'VALIDATION_FRACTION', 'SIGNIFICANCE',
-           'INPUT_BN_FACTOR', 'INPUT_BN', 'INPUT_BN_LAYER', 'BN_EPS', 'BN_MOMENTUM', 'FAKE_MIN_SIZE', 'resolve_bn_weight']
+           'INPUT_BN_FACTOR', 'INPUT_BN', 'INPUT_BN_LAYER', 'BN_EPS', 'BN_MOMENTUM', 'FAKE_SIZE', 'FAKE_MIN_SIZE',
+           'XHAT_THRESHOLD', 'resolve_bn_weight']
 
 # train.py's defaults: the paper's setting. c is an int, as in the original code, so the default run name says
 # c100 (and c100.0 with --c 100).
@@ -29,6 +30,10 @@ INPUT_BN_FACTOR = 0.58
 INPUT_BN = '0'
 INPUT_BN_LAYER = 'input_bn'  # its name among the per-layer statistics, where the network's layers keep their own names
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # torchvision's defaults; the paper keeps them
+# |x_hat| > 3 has probability 0.27% for a standard normal: a much larger share means heavy tails, the "overly large
+# values" of the paper's second observation, which every run measures (norm_statistics.py).
+XHAT_THRESHOLD = 3.0
+FAKE_SIZE = 50000  # --dataset fake: training images, CIFAR-10's count (its test set is a fifth of it)
 FAKE_MIN_SIZE = 100  # --dataset fake: the stratified 10% validation split needs every one of its 10 classes
 
 

@@ -15,13 +15,13 @@ import numpy as np  # noqa: E402
 
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .cli import plural  # noqa: E402
-from .norm_figures import final_gammas, gamma_distance, norm_runs, xhat_by_layer  # noqa: E402
+from .cli import as_number, plural  # noqa: E402
+from .norm_figures import final_gammas, gamma_distance, norm_runs, spans_orders, xhat_by_layer  # noqa: E402
 from .experiment import METHOD  # noqa: E402
-from .protocol import INPUT_BN, SIGNIFICANCE, resolve_bn_weight  # noqa: E402
+from .protocol import INPUT_BN, SIGNIFICANCE, XHAT_THRESHOLD, resolve_bn_weight  # noqa: E402
 from .results import is_finished  # noqa: E402
 from .runs import run_files  # noqa: E402
-from .t_test import format_p  # noqa: E402
+from .t_test import format_p, half_width  # noqa: E402
 
 __all__ = ['FIGURES', 'CAPTIONS', 'write_plots', 'best_weights_file', 'bn_scales', 'grid_axes']
 
@@ -74,12 +74,6 @@ def paired_accuracies(groups, comparisons, baseline, path):
                title=f"{c['configuration']} vs {baseline}: p = {format_p(c['p_value'])}")
         ax.legend()
     _save(fig, path)
-
-
-def spans_orders(values, factor=100.0):
-    """Whether positive ``values`` span more than ``factor`` (a log scale then shows every curve)."""
-    values = np.asarray([v for v in np.ravel(values) if np.isfinite(v)], dtype=float)
-    return values.size > 1 and values.min() > 0 and values.max() / values.min() > factor
 
 
 def curves(groups, path):
@@ -177,15 +171,8 @@ def differences(comparisons, baseline, path):
     _save(fig, path)
 
 
-def _number(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _value(value):
-    number = _number(value)
+    number = as_number(value)
     return f'{number:g}' if number is not None and not isinstance(value, bool) else str(value)
 
 
@@ -206,7 +193,6 @@ def grid_axes(groups, baseline):
 def grid(groups, rows, comparisons, baseline, axes, path):
     """Mean test accuracy at the best validation epoch with its 95% interval against the first grid setting, a line
     per value of the second; a filled star marks a configuration significantly above the baseline after Holm."""
-    from scipy import stats
     by_label = {r['configuration']: r for r in rows}
     tested = {c['configuration']: c for c in comparisons}
     first, second = axes[0], (axes[1] if len(axes) > 1 else None)
@@ -216,26 +202,25 @@ def grid(groups, rows, comparisons, baseline, axes, path):
             continue
         config = next(iter(seeds.values()))['record']['config']
         lines.setdefault(None if second is None else config.get(second), []).append((config.get(first), label))
-    numeric = all(_number(x) is not None for points in lines.values() for x, _ in points)
-    values = sorted({_number(x) for points in lines.values() for x, _ in points}) if numeric else []
+    numeric = all(as_number(x) is not None for points in lines.values() for x, _ in points)
+    values = sorted({as_number(x) for points in lines.values() for x, _ in points}) if numeric else []
     logarithmic = bool(values) and values[0] > 0 and values[-1] / values[0] >= 10
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ordered = sorted(lines.items(), key=lambda item: (_number(item[0]) is None, _number(item[0]) or 0, str(item[0])))
+    ordered = sorted(lines.items(), key=lambda item: (as_number(item[0]) is None, as_number(item[0]) or 0, str(item[0])))
     for index, (value, points) in enumerate(ordered):
-        points = sorted(points, key=lambda p: _number(p[0]) if numeric else str(p[0]))
+        points = sorted(points, key=lambda p: as_number(p[0]) if numeric else str(p[0]))
         shift = index - (len(ordered) - 1) / 2  # the lines side by side at each x, so their intervals stay apart
         if numeric and logarithmic:
-            xs = [_number(x) * 10 ** (0.012 * shift) for x, _ in points]
+            xs = [as_number(x) * 10 ** (0.012 * shift) for x, _ in points]
         elif numeric:
-            xs = [_number(x) + 0.008 * shift * ((values[-1] - values[0]) or 1) for x, _ in points]
+            xs = [as_number(x) + 0.008 * shift * ((values[-1] - values[0]) or 1) for x, _ in points]
         else:
             xs = [str(x) for x, _ in points]
         means, halves = [], []
         for _, label in points:
             accuracies = np.asarray(by_label[label]['best_values'], dtype=float)
             means.append(accuracies.mean())
-            halves.append(stats.t.ppf(0.975, accuracies.size - 1) * accuracies.std(ddof=1) / np.sqrt(accuracies.size)
-                          if accuracies.size > 1 else 0.0)
+            halves.append(half_width(accuracies))
         line = ax.errorbar(xs, means, yerr=halves, marker='o', capsize=3,
                            label=f'{second} = {_value(value)}' if second else first)[0]
         for x, mean, (_, label) in zip(xs, means, points):
@@ -267,7 +252,8 @@ CAPTIONS = {  # what each figure shows, in one sentence, for report.md
     'curves': 'training loss, validation loss and validation accuracy by epoch, the mean over seeds and the range.',
     'bn_scales': 'every BN scale after training against its initial value (the paper\'s first observation).',
     'gamma_distance': 'how far gamma moved from its start, epoch by epoch, in the early, middle and late layers.',
-    'xhat': 'the largest |x_hat| and the share of |x_hat| above 3, layer by layer, after the first and the last '
+    'xhat': f'the largest |x_hat| and the share of |x_hat| above {XHAT_THRESHOLD:g}, layer by layer, after the first and '
+            f'the last '
             'epoch (the paper\'s second observation).',
 }
 FIGURES = tuple(f'{stem}.png' for stem in STEMS)

@@ -1,4 +1,4 @@
-"""A run's results record: its shape, how it grows each epoch, its files (written here only), where a run stands.
+"""A run's results record: its shape, how it grows each epoch, its files (their formats written here only).
 
 A run named N writes (see runs.py for where):
   N.txt    the original code's results file: 'Setting: value,,,, ' lines, then a CSV table
@@ -12,16 +12,14 @@ import json
 import os
 import platform
 import re
-from dataclasses import dataclass
-
 from .cli import RunError, plural
-from .experiment import comparable, differing_settings, protocol
-from .runs import write_text
+from .experiment import as_trained, comparable, differing_settings, protocol
+from .runs import sweep_home_of, write_text
 
 __all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'results_csv',
            'statistics_csv', 'write_results', 'new_record', 'resumed_record', 'add_epoch', 'add_norm_statistics',
            'add_signal_warning', 'interrupted',
-           'record_failure', 'read_record', 'is_finished', 'has_best', 'outcome', 'Standing', 'standing',
+           'record_failure', 'read_record', 'is_finished', 'has_best', 'outcome',
            'result_files', 'load_runs', 'RunList', 'group_runs', 'group_protocols']
 
 SEED_SUFFIX = re.compile(r'_seed(\d+)$')
@@ -43,7 +41,8 @@ TEXT_SETTINGS = (('Name', 'name'), ('Dataset', 'dataset'), ('Network', 'network'
 def results_text(config, epochs):
     """The original code's results file, byte for byte: 'Setting: value,,,, ' lines, then a CSV table
     with 0-based epochs and every value as Python prints it (the JSON holds everything else)."""
-    lines = [f'{label}: {config[key]},,,, ' for label, key in TEXT_SETTINGS]
+    given = {**config, **config.get('given', {})}  # the original writes the flags as given (--bn_weight -1 too)
+    lines = [f'{label}: {given[key]},,,, ' for label, key in TEXT_SETTINGS]
     lines.append(','.join(RESULT_COLUMNS) + ' ')
     lines += [f"{row['epoch'] - 1},{row['train_loss']},{row['val_loss']},{row['val_accuracy']},"
               f"{row['test_accuracy']} " for row in epochs]
@@ -210,29 +209,6 @@ def read_record(path):
     return record if isinstance(record, dict) else None
 
 
-@dataclass
-class Standing:
-    """Where a run stands, from its files: its results record (or None), whether it has results and a checkpoint."""
-    record: dict
-    has_results: bool
-    has_checkpoint: bool
-
-    @property
-    def kind(self):
-        """'finished', 'resume' (a checkpoint to continue from), 'unfinished' (results but no checkpoint) or 'new'."""
-        if is_finished(self.record):
-            return 'finished'
-        if self.has_checkpoint:
-            return 'resume'
-        return 'unfinished' if self.has_results else 'new'
-
-
-def standing(paths):
-    """Where the run whose files are ``paths`` (runs.output_paths) stands: the one reading that train.py's start
-    and the sweep's plan both use."""
-    return Standing(read_record(paths['json']), os.path.exists(paths['json']), os.path.exists(paths['checkpoint']))
-
-
 def is_finished(record):
     return bool(record) and record.get('status') == 'finished'
 
@@ -271,7 +247,8 @@ def result_files(inputs):
 
 
 def load_runs(inputs, skip_unreadable=False):
-    """Every train.py result under ``inputs`` as dicts: label (the name without '_seed<N>'), seed, record, file.
+    """Every train.py result under ``inputs`` as dicts: label (the name without '_seed<N>'), seed, record (its
+    configuration as it trained: experiment.as_trained), file, and sweep (the home of the sweep that made it, or None).
 
     A .json file that cannot be read (truncated, not JSON) is refused by name, unless ``skip_unreadable``:
     then the runs come with ``unreadable``, the list of files left out, for the caller to say so. Readable JSON
@@ -287,8 +264,10 @@ def load_runs(inputs, skip_unreadable=False):
             continue
         if not isinstance(record, dict) or 'config' not in record or 'epochs' not in record:
             continue
+        record['config'] = as_trained(record['config'])  # compared and shown as it trained, older records too
         name, seed = record['config']['name'], int(record['config']['seed'])
-        runs.append({'label': SEED_SUFFIX.sub('', name), 'seed': seed, 'record': record, 'file': file})
+        runs.append({'label': SEED_SUFFIX.sub('', name), 'seed': seed, 'record': record, 'file': file,
+                     'sweep': sweep_home_of(file)})
     if unreadable and not skip_unreadable:
         raise ResultsError(f'cannot read {plural(len(unreadable), "results file")}: {"; ".join(unreadable)}: '
                            f'mend or remove them, or leave them out with --skip_unreadable')
@@ -324,10 +303,12 @@ def group_runs(runs):
 
 
 def group_protocols(runs, may_differ=()):
-    """[(protocol, {label: {seed: run}})], the protocols in the order their first run was found: runs of one protocol
-    (experiment.protocol, ``may_differ`` aside) are grouped by label as group_runs does; one label may name
-    configurations of several protocols (runs of two sweeps with other --path), each then grouped apart."""
+    """[(sweep, protocol, {label: {seed: run}})] in the order their first run was found: the runs of one sweep (its
+    home, or None for runs made outside a sweep) and one protocol (experiment.protocol, ``may_differ`` aside) grouped
+    by label as group_runs does. Two sweeps are never mixed, whatever their protocols; one label may name
+    configurations of several protocols, each then grouped apart."""
     by_protocol = {}
     for run in runs:
-        by_protocol.setdefault(protocol(run['record']['config'], may_differ), []).append(run)
-    return [(key, group_runs(members)) for key, members in by_protocol.items()]
+        key = (run.get('sweep'), protocol(run['record']['config'], may_differ))
+        by_protocol.setdefault(key, []).append(run)
+    return [(sweep, key, group_runs(members)) for (sweep, key), members in by_protocol.items()]

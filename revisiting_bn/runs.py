@@ -5,6 +5,9 @@ With --path P, --dataset D and --name N:
   P/D/networks/N-best.pt   state_dict of the best-validation epoch
   P/D/networks/N-last.pt   checkpoint to resume from (see checkpoint.py)
   P/D/results/N.txt, .csv, .json the results, N.norm_statistics.csv the per-layer statistics (see results.py)
+  P/D/logs/N.log           the run's console output, when a sweep runs it
+A sweep named S under --path P is the home P/S: its runs are train.py runs with --path P/S, and
+beside them it keeps P/S/sweep.json (what it is), P/S/report/ and P/S/slurm/ (``sweep_files``).
 Every file goes through ``atomic_write``: a temporary file in the same folder,
 flushed to disk, then renamed over the target, so a crash at any moment leaves
 either the previous complete file or the new complete one.
@@ -12,12 +15,18 @@ either the previous complete file or the new complete one.
 import json
 import os
 import socket
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from .cli import USAGE, RunError
 
-__all__ = ['WRITTEN', 'output_paths', 'run_files', 'files_of_weights', 'atomic_write', 'write_text', 'check_writable', 'process_start', 'process_alive',
-           'RunLock']
+__all__ = ['DEFAULT_PATH', 'WRITTEN', 'SWEEP_MANIFEST', 'output_paths', 'run_files', 'sweep_files', 'sweep_home_of',
+           'files_of_weights', 'atomic_write', 'write_text', 'BackgroundWriter', 'check_writable', 'process_start',
+           'process_alive', 'RunLock']
+
+DEFAULT_PATH = os.path.join('.', 'training', '')  # train.py's and sweep.py's --path when none is given
+SWEEP_MANIFEST = 'sweep.json'  # the file that makes a folder a sweep's home
 
 
 # The files of run_files that a run writes (the lock aside): what --overwrite removes.
@@ -42,7 +51,22 @@ def run_files(root, name, data_dir=None):
         'statistics_csv': os.path.join(root, 'results', f'{name}.norm_statistics.csv'),
         'json': os.path.join(root, 'results', f'{name}.json'),
         'lock': os.path.join(root, 'results', f'.{name}.lock'),
+        'sweep_lock': os.path.join(root, 'results', f'.{name}.sweep.lock'),  # a sweep's claim while it trains the run
+        'log': os.path.join(root, 'logs', f'{name}.log'),
     }
+
+
+def sweep_files(home):
+    """A sweep's own files in its home (the --path of its runs): what it is, its report, its SLURM submissions."""
+    return {'home': home, 'manifest': os.path.join(home, SWEEP_MANIFEST), 'report': os.path.join(home, 'report'),
+            'slurm': os.path.join(home, 'slurm')}
+
+
+def sweep_home_of(results_file):
+    """The home of the sweep whose run wrote ``results_file`` (HOME/D/results/N.json, HOME holding the sweep's
+    manifest), or None for a run made outside a sweep."""
+    home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(results_file))))
+    return home if os.path.isfile(os.path.join(home, SWEEP_MANIFEST)) else None
 
 
 def files_of_weights(weights):
@@ -84,6 +108,49 @@ def atomic_write(path, write):
 
 def write_text(path, text):
     atomic_write(path, lambda f: f.write(text.encode('utf-8')))
+
+
+class BackgroundWriter:
+    """Runs file writes on one background thread (concurrent.futures), so the GPU trains the next epoch while a
+    checkpoint (about 90 MB for ResNet-18 with its momentum buffers) is serialised and synced to disk.
+
+    Jobs run one at a time, in order: ``submit`` first waits for the previous one, so at most
+    one is in flight. The error of a failed job is raised in the training thread at the next
+    ``submit`` or ``wait``. As a context manager it waits for the last job on exit; when the
+    block is already failing, that error wins and a write error is only reported on stderr.
+    """
+
+    def __init__(self):
+        self._pool, self._pending = None, None
+
+    def submit(self, job, *args):
+        self.wait()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='checkpoint-writer')
+        self._pending = self._pool.submit(job, *args)
+
+    def wait(self):
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        try:
+            if exc_type is None:
+                self.wait()
+            else:
+                try:
+                    self.wait()
+                except Exception as error:
+                    print(f'also failed to write a file: {error}', file=sys.stderr)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+        return False
 
 
 def check_writable(folder):

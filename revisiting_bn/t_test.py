@@ -16,11 +16,12 @@ import glob
 import numpy as np
 from scipy import stats
 
-from .cli import OneLineParser
+from .cli import OneLineParser, as_number
 from .protocol import SIGNIFICANCE
 
 __all__ = ['SIGNIFICANCE', 'CONFIDENCE', 'POWER', 'evaluate', 'confidence_interval', 'effect_size_dz', 'wilcoxon_p',
-           'holm', 'power', 'min_detectable_difference', 'seeds_needed', 'paired_summary', 'format_p', 'main']
+           'holm', 'power', 'min_detectable_difference', 'seeds_needed', 'paired_summary', 'format_p', 'half_width',
+           'main']
 
 CONFIDENCE = 0.95  # of the two-sided interval of the mean paired difference
 POWER = 0.8        # the chance of detecting a true gain that the power figures ask for
@@ -105,10 +106,19 @@ def _spread(differences):
     return sd
 
 
+def half_width(values, confidence=CONFIDENCE):
+    """Half the width of the two-sided t-based ``confidence`` interval of the mean of ``values`` (0 for one value)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return 0.0
+    return float(stats.t.ppf((1 + confidence) / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
+
+
 def confidence_interval(d1, d2, confidence=CONFIDENCE):
     """(low, high): the two-sided t-based ``confidence`` interval of the mean paired difference d1 - d2."""
     d = _differences(d1, d2)
-    half = stats.t.ppf((1 + confidence) / 2, d.size - 1) * _spread(d) / np.sqrt(d.size)
+    _spread(d)
+    half = half_width(d, confidence)
     return float(d.mean() - half), float(d.mean() + half)
 
 
@@ -202,17 +212,10 @@ def format_p(p_value):
     return 'n/a' if p_value is None else f'{p_value:.4g}'
 
 
-def _number(text):
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def _values_by_seed(items, side):
     """A side given on the command line: numbers in order, or result files keyed by seed."""
     from .results import group_runs, has_best, is_finished, load_runs
-    numbers = [_number(item) for item in items]
+    numbers = [as_number(item) for item in items]
     if all(number is not None for number in numbers):
         return None, numbers
     for item, number in zip(items, numbers):

@@ -1,13 +1,11 @@
-"""RNG states through weights-only checkpoints, refused checkpoints, snapshots, the
-background writer."""
+"""RNG states through weights-only checkpoints, refused checkpoints, snapshots."""
 import random
-import threading
 
 import numpy as np
 import pytest
 import torch
 
-from revisiting_bn.checkpoint import (CHECKPOINT_FORMAT, BackgroundWriter, CheckpointError, cpu_copy,
+from revisiting_bn.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, cpu_copy,
                                       load_checkpoint, restore_rng_states, rng_states, save_torch)
 
 
@@ -54,36 +52,3 @@ def test_cpu_copy_is_a_snapshot_that_later_training_cannot_change():
     assert not torch.equal(snapshot['optimizer']['state'][0]['momentum_buffer'],
                            optimizer.state[network.weight]['momentum_buffer'])
     assert snapshot['epochs'] == [{'epoch': 1}] and type(snapshot['network']) is type(live['network'])
-
-
-def test_background_writer_runs_jobs_in_order_and_hands_errors_to_the_caller(tmp_path, capsys):
-    order, release = [], threading.Event()
-
-    def slow(name):
-        release.wait(5)
-        order.append(name)
-
-    writer = BackgroundWriter()
-    writer.submit(slow, 'first')
-    assert order == []  # submit returns while the job runs
-    release.set()
-    writer.submit(slow, 'second')  # waits for 'first'
-    writer.wait()
-    assert order == ['first', 'second']
-
-    def full_disk():
-        raise OSError(28, 'No space left on device')
-
-    writer.submit(full_disk)
-    with pytest.raises(OSError, match='No space'):
-        writer.submit(slow, 'third')  # the previous job's error surfaces at the next call ...
-    writer.wait()  # ... once
-    with pytest.raises(OSError, match='No space'):
-        with writer:
-            writer.submit(full_disk)  # ... or when the block ends
-    with pytest.raises(ValueError, match='training failed'):
-        with writer:
-            writer.submit(full_disk)
-            raise ValueError('training failed')  # the block's own error wins; the write error is reported
-    assert 'also failed to write a file' in capsys.readouterr().err
-

@@ -1,30 +1,6 @@
-"""The results record: where a run stands, read from its files, and the norm-statistics section it is handed."""
-import json
-import os
-
-import sweep
-from revisiting_bn.results import add_norm_statistics, standing
-from revisiting_bn.runs import output_paths
-
-
-def test_where_a_run_stands_is_read_from_its_files_once_for_train_and_sweep(tmp_path):
-    """results.standing: new (no files), unfinished (results, no checkpoint), resume (a checkpoint), finished (the
-    record says so, checkpoint or not); train.py's start and the sweep's plan both read it."""
-    paths = output_paths(str(tmp_path), 'fake', 'run')
-    os.makedirs(paths['results'])
-    os.makedirs(paths['networks'])
-    run = {'name': 'run', 'paths': paths, 'settings': {}}
-    assert standing(paths).kind == 'new' and sweep.state(run) == 'new'
-    with open(paths['json'], 'w') as f:
-        json.dump({'config': {}, 'status': 'running'}, f)
-    assert standing(paths).kind == 'unfinished' and sweep.state(run) == 'new'  # train.py --resume refuses it
-    open(paths['checkpoint'], 'wb').close()
-    assert standing(paths).kind == 'resume' and sweep.state(run) == 'resume'
-    with open(paths['json'], 'w') as f:
-        json.dump({'config': {}, 'status': 'finished'}, f)
-    now = standing(paths)
-    assert (now.kind, now.has_checkpoint, now.record['status']) == ('finished', True, 'finished')
-    assert sweep.state(run) == 'finished'
+"""The results record: the norm-statistics section it is handed, and the original's .txt with the flags as given."""
+from revisiting_bn.experiment import run_config
+from revisiting_bn.results import add_norm_statistics, results_text
 
 
 def test_the_record_takes_the_statistics_section_it_is_handed():
@@ -39,3 +15,15 @@ def test_the_record_takes_the_statistics_section_it_is_handed():
                                           'epochs': [{'epoch': 0, 'layers': {'0': {'output_rms': 0}}},
                                                      {'epoch': 1, 'layers': {'0': {'output_rms': 1}}}],
                                           'gamma': {'0': [0.2]}}}
+
+
+def test_the_original_results_file_keeps_the_flags_as_given_while_the_record_keeps_them_as_trained():
+    """--bn_weight -1 and --c 0.5 train as 1.0 and 1.0; the JSON's config says so (the given values beside), the
+    original code's .txt writes them as given, byte for byte as the original does."""
+    config = run_config({'name': 'n', 'dataset': 'fake', 'network': 'mlp', 'batch_size': 8, 'num_epochs': 1,
+                         'learning_rate': 0.1, 'scheduler': 'cos', 'momentum': 0.9, 'weight_decay': 1e-4,
+                         'bn_weight': -1.0, 'c': 0.5, 'input_norm': 'bn'})
+    assert (config['bn_weight'], config['c'], config['given']) == (1.0, 1.0, {'bn_weight': -1.0, 'c': 0.5})
+    assert config['input_bn_weight'] == 1.0  # -1 x 0.58 <= 0: the input BN starts at 1.0, as in the original
+    text = results_text(config, [])
+    assert 'BN Intial Scale: -1.0,,,, \n' in text and 'LR Reduction Value: 0.5,,,, \n' in text

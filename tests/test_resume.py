@@ -5,7 +5,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -297,3 +299,87 @@ def test_corrupt_or_foreign_checkpoint_is_an_error_not_a_fresh_start(tmp_path, c
     os.remove(path)
     status, message = run_status(capsys, FLAGS + ['--path', str(tmp_path), '--resume'])
     assert status == 2 and 'has results but no checkpoint' in message
+
+
+def stop_inside(target, name, signum):
+    """``target.name`` sending this process ``signum`` as it starts, then doing its work: the signal's handler runs
+    inside it, as a signal arriving at that moment of the run would."""
+    plain = getattr(target, name)
+
+    def stopping(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        return plain(*args, **kwargs)
+    return stopping
+
+
+def image_folder_flags(folder):
+    from conftest import write_image_folder
+    images = np.random.default_rng(0).integers(0, 256, size=(40, 16, 16), dtype=np.uint8)
+    for split, count in (('train', 30), ('test', 10)):
+        write_image_folder(folder, split, images[:count], np.arange(count) % 2)
+    return ['--dataset', 'folder', '--data_dir', str(folder), '--image_size', '16', '--batch_size', '8']
+
+
+def fashion_flags(folder):
+    from conftest import write_fashionmnist
+    write_fashionmnist(folder, train_size=100, test_size=20)
+    return ['--dataset', 'fashionmnist', '--data_dir', str(folder), '--batch_size', '16']
+
+
+START_UP = [  # (what the run is doing, where the signal comes, the data it reads)
+    ('parsing its flags', ('train', 'parse_args'), None),
+    ('taking its lock', ('revisiting_bn.runs', 'RunLock.acquire'), None),
+    ('finding where it stands', ('train', 'find_start'), None),
+    ('reading Fashion-MNIST files', ('revisiting_bn.data', '_read_idx'), fashion_flags),
+    ('decoding images', ('revisiting_bn.image_folder', '_decode'), image_folder_flags),
+    ('splitting off the validation set', ('train', 'split_train_validation'), None),
+    ('building the network', ('train', 'construct_network'), None),
+    ('making the optimizer', ('train', 'build_optimizer'), None),
+    ('taking the layers\' first statistics', ('train', 'NormStatistics'), None),
+    ('writing its first checkpoint', ('revisiting_bn.lifecycle', 'save_torch'), None),
+    ('writing its results', ('revisiting_bn.results', 'write_text'), None),
+    ('saying it is done', ('train', 'outcome'), None),
+]
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize('doing, where, data', START_UP, ids=[doing for doing, _, _ in START_UP])
+def test_a_stop_at_any_moment_is_said_as_a_stop_with_the_command_that_resumes(tmp_path, monkeypatch, capsys, doing,
+                                                                              where, data, signum):
+    """SIGTERM or SIGINT while a run parses, locks, reads or decodes its data, builds its network, measures, writes
+    its files or ends: never another error (a broad handler around reading a file must not take it for a corrupt
+    file), always 'stopped by SIG...' and the command that resumes it, exit 128 + signal; that command then
+    finishes the run."""
+    import importlib
+    flags = FLAGS + ['--path', str(tmp_path / 'runs'), '--num_epochs', '2']
+    if data is not None:
+        flags += data(tmp_path / 'data')
+    module, attribute = where
+    owner = importlib.import_module(module)
+    for part in attribute.split('.')[:-1]:
+        owner = getattr(owner, part)
+    monkeypatch.setattr(owner, attribute.split('.')[-1], stop_inside(owner, attribute.split('.')[-1], signum))
+    with pytest.raises(SystemExit) as stopped:
+        train.run(flags)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 128 + signum, (doing, err)
+    assert len(err) == 1 and err[0].startswith(f'train.py: stopped by {signal.Signals(signum).name} '), (doing, err)
+    assert 'error' not in err[0] and 'Resume with: cd ' in err[0] and err[0].endswith('--resume'), (doing, err)
+    monkeypatch.undo()
+    assert not (tmp_path / 'runs' / flags[flags.index('--dataset') + 1] / 'results' / f'.{NAME}.lock').exists()
+    assert train.main(flags + ['--resume'])['status'] == 'finished'
+
+
+def test_a_stop_while_the_process_starts_is_a_stop_whenever_it_comes(tmp_path):
+    """A real train.py process sent SIGTERM at several moments of its start (importing torch, loading, building,
+    training): each ends as a stop or, too late to stop, as a finished run; never with an error or a traceback."""
+    flags = ['train.py', '--dataset', 'fake', '--fake_size', '2000', '--batch_size', '64', '--network', 'resnet20',
+             '--num_epochs', '1', '--threads', '1', '--name', NAME]
+    for delay in (0.2, 1.0, 2.0, 3.0, 4.5):
+        process = subprocess.Popen([sys.executable, *flags, '--path', str(tmp_path / str(delay))], cwd=ROOT,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=300)
+        assert 'Traceback' not in err and 'error' not in err, (delay, err)
+        assert (process.returncode, err.count('stopped by SIGTERM')) in ((143, 1), (0, 0)), (delay, err)

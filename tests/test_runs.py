@@ -1,18 +1,19 @@
-"""A run's files on disk: crash-safe writes, one process per run name (a lock with real processes), stale locks
-reclaimed."""
+"""A run's files on disk: crash-safe writes, the background writer, one process per run name (a lock with real
+processes), stale locks reclaimed, a sweep's files."""
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from conftest import ROOT, files_under
 from revisiting_bn.cli import RunError
-from revisiting_bn.runs import RunLock, atomic_write, output_paths, write_text
+from revisiting_bn.runs import BackgroundWriter, RunLock, atomic_write, output_paths, write_text
 
 RUN = ['--dataset', 'fake', '--fake_size', '1000', '--batch_size', '32', '--device', 'cpu', '--network', 'mlp',
        '--num_epochs', '2', '--name', 'same']
@@ -106,3 +107,36 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert os.listdir(tmp_path) == ['results.json']  # no temporary file left behind
     write_text(str(path), 'new\n')
     assert path.read_text() == 'new\n'
+
+
+def test_background_writer_runs_jobs_in_order_and_hands_errors_to_the_caller(tmp_path, capsys):
+    order, release = [], threading.Event()
+
+    def slow(name):
+        release.wait(5)
+        order.append(name)
+
+    writer = BackgroundWriter()
+    writer.submit(slow, 'first')
+    assert order == []  # submit returns while the job runs
+    release.set()
+    writer.submit(slow, 'second')  # waits for 'first'
+    writer.wait()
+    assert order == ['first', 'second']
+
+    def full_disk():
+        raise OSError(28, 'No space left on device')
+
+    writer.submit(full_disk)
+    with pytest.raises(OSError, match='No space'):
+        writer.submit(slow, 'third')  # the previous job's error surfaces at the next call ...
+    writer.wait()  # ... once
+    with pytest.raises(OSError, match='No space'):
+        with writer:
+            writer.submit(full_disk)  # ... or when the block ends
+    with pytest.raises(ValueError, match='training failed'):
+        with writer:
+            writer.submit(full_disk)
+            raise ValueError('training failed')  # the block's own error wins; the write error is reported
+    assert 'also failed to write a file' in capsys.readouterr().err
+

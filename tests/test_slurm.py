@@ -4,6 +4,7 @@ where sinfo does not answer."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -28,22 +29,26 @@ TINY = ['--', '--dataset', 'fake', '--fake_size', '100', '--batch_size', '32', '
 
 
 def metrics(folder, name):
+    folder = folder / 's' if (folder / 's').is_dir() else folder  # a sweep's home
     record = json.loads((folder / 'fake' / 'results' / f'{name}.json').read_text())
     return record, [{k: v for k, v in e.items() if k != 'epoch_time_s'} for e in record['epochs']]
 
 
 def best_weights(folder, name):
+    folder = folder / 's' if (folder / 's').is_dir() else folder
     return torch.load(folder / 'fake' / 'networks' / f'{name}-best.pt', weights_only=True)
 
 
 def test_a_sweep_through_slurm_equals_the_same_sweep_run_here(tmp_path, capsys):
     """2 configurations x 2 seeds: submitted as one job array, waited for with progress lines, reported; every
     run's metrics and best weights equal those of the local sweep. A second invocation submits nothing again."""
-    argv = ['--seeds', '1-2', '--no_report'] + TINY
+    argv = ['--seeds', '1-2', '--no_report', '--sweep', 's'] + TINY
     assert sweep.main(['--slurm', '--path', str(tmp_path / 'slurm')] + argv) == 0
     out = capsys.readouterr().out
     assert '4 runs: 0 already finished, 4 submitted as one SLURM job array' in out
     assert 'slurm: 0 pending, 0 running, 4 done, 0 failed' in out
+    for name in ('baseline_seed1', 'baseline_seed2', 'proposed_seed1', 'proposed_seed2'):  # named as they finish
+        assert re.search(rf'{name} on SLURM \(task \d+_\d\): finished: (test accuracy at the best|no epoch)', out), out
     assert sweep.main(['--gpus', '0', '--path', str(tmp_path / 'local')] + argv) == 0
     for name in ('baseline_seed1', 'baseline_seed2', 'proposed_seed1', 'proposed_seed2'):
         (slurm, on_slurm), (_, here) = metrics(tmp_path / 'slurm', name), metrics(tmp_path / 'local', name)
@@ -65,10 +70,10 @@ def test_a_requeued_task_resumes_from_its_checkpoint_and_ends_bit_identical(tmp_
     (StartTime=now lifts SLURM's hold) and resumes; the run equals an uninterrupted one bit for bit."""
     flags = ['--', '--dataset', 'fake', '--fake_size', '8000', '--batch_size', '64', '--network', 'mlp', '--num_epochs',
              '4']  # epochs of about 0.5 s
-    argv = ['--configs', 'proposed', '--seeds', '1', '--no_report'] + flags
+    argv = ['--configs', 'proposed', '--seeds', '1', '--no_report', '--sweep', 's'] + flags
     assert sweep.main(['--slurm', '--no_wait', '--path', str(tmp_path / 'slurm')] + argv) == 0
-    job = json.loads((tmp_path / 'slurm' / 'fake' / 'slurm' / 'jobs.json').read_text())['proposed_seed1']
-    log = tmp_path / 'slurm' / 'fake' / 'logs' / 'proposed_seed1.log'
+    job = json.loads((tmp_path / 'slurm' / 's' / 'slurm' / 'jobs.json').read_text())['proposed_seed1']
+    log = tmp_path / 'slurm' / 's' / 'fake' / 'logs' / 'proposed_seed1.log'
     deadline = time.time() + 120
     while time.time() < deadline and not (log.exists() and 'epoch   1/4' in log.read_text()):
         time.sleep(0.2)
@@ -94,7 +99,7 @@ def test_the_documented_job_array_script_runs_as_written(tmp_path):
     no GPU asked for: there is none here), submitted with sbatch: every task trains its run."""
     docs = open(os.path.join(ROOT, 'docs', 'distributed.md')).read()
     script = re.search(r'```bash\n(#!/bin/bash\n#SBATCH.*?)```', docs, flags=re.S).group(1)
-    script = (script.replace('/shared/bn-init/', f'{tmp_path}/')
+    script = (script.replace('/shared/bn-init/', f'{tmp_path}/').replace('--sweep cifar10-pair', '--sweep s')
               .replace('--array=0-29', '--array=0-3').replace('-- --dataset cifar10', ' '.join(TINY))
               .replace('sweep.py --task_index', 'sweep.py --seeds 1-2 --gpus 0 --threads 1 --task_index'))
     script = '\n'.join(line for line in script.splitlines() if '--gres=gpu' not in line) + '\n'
@@ -114,9 +119,57 @@ def test_the_documented_job_array_script_runs_as_written(tmp_path):
 
 
 def test_a_failing_task_is_named_with_the_last_error_line_of_its_log(tmp_path, capsys):
-    argv = ['--slurm', '--seeds', '1', '--configs', 'broken', '--config',
-            f'broken=--dataset cifar10 --data_dir {tmp_path}/missing', '--path', str(tmp_path), '--no_report'] + TINY
+    # 90 training images in batches of 89: a last batch of one image, which train.py refuses once it has the data
+    argv = ['--slurm', '--seeds', '1', '--configs', 'broken', '--config', 'broken=--batch_size 89', '--path',
+            str(tmp_path), '--no_report'] + TINY
     assert sweep.main(argv) == 1
     err = capsys.readouterr().err
-    assert re.search(r'broken_seed1: FAILED on SLURM \(task \d+: train\.py: error: cifar10: no cifar-10-batches-py/',
-                     err), err
+    assert re.search(r'broken_seed1: FAILED on SLURM \(task \d+: train\.py: error: --batch_size 89: the last training '
+                     r'batch would hold 1 image', err), err
+
+
+def test_absent_data_is_refused_before_anything_is_submitted(tmp_path, capsys, monkeypatch):
+    """Data that is not there and cannot be had (here: no network) ends the sweep in one line naming it and how to get
+    it, before a task is submitted or a folder made."""
+    from revisiting_bn import data
+
+    def offline(name, folder):
+        raise OSError('<urlopen error [Errno -2] Name or service not known>')
+    monkeypatch.setattr(data, '_fetch', offline)
+    before = subprocess.run(['squeue', '-h', '-o', '%i'], capture_output=True, text=True).stdout
+    status = sweep.main(['--slurm', '--seeds', '1-2', '--path', str(tmp_path), '--', '--dataset', 'cifar10',
+                         '--num_epochs', '1'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1, err
+    assert err[0].startswith('sweep.py: error: cifar10: no cifar-10-batches-py/') and 'downloading it failed' in err[0]
+    assert 'put the extracted cifar-10-python.tar.gz' in err[0]
+    assert not any(tmp_path.iterdir())
+    assert subprocess.run(['squeue', '-h', '-o', '%i'], capture_output=True, text=True).stdout == before
+
+
+def test_ctrl_c_while_waiting_names_what_goes_on_on_the_cluster(tmp_path):
+    """Ctrl-C on a sweep waiting for its array: no traceback; it names the array and its tasks still queued or
+    running, how to cancel them, and that the same command waits again; that command then finds them queued."""
+    command = [sys.executable, 'sweep.py', '--slurm', '--path', str(tmp_path), '--sweep', 's', '--seeds', '1-2',
+               '--configs', 'proposed', '--no_report', '--', '--dataset', 'fake', '--fake_size', '8000', '--network',
+               'mlp', '--num_epochs', '100']  # minutes of training: still running when the Ctrl-C comes
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    array = None
+    try:
+        first = process.stdout.readline()  # '2 runs: 0 already finished, 2 submitted as one SLURM job array (N), ...'
+        array = re.search(r'job array \((\d+)\)', first).group(1)
+        assert process.stdout.readline().startswith('slurm: ')
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 130, err
+        assert 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+        assert f'stopped waiting by SIGINT: 2 tasks of SLURM job array {array} still queued or running' in err
+        assert f'proposed_seed1 ({array}_0 ' in err and f'To cancel them: scancel {array}' in err
+        assert 'The same command waits for them again (it submits nothing twice) and reports' in err
+        again = subprocess.run([*command[:2], '--no_wait', *command[2:]], cwd=ROOT, capture_output=True, text=True,
+                               timeout=120)
+        assert '0 submitted as one SLURM job array, 2 still queued from an earlier submission' in again.stdout, again
+    finally:
+        process.kill()
+        if array:
+            subprocess.run(['scancel', array])

@@ -1,6 +1,8 @@
 """sweep.py: the configurations x seeds plan, its refusals, running, skipping, failing and resuming runs."""
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -10,17 +12,20 @@ import pytest
 
 import sweep
 from conftest import ROOT
+from revisiting_bn import sweep_local
 
 TINY = ['--', '--dataset', 'fake', '--fake_size', '100', '--batch_size', '32', '--network', 'mlp']
 
 
 def test_dry_run_lists_every_configuration_and_seed(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sweep, 'usable_cores', lambda: 2)
+    monkeypatch.setattr(sweep_local, 'usable_cores', lambda: 2)
     assert sweep.main(['--dry_run', '--path', str(tmp_path), '--gpus', '0'] + TINY) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 31 and lines[-1] == '30 runs, 0 finished; 2 at a time on cpu, 1 thread each'
-    assert '--bn_weight 1 --c 1 --input_norm dataset --name baseline_seed1 --seed 1' in lines[0]
-    assert '--bn_weight 0.1 --c 100 --input_norm bn --name proposed_seed15 --seed 15' in lines[29]
+    home = tmp_path / 'fake-mlp-batch_size32-fake_size100'  # named from what sets its protocol apart
+    assert lines[0] == f'sweep fake-mlp-batch_size32-fake_size100: home {home} (new)'
+    assert len(lines) == 32 and lines[-1] == '30 runs, 0 finished; 2 at a time on cpu, 1 thread each'
+    assert f'--bn_weight 1 --c 1 --input_norm dataset --name baseline_seed1 --seed 1 --path {home}' in lines[1]
+    assert '--bn_weight 0.1 --c 100 --input_norm bn --name proposed_seed15 --seed 15' in lines[30]
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 
@@ -30,13 +35,13 @@ def test_user_configurations_from_flags_and_file(tmp_path, capsys):
     assert sweep.main(['--dry_run', '--seeds', '2,4-5', '--config', 'tiny=--bn_weight 0.01',
                        '--config_file', str(config_file), '--configs', 'proposed', 'tiny', 'half', '--path',
                        str(tmp_path)] + TINY) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.splitlines()[1:]
     assert [line.split('--name ')[1].split()[0] for line in lines[:-1]] == [
         'proposed_seed2', 'proposed_seed4', 'proposed_seed5', 'tiny_seed2', 'tiny_seed4', 'tiny_seed5',
         'half_seed2', 'half_seed4', 'half_seed5']
     assert '--bn_weight 0.5 --c 100 --name half_seed2' in lines[6]
     assert sweep.main(['--dry_run', '--task_index', '4', '--seeds', '1-3'] + TINY) == 0
-    assert capsys.readouterr().out.splitlines()[0].split('--name ')[1].startswith('proposed_seed2')
+    assert capsys.readouterr().out.splitlines()[1].split('--name ')[1].startswith('proposed_seed2')
 
 
 def test_runs_are_checked_for_the_device_they_will_get(tmp_path, capsys, monkeypatch):
@@ -44,8 +49,9 @@ def test_runs_are_checked_for_the_device_they_will_get(tmp_path, capsys, monkeyp
     with pytest.raises(SystemExit) as exit_info:
         sweep.main(half + ['--gpus', '0'] + TINY)
     assert exit_info.value.code == 2 and 'fp16 needs a CUDA device' in capsys.readouterr().err
-    monkeypatch.setattr(sweep.torch.cuda, 'is_available', lambda: True)  # as on a GPU machine
-    monkeypatch.setattr(sweep, 'slots', lambda args: ([('cuda', '0')], 4))
+    import torch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # as on a GPU machine
+    monkeypatch.setattr(sweep, 'machine', lambda args: ([('cuda', '0')], 4))
     assert sweep.main(half + TINY) == 0
     assert capsys.readouterr().out.splitlines()[-1] == '15 runs, 0 finished; 1 at a time on cuda, 4 threads each'
 
@@ -69,7 +75,7 @@ def test_bad_sweep_flags(argv, message, capsys):
 def test_a_grid_is_crossed_into_named_configurations_on_the_proposed_flags_or_a_base(tmp_path, capsys):
     assert sweep.main(['--dry_run', '--seeds', '1', '--grid', 'bn_weight=0.05,1', '--grid', 'c=1,100', '--path',
                        str(tmp_path)] + TINY) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.splitlines()[1:]
     assert [line.split('--name ')[1].split()[0] for line in lines[:-1]] == [
         'baseline_seed1', 'bn_weight0.05_c1_seed1', 'bn_weight0.05_c100_seed1', 'bn_weight1_c1_seed1',
         'bn_weight1_c100_seed1']
@@ -77,7 +83,7 @@ def test_a_grid_is_crossed_into_named_configurations_on_the_proposed_flags_or_a_
     assert sweep.main(['--dry_run', '--seeds', '1', '--grid', 'c=1,10', '--grid_base', '--input_norm dataset',
                        '--path', str(tmp_path)] + TINY) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert '--input_norm dataset --c 10 --name c10_seed1' in lines[2] and len(lines) == 4
+    assert '--input_norm dataset --c 10 --name c10_seed1' in lines[3] and len(lines) == 5
 
 
 @pytest.mark.parametrize('grid, message', [(['bn_weight'], 'use FLAG=VALUE'), (['c=1,1'], 'a value is given twice'),
@@ -93,11 +99,11 @@ def test_a_grid_runs_with_the_baseline_and_its_report_draws_the_grid(tmp_path, c
     """A 2 x 2 grid and the baseline, 2 seeds: every configuration is tested against the baseline (Holm over the
     four), and the report draws grid.png."""
     argv = ['--seeds', '1-2', '--gpus', '0', '--grid', 'bn_weight=0.1,1', '--grid', 'c=1,100', '--path',
-            str(tmp_path)] + TINY + ['--fake_size', '200', '--num_epochs', '1']
+            str(tmp_path), '--sweep', 'grid'] + TINY + ['--fake_size', '200', '--num_epochs', '1']
     assert sweep.main(argv) == 0
     out = capsys.readouterr().out
     assert out.count(' on cpu: finished: ') == 10
-    report = tmp_path / 'fake' / 'report'
+    report = tmp_path / 'grid' / 'report'
     text = (report / 'report.md').read_text()
     for name in ('bn_weight0.1_c1', 'bn_weight0.1_c100', 'bn_weight1_c1', 'bn_weight1_c100'):
         assert f'| {name} vs baseline | best val. epoch | 2 |' in text
@@ -105,16 +111,16 @@ def test_a_grid_runs_with_the_baseline_and_its_report_draws_the_grid(tmp_path, c
 
 
 def test_sweep_runs_skips_finished_and_reports(tmp_path, capsys):
-    argv = ['--seeds', '1-2', '--path', str(tmp_path), '--gpus', '0'] + TINY + ['--num_epochs', '1']
+    argv = ['--seeds', '1-2', '--path', str(tmp_path), '--sweep', 'pair', '--gpus', '0'] + TINY + ['--num_epochs', '1']
     assert sweep.main(argv) == 0
     out = capsys.readouterr().out
     assert out.count(' on cpu: finished: ') == 4  # (random labels: a run may have no epoch above 0% val_acc)
     assert '| proposed vs baseline |' in out
-    results = tmp_path / 'fake' / 'results'
+    results = tmp_path / 'pair' / 'fake' / 'results'
     assert sorted(p.name for p in results.glob('*.json')) == [
         'baseline_seed1.json', 'baseline_seed2.json', 'proposed_seed1.json', 'proposed_seed2.json']
-    assert len(list((tmp_path / 'fake' / 'logs').glob('*.log'))) == 4
-    assert (tmp_path / 'fake' / 'report' / 'report.md').exists()
+    assert len(list((tmp_path / 'pair' / 'fake' / 'logs').glob('*.log'))) == 4
+    assert (tmp_path / 'pair' / 'report' / 'report.md').exists()
     before = {p: p.stat().st_mtime_ns for p in results.glob('*.json')}
     assert sweep.main(argv) == 0
     assert '4 runs: 4 already finished, 0 to do' in capsys.readouterr().out
@@ -127,18 +133,29 @@ def test_one_run_is_counted_in_the_singular(tmp_path, capsys):
     assert '1 run, 0 finished;' in capsys.readouterr().out
 
 
-def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys):
-    argv = ['--seeds', '1', '--path', str(tmp_path), '--gpus', '0', '--configs', 'broken', 'proposed',
-            '--config', f'broken=--dataset cifar10 --data_dir {tmp_path}/missing'] + TINY + ['--num_epochs', '1']
+def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys, monkeypatch):
+    """A run that fails while it trains (here: its data is damaged after the sweep checked it) is said in one line with
+    its log's last error line, and the others go on."""
+    from conftest import write_cifar
+    write_cifar(tmp_path / 'data')
+    argv = ['--seeds', '1', '--path', str(tmp_path), '--sweep', 's', '--gpus', '0', '--configs', 'broken', 'proposed',
+            '--config', f'broken=--dataset cifar10 --data_dir {tmp_path}/data'] + TINY + ['--num_epochs', '1']
+    plan = sweep.make_plan
+
+    def damaging(*args, **kwargs):  # the data passes the sweep's check, then breaks before its run reads it
+        made = plan(*args, **kwargs)
+        (tmp_path / 'data' / 'cifar-10-batches-py' / 'test_batch').write_bytes(b'\x80\x02 truncated')
+        return made
+    monkeypatch.setattr(sweep, 'make_plan', damaging)
     assert sweep.main(argv) == 1
     captured = capsys.readouterr()
-    assert (f'broken_seed1 on cpu: FAILED (exit 1: train.py: error: cifar10: no cifar-10-batches-py/' in captured.out
-            and f"log {tmp_path / 'cifar10' / 'logs' / 'broken_seed1.log'}" in captured.out)
+    log = tmp_path / 's' / 'cifar10' / 'logs' / 'broken_seed1.log'
+    assert ('broken_seed1 on cpu: FAILED (exit 1: train.py: error: corrupt dataset file' in captured.out
+            and f'log {log}' in captured.out)
     assert 'proposed_seed1 on cpu: finished' in captured.out
     assert '2 runs: 0 already finished, 2 to do' in captured.out
     assert '1 run failed: broken_seed1' in captured.err
-    log = (tmp_path / 'cifar10' / 'logs' / 'broken_seed1.log').read_text()
-    assert 'train.py: error: cifar10: no cifar-10-batches-py/' in log
+    assert 'train.py: error: corrupt dataset file' in log.read_text()
 
 
 @pytest.mark.parametrize('status, log, said', [
@@ -151,22 +168,28 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys):
 def test_how_a_run_ended_is_said_in_one_line_the_same_way_for_every_run(tmp_path, status, log, said):
     path = tmp_path / 'run.log'
     path.write_text(log)
-    assert sweep.ended_by(status, str(path)) == said
+    assert sweep_local.ended_by(status, str(path)) == said
 
 
-def test_killed_sweep_resumes_where_it_stopped(tmp_path):
-    command = [sys.executable, 'sweep.py', '--seeds', '1', '--path', str(tmp_path), '--gpus', '0', '--cpu_jobs', '1',
-               '--threads', '1', '--no_report'] + TINY + ['--num_epochs', '3', '--fake_size', '8000']  # epochs of ~0.5 s
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_a_ctrl_c_stops_the_sweep_and_the_same_command_resumes_where_it_stopped(tmp_path):
+    """A terminal's Ctrl-C reaches the sweep's whole process group: the sweep passes it on to its running run once
+    (the run, in a session of its own, gets no second one that would stop it at once), the run checkpoints and
+    says it was stopped, the sweep starts nothing more; the same command then finishes every run."""
+    command = [sys.executable, 'sweep.py', '--seeds', '1', '--path', str(tmp_path), '--sweep', 's', '--gpus', '0',
+               '--cpu_jobs', '1', '--threads', '1', '--no_report'] + TINY + ['--num_epochs', '3', '--fake_size', '8000']
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # its own process group, as a terminal's foreground job
+    tmp_path = tmp_path / 's'  # the sweep's home
     log = tmp_path / 'fake' / 'logs' / 'baseline_seed1.log'
     deadline = time.time() + 120
     while time.time() < deadline and not (log.exists() and 'epoch   1/3' in log.read_text()):
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGINT)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, err
-    assert 'sweep stopped by SIGTERM' in err
-    assert 'baseline_seed1 on cpu: interrupted (stopped by SIGTERM); the same command resumes it' in out
+    assert process.returncode == 128 + signal.SIGINT, err
+    assert 'sweep stopped by SIGINT' in err
+    assert 'baseline_seed1 on cpu: interrupted (stopped by SIGINT); the same command resumes it' in out
+    assert 'train.py: stopped by SIGINT at epoch ' in log.read_text()  # at a step boundary, with a checkpoint
     record = json.loads((tmp_path / 'fake' / 'results' / 'baseline_seed1.json').read_text())
     assert record['status'] in ('interrupted', 'running') and 1 <= len(record['epochs']) < 3
     assert not (tmp_path / 'fake' / 'results' / 'proposed_seed1.json').exists()  # not started after the stop
@@ -179,15 +202,14 @@ def test_killed_sweep_resumes_where_it_stopped(tmp_path):
 
 
 def test_gpu_slots_keep_the_schedulers_assignment(monkeypatch):
-    args = type('Args', (), {'gpus': 2, 'runs_per_gpu': 2, 'cpu_jobs': None, 'threads': None})()
-    monkeypatch.setattr(sweep, 'usable_cores', lambda: 16)
+    monkeypatch.setattr(sweep_local, 'usable_cores', lambda: 16)
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '3,5')
-    assert sweep.slots(args) == ([('cuda', '3'), ('cuda', '3'), ('cuda', '5'), ('cuda', '5')], 4)
+    assert sweep_local.slots(2, 2) == ([('cuda', '3'), ('cuda', '3'), ('cuda', '5'), ('cuda', '5')], 4)
     monkeypatch.delenv('CUDA_VISIBLE_DEVICES')
-    assert sweep.slots(args) == ([('cuda', '0'), ('cuda', '0'), ('cuda', '1'), ('cuda', '1')], 4)
+    assert sweep_local.slots(2, 2) == ([('cuda', '0'), ('cuda', '0'), ('cuda', '1'), ('cuda', '1')], 4)
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '7')
-    with pytest.raises(sweep.SweepError, match=r'only 1 GPU visible \(7\)'):
-        sweep.slots(args)
+    with pytest.raises(sweep_local.RunError, match=r'only 1 GPU visible \(7\)'):
+        sweep_local.slots(2, 2)
 
 
 @pytest.mark.parametrize('cores, cpu_jobs, threads, expected', [
@@ -199,9 +221,8 @@ def test_gpu_slots_keep_the_schedulers_assignment(monkeypatch):
     (2, 4, 1, (4, 1)),         # told otherwise: as told
 ])
 def test_cpu_slots_fill_the_cores(monkeypatch, cores, cpu_jobs, threads, expected):
-    monkeypatch.setattr(sweep, 'usable_cores', lambda: cores)
-    args = type('Args', (), {'gpus': 0, 'runs_per_gpu': 1, 'cpu_jobs': cpu_jobs, 'threads': threads})()
-    slot_list, each = sweep.slots(args)
+    monkeypatch.setattr(sweep_local, 'usable_cores', lambda: cores)
+    slot_list, each = sweep_local.slots(0, 1, cpu_jobs, threads)
     assert (len(slot_list), each) == expected and set(slot_list) == {('cpu', None)}
 
 
@@ -223,28 +244,27 @@ def test_a_run_held_by_another_process_is_left_to_it(tmp_path, capsys, lock):
     from revisiting_bn import runs
     holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])
     try:
-        paths = runs.output_paths(f'{tmp_path}/', 'fake', 'proposed_seed1')
+        paths = runs.output_paths(f'{tmp_path}/s', 'fake', 'proposed_seed1')
         os.makedirs(paths['results'])
-        claim = {'paths': paths, 'name': 'proposed_seed1'}
-        lock_file = paths['lock'] if lock == 'train.py' else sweep._sweep_lock(claim)
+        lock_file = paths['lock'] if lock == 'train.py' else paths['sweep_lock']
         with open(lock_file, 'w') as f:
             json.dump({'host': socket.gethostname(), 'pid': holder.pid, 'since': 'now',
                        'process_start': runs.process_start(holder.pid)}, f)
         status = sweep.main(['--gpus', '0', '--configs', 'proposed', '--seeds', '1', '--path', f'{tmp_path}/',
-                             '--no_report'] + TINY)
+                             '--sweep', 's', '--no_report'] + TINY)
         captured = capsys.readouterr()
         assert status == 0, captured.err
         assert f'proposed_seed1: not started here: it is being trained by process {holder.pid}' in captured.out
         assert '1 run left to the processes training them (proposed_seed1)' in captured.err
-        assert 'FAILED' not in captured.out and not (tmp_path / 'fake' / 'logs').exists()
+        assert 'FAILED' not in captured.out and not (tmp_path / 's' / 'fake' / 'logs').exists()
     finally:
         holder.kill()
 
 
 def test_when_every_run_fails_the_sweep_says_so(tmp_path, capsys):
-    (tmp_path / 'not-a-folder').write_text('x')  # each run fails at once (no download is tried)
+    # 90 training images in batches of 89 leave a last batch of one image, which train.py refuses once it has the data
     status = sweep.main(['--gpus', '0', '--configs', 'proposed', '--seeds', '1-2', '--path', f'{tmp_path}/', '--',
-                         '--dataset', 'fashionmnist', '--data_dir', str(tmp_path / 'not-a-folder'), '--network', 'mlp'])
+                         '--dataset', 'fake', '--fake_size', '100', '--batch_size', '89', '--network', 'mlp'])
     err = capsys.readouterr().err
     assert status == 1
     assert 'all 2 runs failed: proposed_seed1, proposed_seed2 (see their logs)\n' in err
@@ -262,3 +282,63 @@ def test_slurm_where_there_is_none_is_refused_in_one_line(tmp_path, capsys, monk
     with pytest.raises(SystemExit) as exit_info:
         sweep.main(['--slurm', '--task_index', '0', '--seeds', '1', '--path', str(tmp_path)] + TINY)
     assert exit_info.value.code == 2 and '--slurm submits the array' in capsys.readouterr().err
+
+
+def readme_project():
+    """The README's project of several sweeps, command by command."""
+    readme = open(os.path.join(ROOT, 'README.md')).read()
+    section = readme[readme.index("## The paper's experiment"):readme.index('## Your own images')]
+    block = next(b for b in re.findall(r'```bash\n(.*?)```', section, flags=re.S) if '--grid' in b)
+    return [shlex.split(line.split('#')[0]) for line in block.strip().splitlines()]
+
+
+def test_the_readmes_sweeps_run_one_after_another_in_one_fresh_folder_and_report_together(tmp_path):
+    """The README's project, as written but for fewer seeds and grid values, in an empty folder without --path:
+    every sweep gets a home of its own, none collides with another, the same command again finds its runs
+    finished, and report.py over the whole tree tests each protocol against its own baseline."""
+    commands = readme_project()
+    assert [command[:2] for command in commands] == [['python', 'sweep.py']] * 3 + [['python', 'report.py']]
+
+    def run(command):
+        command = [sys.executable, os.path.join(ROOT, command[1]), *command[2:]]
+        command = ['1' if part == '1-3' else 'bn_weight=0.1,1' if part == 'bn_weight=0.05,0.1,1' else part
+                   for part in command]
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
+        return done.stdout
+    for command in commands[:3]:
+        assert ' already finished, ' in run(command).splitlines()[0]
+    homes = sorted(p.name for p in (tmp_path / 'training').iterdir())
+    assert homes == ['fashionmnist-mlp-batch_size64-num_epochs2', 'fashionmnist-mlp-num_epochs1',
+                     'fashionmnist-mlp-num_epochs2']
+    assert '2 runs: 2 already finished, 0 to do' in run(commands[0])
+    report = run(commands[3])
+    assert report.count('| proposed vs baseline | best val. epoch | 1 |') == 2
+    assert '| bn_weight1_c100 vs baseline | best val. epoch | 1 |' in report
+    assert '3 protocols in 3 sweeps' in report and 'not tested' not in report
+
+
+def test_grid_values_that_train_the_same_network_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(['--dry_run', '--seeds', '1', '--grid', 'bn_weight=-1,0,1', '--path', str(tmp_path)] + TINY)
+    assert exit_info.value.code == 2 and ('configurations bn_weight-1 and bn_weight0 train the same network'
+                                          in capsys.readouterr().err)
+
+
+def test_data_that_is_not_there_is_said_by_the_dry_run_and_stops_the_sweep_before_any_run(tmp_path, capsys,
+                                                                                          monkeypatch):
+    from revisiting_bn import data
+
+    def offline(name, folder):
+        raise OSError('<urlopen error [Errno -2] Name or service not known>')
+    monkeypatch.setattr(data, '_fetch', offline)
+    argv = ['--seeds', '1-2', '--path', str(tmp_path), '--', '--dataset', 'cifar10', '--num_epochs', '1']
+    assert sweep.main(['--dry_run', *argv]) == 0
+    out = capsys.readouterr().out
+    assert f'data: cifar10 in {tmp_path}/cifar10/images: NOT THERE (cifar10: no cifar-10-batches-py/' in out
+    assert sweep.main(argv) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('sweep.py: error: cifar10: no cifar-10-batches-py/') and \
+        'downloading it failed' in err[0] and 'put the extracted cifar-10-python.tar.gz' in err[0]
+    assert 'FAILED' not in captured.out and not any(tmp_path.iterdir())  # nothing launched, no folder made

@@ -119,18 +119,16 @@ def test_fashionmnist_from_data_dir_with_dataset_statistics(tmp_path):
                                              'fashionmnist/results/fashionmnist_train_weight0.1_c100.txt']
 
 
-def original_training(root, batch_size, num_epochs, bn_weight, c, input_norm, seed, name):
-    """The original train.py's arithmetic on the CIFAR-10 files under ``root``: its split, loaders, network, groups,
-    SGD, cosine schedule, loss and accuracy sums, best-by-validation weights and results file."""
+def original_loaders(root, batch_size, input_norm):
+    """The original train.py's data: the CIFAR-10 files under ``root``, its split (NumPy's and torch's generators
+    seeded with seed 0's hash, then put back), and its three loaders; and the validation set's size."""
     import pickle
 
     import numpy as np
-    import torch.nn.functional as F
-    from sklearn.metrics import accuracy_score
     from sklearn.model_selection import train_test_split
 
-    from conftest import original_loader, original_network, original_parameter_groups
-    from revisiting_bn.seeds import make_complex, make_deterministic
+    from conftest import original_loader
+    from revisiting_bn.seeds import make_complex
 
     def read(files):
         batches = [pickle.load(open(os.path.join(root, 'cifar-10-batches-py', f), 'rb'), encoding='latin1')
@@ -138,7 +136,6 @@ def original_training(root, batch_size, num_epochs, bn_weight, c, input_norm, se
         images = np.concatenate([b['data'] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         return images, sum((b['labels'] for b in batches), [])
 
-    make_deterministic(seed)
     mean, std = ([0.4916, 0.4823, 0.4467], [0.2472, 0.2437, 0.2618]) if input_norm == 'dataset' else (None, None)
     train_hwc, train_labels = read([f'data_batch_{i}' for i in range(1, 6)])
     test_hwc, test_labels = read(['test_batch'])
@@ -146,9 +143,39 @@ def original_training(root, batch_size, num_epochs, bn_weight, c, input_norm, se
     np.random.seed(make_complex(0)), torch.manual_seed(make_complex(0))
     train_index, val_index = train_test_split(np.arange(len(train_labels)), test_size=0.1, stratify=train_labels)
     np.random.set_state(states[0]), torch.set_rng_state(states[1])
-    loaders = {'train': original_loader(train_hwc, train_labels, batch_size, train_index, True, mean, std),
-               'val': original_loader(train_hwc, train_labels, batch_size, val_index, False, mean, std),
-               'test': original_loader(test_hwc, test_labels, batch_size, None, False, mean, std)}
+    return {'train': original_loader(train_hwc, train_labels, batch_size, train_index, True, mean, std),
+            'val': original_loader(train_hwc, train_labels, batch_size, val_index, False, mean, std),
+            'test': original_loader(test_hwc, test_labels, batch_size, None, False, mean, std)}, len(val_index)
+
+
+def original_evaluation(network, loaders, val_size):
+    """The original's validation loss (summed, over the set's size) and its validation and test accuracy (sklearn)."""
+    import numpy as np
+    import torch.nn.functional as F
+    from sklearn.metrics import accuracy_score
+    network.eval()
+    accuracies, validation_loss = [], 0.0
+    with torch.no_grad():
+        for part in ('val', 'test'):
+            truth, predicted = [], []
+            for images, labels in loaders[part]:
+                outputs = network(images)
+                if part == 'val':
+                    validation_loss += F.cross_entropy(outputs, labels, reduction='sum').item()
+                truth += labels.tolist()
+                predicted += torch.max(outputs, 1)[1].tolist()
+            accuracies.append(accuracy_score(np.array(truth, float), np.array(predicted, float)))
+    return validation_loss / val_size, accuracies
+
+
+def original_training(root, batch_size, num_epochs, bn_weight, c, input_norm, seed, name):
+    """The original train.py's arithmetic on the CIFAR-10 files under ``root``: its split, loaders, network, groups,
+    SGD, cosine schedule, loss and accuracy sums, best-by-validation weights and results file."""
+    from conftest import original_network, original_parameter_groups
+    from revisiting_bn.seeds import make_deterministic
+
+    make_deterministic(seed)
+    loaders, val_size = original_loaders(root, batch_size, input_norm)
     network = original_network('resnet18', 10, bn_weight, input_norm)
     parameters = original_parameter_groups(network, 1e-4, 0.1, c)  # weight decay > 0: the original's groups
     optimizer = torch.optim.SGD(parameters, lr=0.1, momentum=0.9)
@@ -165,19 +192,7 @@ def original_training(root, batch_size, num_epochs, bn_weight, c, input_norm, se
             training_loss += loss.item()
         training_loss /= len(loaders['train'])
         scheduler.step()
-        network.eval()
-        accuracies, validation_loss = [], 0.0
-        with torch.no_grad():
-            for part in ('val', 'test'):
-                truth, predicted = [], []
-                for images, labels in loaders[part]:
-                    outputs = network(images)
-                    if part == 'val':
-                        validation_loss += F.cross_entropy(outputs, labels, reduction='sum').item()
-                    truth += labels.tolist()
-                    predicted += torch.max(outputs, 1)[1].tolist()
-                accuracies.append(accuracy_score(np.array(truth, float), np.array(predicted, float)))
-        validation_loss /= len(val_index)
+        validation_loss, accuracies = original_evaluation(network, loaders, val_size)
         if accuracies[0] > best:
             best, best_state = accuracies[0], {k: v.clone() for k, v in network.state_dict().items()}
         rows.append(f'{epoch},{training_loss},{validation_loss},{accuracies[0] * 100.0},{accuracies[1] * 100.0} \n')
@@ -189,7 +204,8 @@ def original_training(root, batch_size, num_epochs, bn_weight, c, input_norm, se
     return text + 'epoch,train_loss,val_loss,val_accuracy,test_accuracy \n' + ''.join(rows), best_state
 
 
-@pytest.mark.parametrize('bn_weight, c, input_norm, epochs', [(0.1, 100.0, 'bn', 2), (1.0, 1.0, 'dataset', 1)])
+@pytest.mark.parametrize('bn_weight, c, input_norm, epochs', [(0.1, 100.0, 'bn', 2), (1.0, 1.0, 'dataset', 1),
+                                                             (-1.0, 0.5, 'bn', 1)])  # values the protocol replaces
 def test_training_equals_the_original_code_bit_for_bit(tmp_path, bn_weight, c, input_norm, epochs):
     """train.py and the original training loop (above) on the same CIFAR-10 files and seed: the same results file,
     byte for byte, and the same best weights, bit for bit (CPU). This pins everything at once: the initial tensors,
@@ -206,6 +222,31 @@ def test_training_equals_the_original_code_bit_for_bit(tmp_path, bn_weight, c, i
     best = torch.load(tmp_path / 'cifar10' / 'networks' / 'a-best.pt', weights_only=True)
     assert list(best) == list(expected_best) and all(torch.equal(best[k], expected_best[k]) for k in best)
     assert record['best_epoch'] is not None and len(expected_text.splitlines()) == 13 + epochs
+
+
+def test_a_value_the_protocol_replaces_is_said_recorded_and_compared_as_it_trains(tmp_path, capsys):
+    """--bn_weight <= 0 trains as 1.0 and --c <= 1 as no reduction: said in one line each at the start, recorded as
+    it trains (the given value beside it), and compared so by the run's identity check: --bn_weight -1 and 0 are one
+    experiment; -1 and 1 are one with --input_norm dataset, two with the input BN (it starts at 1.0, not 0.58)."""
+    record = run_in_process(tmp_path, '--bn_weight', '-1', '--c', '0.5', '--name', 'a')
+    out = capsys.readouterr().out
+    assert ('NOTE: --bn_weight -1 trains as bn_weight 1 (bn_weight <= 0 means the standard 1.0, as in the original '
+            'code; the input BN starts at 1): recorded as bn_weight 1, the given -1 kept beside it') in out
+    assert 'NOTE: --c 0.5 trains as c 1 (c <= 1 means no learning-rate reduction)' in out
+    config = record['config']
+    assert (config['bn_weight'], config['c'], config['input_bn_weight']) == (1.0, 1.0, 1.0)
+    assert config['given'] == {'bn_weight': -1.0, 'c': 0.5} and config['name'] == 'a'
+    again = run_in_process(tmp_path, '--bn_weight', '0', '--c', '1', '--name', 'a', '--resume')  # the same run
+    assert again['status'] == 'finished' and 'nothing to do' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:
+        train.run([*FAST, '--num_epochs', '1', '--path', str(tmp_path) + '/', '--bn_weight', '1', '--c', '1',
+                   '--name', 'a', '--resume'])
+    assert refused.value.code == 2 and 'input_bn_weight: 1.0 -> 0.58' in capsys.readouterr().err
+    flags = ['--input_norm', 'dataset', '--c', '1', '--name', 'b']
+    run_in_process(tmp_path, '--bn_weight', '-1', *flags)
+    assert run_in_process(tmp_path, '--bn_weight', '1', *flags, '--resume')['status'] == 'finished'
+    default = run_in_process(tmp_path, '--bn_weight', '0')  # the default name stays the original's
+    assert default['config']['name'] == 'fake_train_weight0.0_c100'
 
 
 def test_train_only_bn_leaves_every_other_parameter_at_its_initial_value(tmp_path):

@@ -1,0 +1,330 @@
+"""The report's tables: like against like, each configuration against its protocol's baseline, report.md and .csv.
+
+Runs are grouped by sweep first (two sweeps are never mixed), then by protocol: the dataset (and
+data folder), network, image size, epochs, batch size, optimiser and schedule, precision
+(experiment.protocol_settings; ``may_differ`` names more that may differ). Within a protocol,
+runs are grouped by configuration (the run name without its '_seed<N>' suffix, as sweep.py names
+them), and each configuration is tested against that protocol's baseline, paired by seed
+(t_test.paired_summary), at the best-validation epoch and at the final one.
+"""
+import csv
+import os
+
+import numpy as np
+
+from .cli import plural
+from .experiment import protocol_settings
+from .protocol import SIGNIFICANCE
+from .results import group_protocols, has_best, is_finished
+from .t_test import CONFIDENCE, POWER, format_p, holm, paired_summary
+
+__all__ = ['METRICS', 'summarize', 'compare', 'protocol_tables', 'markdown', 'write_csv', 'write_report']
+
+# The two test accuracies a run reports, as named in its results JSON and in the tables.
+METRICS = {'test_accuracy_at_best': 'best val. epoch', 'final_test_accuracy': 'final epoch'}
+STATISTICS = ('mean_paired_difference', 'ci95_low', 'ci95_high', 'effect_size_dz', 'p_value', 'significant',
+              'p_value_two_sided', 'wilcoxon_p', 'p_holm', 'min_detectable_difference', 'seeds_needed')
+
+
+def _mean_std(values):
+    if not values:
+        return None, None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def normalisation(config):
+    """The normalisation and what is trained, e.g. 'bn', 'none', 'mabn (real batch 32)', 'bn, BN only' (older
+    results: bn)."""
+    norm = config.get('norm', 'bn')
+    parts = [norm + (f" (real batch {config.get('mabn_real_batch')})" if norm == 'mabn' else '')]
+    parts += ['BN only'] if config.get('train_only_bn') else []
+    parts += [] if config.get('bn_affine', True) else ['no affine']
+    parts += [] if config.get('bn_running_stats', True) else ['batch statistics']
+    return ', '.join(parts)
+
+
+def arithmetic(config):
+    """How a run computed: 'fp32 eager', 'bf16 channels_last graph', ... (older results: fp32 eager)."""
+    return ' '.join([config.get('precision', 'fp32')] + (['channels_last'] if config.get('channels_last') else [])
+                    + ['graph' if config.get('cuda_graph') else 'eager'])
+
+
+def dataset_name(config):
+    """The dataset as the tables show it: with its data folder where it is a folder of images."""
+    return f"folder ({config.get('data_dir')})" if config.get('dataset') == 'folder' else config['dataset']
+
+
+def summarize(groups):
+    rows = []
+    for label, seeds in groups.items():
+        finished = {s: r for s, r in sorted(seeds.items()) if is_finished(r['record']) and has_best(r['record'])}
+        config = next(iter(seeds.values()))['record']['config']
+        best = [r['record']['test_accuracy_at_best'] for r in finished.values()]
+        final = [r['record']['final_test_accuracy'] for r in finished.values()]
+        rows.append({'configuration': label, 'bn_weight': config['bn_weight'], 'c': config['c'],
+                     'arithmetic': arithmetic(config), 'normalisation': normalisation(config),
+                     'batch_size': config['batch_size'],
+                     'input_norm': config['input_norm'], 'dataset': dataset_name(config), 'network': config['network'],
+                     'num_epochs': config['num_epochs'], 'seeds': list(finished),
+                     'unfinished_seeds': sorted(s for s, r in seeds.items() if not is_finished(r['record'])),
+                     'no_best_seeds': sorted(s for s, r in seeds.items() if is_finished(r['record'])
+                                             and not has_best(r['record'])),
+                     'best': _mean_std(best), 'final': _mean_std(final), 'best_values': best})
+    return rows
+
+
+def _paired_test(ours, theirs):
+    """Every figure of one paired comparison (t_test.paired_summary), the per-seed differences, and the paper's
+    verdict: significant when the one-sided p-value is at most the significance level."""
+    test = {**paired_summary(ours, theirs), 'differences': [a - b for a, b in zip(ours, theirs)]}
+    test['significant'] = test['p_value'] is not None and test['p_value'] <= SIGNIFICANCE
+    return test
+
+
+def compare(groups, baseline):
+    """Each configuration against ``baseline``, paired by seed over finished runs, at the best-validation epoch
+    (the paper's measure: the top-level keys) and at the final epoch (under 'final'); the one-sided p-values are
+    Holm-adjusted over the table's comparisons, per measure ('p_holm')."""
+    if baseline not in groups:
+        return []
+    done = {label: {s: r['record'] for s, r in seeds.items() if is_finished(r['record']) and has_best(r['record'])}
+            for label, seeds in groups.items()}
+    comparisons = []
+    for label in groups:
+        if label == baseline:
+            continue
+        paired = sorted(set(done[label]) & set(done[baseline]))
+        tests = {metric: _paired_test([done[label][s][metric] for s in paired],
+                                      [done[baseline][s][metric] for s in paired]) for metric in METRICS}
+        comparisons.append({
+            'configuration': label, 'baseline': baseline, 'paired_seeds': paired,
+            'only_in_configuration': sorted(set(done[label]) - set(done[baseline])),
+            'only_in_baseline': sorted(set(done[baseline]) - set(done[label])),
+            **tests['test_accuracy_at_best'], 'final': tests['final_test_accuracy']})
+    for tests in (comparisons, [c['final'] for c in comparisons]):
+        for test, adjusted in zip(tests, holm([test['p_value'] for test in tests])):
+            test['p_holm'] = adjusted
+    return comparisons
+
+
+def _pm(pair):
+    return 'n/a' if pair[0] is None else f'{pair[0]:.2f} ± {pair[1]:.2f}'
+
+
+def _seed_list(seeds):
+    return ', '.join(map(str, seeds)) or 'none'
+
+
+def _signed(value, digits=2):
+    return 'n/a' if value is None else f'{value:+.{digits}f}'
+
+
+def _interval(test):
+    return 'n/a' if test['ci95_low'] is None else f"[{test['ci95_low']:+.2f}, {test['ci95_high']:+.2f}]"
+
+
+def in_words(c, baseline):
+    """One comparison, at the paper's measure, as a reader would say it."""
+    n, difference = len(c['paired_seeds']), c['mean_difference']
+    seeds = plural(n, 'paired seed')
+    if c['p_value'] is None:
+        return f"- **{c['configuration']} vs {baseline}** ({seeds}): no test ({c['note']})."
+    verdict = (f"significantly greater (p = {format_p(c['p_value'])}" if c['significant'] else
+               f"not significantly greater (p = {format_p(c['p_value'])}")
+    verdict += f", {format_p(c['p_holm'])} after Holm; Wilcoxon p = {format_p(c['wilcoxon_p'])})"
+    if difference < 0 and c['p_value_two_sided'] <= SIGNIFICANCE:
+        verdict += f"; significantly lower (two-sided p = {format_p(c['p_value_two_sided'])})"
+    words = (f"- **{c['configuration']} vs {baseline}** ({seeds}): mean difference {difference:+.2f} points, "
+             f"{CONFIDENCE:.0%} interval {_interval(c)}, d_z {c['effect_size_dz']:+.2f}; {verdict}. With {n} seeds, a "
+             f"gain below {c['min_detectable_difference']:.2f} points would likely go unseen (power under {POWER:.0%} "
+             f"at p <= {SIGNIFICANCE:g})")
+    if c['seeds_needed'] is not None and not c['significant']:
+        words += f"; a true gain of {difference:.2f} points would need about {c['seeds_needed']} paired seeds"
+    return words + '.'
+
+
+def _shown(value):
+    """A protocol setting's value (as experiment.comparable wrote it) as a reader writes it: 3, resnet18, 0.1."""
+    import ast
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+    return f'{value:g}' if isinstance(value, float) else str(value)
+
+
+def protocol_title(key, keys):
+    """A protocol in words: what sets it apart from the report's other protocols (or its dataset, network and
+    epochs when it is the only one)."""
+    values = dict(key)
+    shown = [name for name in values if len({dict(k).get(name) for k in keys}) > 1] or \
+        ['dataset', 'network', 'num_epochs']
+    return ', '.join(f'{name} {_shown(values[name])}' for name in shown)
+
+
+def markdown(rows, comparisons, baseline, left_out=(), figures=()):
+    lines = ['| configuration | dataset | network | epochs | batch | normalisation | bn_weight | c | input_norm | '
+             'arithmetic | seeds | test acc. at best val. (%) | final test acc. (%) |', '|' + '---|' * 13]
+    for r in rows:
+        lines.append(f"| {r['configuration']} | {r['dataset']} | {r['network']} | {r['num_epochs']} | "
+                     f"{r['batch_size']} | {r['normalisation']} | {r['bn_weight']:g} | {r['c']:g} | "
+                     f"{r['input_norm']} | {r['arithmetic']} | {len(r['seeds'])} | {_pm(r['best'])} | "
+                     f"{_pm(r['final'])} |")
+    if comparisons:
+        lines += ['', f'Each configuration against {baseline}, paired by seed, at the test accuracy of the best-validation '
+                      f'epoch (the paper\'s measure) and of the final epoch: the mean paired difference with its '
+                      f'{CONFIDENCE:.0%} interval and effect size d_z; the one-sided paired t-test (configuration > '
+                      f'{baseline}; * marks p <= {SIGNIFICANCE:g}), Holm-adjusted over this table, Wilcoxon\'s '
+                      f'signed-rank test (no normality assumed), and the two-sided t-test (do they differ at all?); '
+                      f'the smallest true gain these seeds would detect with {POWER:.0%} power, and the seeds a gain of '
+                      f'the observed size needs for it.', '',
+                  '| comparison | test accuracy at | paired seeds | mean paired difference (points) | '
+                  f'{CONFIDENCE:.0%} interval | d_z | p-value | Holm p | Wilcoxon p | two-sided p | smallest detectable '
+                  f'gain | seeds for {POWER:.0%} power |', '|' + '---|' * 12]
+        for c in comparisons:
+            for metric, test in zip(METRICS.values(), (c, c['final'])):
+                p = format_p(test['p_value']) + (' *' if test['significant'] else '')
+                detectable = 'n/a' if test['min_detectable_difference'] is None else \
+                    f"{test['min_detectable_difference']:.2f}"
+                lines.append(f"| {c['configuration']} vs {baseline} | {metric} | {len(c['paired_seeds'])} | "
+                             f"{_signed(test['mean_difference'])} | {_interval(test)} | "
+                             f"{_signed(test['effect_size_dz'])} | {p} | {format_p(test['p_holm'])} | "
+                             f"{format_p(test['wilcoxon_p'])} | {format_p(test['p_value_two_sided'])} | {detectable} | "
+                             f"{test['seeds_needed'] or ''} |")
+        lines += ['', 'In words, at the paper\'s measure:', ''] + [in_words(c, baseline) for c in comparisons]
+    elif baseline in [r['configuration'] for r in rows]:
+        lines += ['', f'No comparison: there are results of {baseline!r} only, no other configuration to test.']
+    elif baseline:
+        lines += ['', f'No comparison: there are no results named {baseline!r} (choose one with --baseline).']
+    if figures:
+        lines += ['', 'Figures:', ''] + [f'- [{figure}]({figure}): {caption}' for figure, caption in figures]
+    notes = list(left_out)
+    for r in rows:
+        if r['unfinished_seeds']:
+            notes.append(f"{r['configuration']}: unfinished runs (left out) for seeds "
+                         f"{_seed_list(r['unfinished_seeds'])}")
+        if r['no_best_seeds']:
+            notes.append(f"{r['configuration']}: finished without a best epoch (validation accuracy never above 0%), "
+                         f"left out: seeds {_seed_list(r['no_best_seeds'])}")
+    for c in comparisons:
+        if c['only_in_configuration']:
+            notes.append(f"{c['configuration']}: seeds without a {baseline} partner (left out of the test): "
+                         f"{_seed_list(c['only_in_configuration'])}")
+        if c['only_in_baseline']:
+            notes.append(f"{baseline}: seeds without a {c['configuration']} partner (left out of the test): "
+                         f"{_seed_list(c['only_in_baseline'])}")
+        if c['note']:
+            notes.append(f"{c['configuration']} vs {baseline}: no p-value: {c['note']}")
+    if notes:
+        lines += ['', 'Notes:', ''] + [f'- {note}' for note in notes]
+    return '\n'.join(lines) + '\n'
+
+
+CSV_COLUMNS = ('protocol', 'sweep', 'configuration', 'dataset', 'network', 'num_epochs', 'batch_size', 'normalisation',
+               'bn_weight', 'c', 'input_norm', 'arithmetic', 'n_seeds', 'seeds', 'unfinished_seeds', 'best_test_mean',
+               'best_test_std', 'final_test_mean', 'final_test_std', 'baseline', 'paired_seeds', *STATISTICS,
+               *(f'final_{name}' for name in STATISTICS), 'unpaired_seeds', 'untested_because')
+
+
+_KEYS = {'mean_paired_difference': 'mean_difference'}  # report.csv's name -> the comparison's key, where they differ
+
+
+def csv_rows(table):
+    """report.csv's rows of one protocol's table: a configuration each, with its comparison's figures."""
+    by_label = {c['configuration']: c for c in table['comparisons']}
+    for r in table['rows']:
+        c = by_label.get(r['configuration'], {})
+        figures = {name: c.get(_KEYS.get(name, name), '') for name in STATISTICS}
+        final = {f'final_{name}': c.get('final', {}).get(_KEYS.get(name, name), '') for name in STATISTICS}
+        unpaired = c.get('only_in_configuration', []) + c.get('only_in_baseline', [])
+        yield {'protocol': table['id'], 'sweep': table.get('sweep', ''), **{key: r[key] for key in ('configuration', 'dataset', 'network', 'num_epochs',
+                                                                    'batch_size', 'normalisation', 'bn_weight', 'c',
+                                                                    'input_norm', 'arithmetic')},
+               'n_seeds': len(r['seeds']), 'seeds': ' '.join(map(str, r['seeds'])),
+               'unfinished_seeds': ' '.join(map(str, r['unfinished_seeds'])),
+               'best_test_mean': r['best'][0], 'best_test_std': r['best'][1], 'final_test_mean': r['final'][0],
+               'final_test_std': r['final'][1], 'baseline': c.get('baseline', ''),
+               'paired_seeds': ' '.join(map(str, c.get('paired_seeds', []))), **figures, **final,
+               'unpaired_seeds': ' '.join(map(str, sorted(set(unpaired)))),
+               'untested_because': table.get('untested_because', {}).get(r['configuration'], '')}
+
+
+def write_csv(path, tables):
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, CSV_COLUMNS)
+        writer.writeheader()
+        for table in tables:
+            writer.writerows({key: ('' if value is None else value) for key, value in row.items()}
+                             for row in csv_rows(table))
+
+
+def sweep_label(home):
+    """A sweep as the report names it: its folder's name (its --sweep), or '' for runs made outside a sweep."""
+    return os.path.basename(os.path.normpath(home)) if home else ''
+
+
+def protocol_tables(runs, baseline, may_differ=()):
+    """One table per sweep and protocol (results.group_protocols): its rows, its comparisons with its own baseline,
+    and, where it has no baseline, why each configuration is not tested (the protocol settings in which the
+    baseline's runs differ, those of its own sweep first)."""
+    protocols = group_protocols(runs, may_differ)
+    keys = [key for _, key, _ in protocols]
+    several_sweeps = len({sweep for sweep, _, _ in protocols}) > 1
+    tables = []
+    for number, (sweep, key, groups) in enumerate(protocols, start=1):
+        title = protocol_title(key, keys)
+        if several_sweeps:
+            title = f'sweep {sweep_label(sweep) or "(runs outside a sweep)"}: {title}'
+        table = {'id': f'P{number}', 'key': key, 'sweep': sweep_label(sweep), 'groups': groups, 'title': title,
+                 'rows': summarize(groups), 'comparisons': compare(groups, baseline)}
+        baselines = sorted(((other != sweep, dict(other_key)) for other, other_key, other_groups in protocols
+                            if baseline in other_groups), key=lambda item: item[0])
+        if baseline not in groups and baselines:
+            mine, reference = dict(key), baselines[0][1]
+            differs = [f"{name}: {_shown(reference.get(name))} ({baseline}) -> {_shown(mine.get(name))}"
+                       for name in mine if reference.get(name) != mine.get(name)]
+            why = (f"no {baseline} with the same protocol; its runs differ in {'; '.join(differs)}" if differs else
+                   f"no {baseline} in this sweep (another sweep's {baseline} has the same protocol: report the two "
+                   f"sweeps' runs together by giving their results files, or run {baseline} in this sweep)")
+            table['untested_because'] = {label: why for label in groups}
+        tables.append(table)
+    return tables
+
+
+def write_report(runs, out, baseline='baseline', plots=True, left_out=(), may_differ=()):
+    """Write report.md, report.csv and (optionally) the figures into ``out``, after removing the figures of an
+    earlier report there; returns the Markdown and {figure: why it was not made}."""
+    from . import report_figures
+    os.makedirs(out, exist_ok=True)
+    for entry in os.listdir(out):  # never a stale figure beside a new report
+        if entry.endswith('.png') and entry.split('.')[0].rsplit('_P', 1)[0] in report_figures.STEMS:
+            os.remove(os.path.join(out, entry))
+    tables = protocol_tables(runs, baseline, may_differ)
+    several, sections, not_made = len(tables) > 1, [], {}
+    for table in tables:
+        suffix = f"_{table['id']}" if several and table['id'] != 'P1' else ''
+        missing = report_figures.write_plots(table['groups'], table['rows'], table['comparisons'], baseline, out,
+                                             suffix) if plots and 'untested_because' not in table else {}
+        made = [(f'{stem}{suffix}.png', report_figures.CAPTIONS[stem]) for stem in report_figures.STEMS
+                if plots and os.path.exists(os.path.join(out, f'{stem}{suffix}.png'))]
+        not_made.update(missing)
+        heading = [f"## {table['id']}: {table['title']}", ''] if several else []
+        if 'untested_because' in table:
+            sections.append('\n'.join(heading + [f'- {label}: not tested: {why}' for label, why in
+                                                  table['untested_because'].items()]) + '\n')
+            continue
+        notes = (list(left_out) if table is tables[0] else []) + [f'figure {figure} not made: {why}'
+                                                                   for figure, why in missing.items()]
+        sections.append('\n'.join(heading) + ('\n' if heading else '')
+                        + markdown(table['rows'], table['comparisons'], baseline, notes, made))
+    sweeps = len({table['sweep'] for table in tables})
+    intro = (f'{len(tables)} protocols{f" in {sweeps} sweeps" if sweeps > 1 else ""}: configurations are tested only '
+             f'against the {baseline} of their own {"sweep and " if sweeps > 1 else ""}protocol (the same '
+             f'{", ".join(protocol_settings(may_differ))}).\n\n' if several else '')
+    text = intro + '\n'.join(sections)
+    with open(os.path.join(out, 'report.md'), 'w') as f:
+        f.write(text)
+    write_csv(os.path.join(out, 'report.csv'), tables)
+    return text, not_made
+
+

@@ -1,0 +1,194 @@
+"""A sweep's runs on this machine: one per free slot (a GPU or a CPU core), each run's log, and how each ended.
+
+One run per visible GPU at a time (and --runs_per_gpu per GPU); without a GPU, one
+single-thread run per core (--cpu_jobs, --threads), which trains the most images per second on
+a CPU. Each run is a process of its own, in a session of its own, so that a terminal's Ctrl-C
+reaches the sweep only: the sweep passes the signal on to every run once, and each run
+checkpoints at its next step and stops. A failed run is reported and the others go on; each
+run's output goes to its log (runs.run_files: {home}/{dataset}/logs/{name}.log).
+"""
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from .cli import STOP_SIGNALS, RunError, plural
+from .cpu_threads import usable_cores
+from .results import is_finished, outcome, read_record
+from .runs import RunLock
+
+__all__ = ['slots', 'train_command', 'last_error_line', 'ended_by', 'LocalSweep', 'summarize_ended']
+
+TRAIN_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'train.py')
+
+
+def slots(gpus, runs_per_gpu=1, cpu_jobs=None, threads=None):
+    """(device flag, CUDA_VISIBLE_DEVICES) for every run that may go at once, and the CPU threads of each: the
+    cores shared out evenly, so that the runs together never keep more threads busy than there are cores. ``gpus``
+    is how many GPUs to use (0: the CPU)."""
+    cores = usable_cores()
+    if gpus == 0:
+        jobs = cpu_jobs or max(1, cores // (threads or 1))
+        return [('cpu', None)] * jobs, threads or max(1, cores // jobs)
+    # Keep a scheduler's own GPU assignment (SLURM sets CUDA_VISIBLE_DEVICES to the allocated ids).
+    visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+    ids = [i.strip() for i in visible.split(',') if i.strip()] if visible else [str(i) for i in range(gpus)]
+    if gpus > len(ids):
+        raise RunError(f'--gpus {gpus}: only {plural(len(ids), "GPU")} visible ({", ".join(ids)})', 2)
+    slot_list = [('cuda', ids[gpu]) for gpu in range(gpus) for _ in range(runs_per_gpu)]
+    return slot_list, threads or max(1, cores // len(slot_list))
+
+
+def train_command(run, device):
+    """The train.py command of a planned run on a device of the kind ``device`` ('cpu' or 'cuda')."""
+    return [sys.executable, TRAIN_PY, *run['argv'], '--device', device]
+
+
+def last_error_line(log_path):
+    """The last line of the log's latest session that tells an error (train.py's one 'error:' line, or a traceback's
+    last line), or its last line; '' for an empty or unreadable log."""
+    try:
+        with open(log_path, 'rb') as f:
+            f.seek(max(0, os.path.getsize(log_path) - 65536))
+            text = f.read().decode('utf-8', 'replace')
+    except OSError:
+        return ''
+    lines = text.rsplit('\n=== ', 1)[-1].splitlines()[1:] if '=== ' in text else text.splitlines()
+    session = [line.strip() for line in lines if line.strip()]
+    errors = [line for line in session if 'error' in line.lower() or line.startswith(('Traceback', 'Killed'))]
+    return (errors or session or [''])[-1][:300]
+
+
+def ended_by(status, log_path):
+    """How a run's process ended, in one line, the same way for every run: the signal by name (a status of -N, or
+    128 + N as train.py and shells exit after signal N), else the exit status and the last error line of its log."""
+    signals = {s.value for s in signal.Signals}
+    signum = -status if status < 0 else status - 128 if status - 128 in signals else None
+    if signum in signals:
+        return f'stopped by {signal.Signals(signum).name}'
+    line = last_error_line(log_path)
+    return f'exit {status}' + (f': {line}' if line else '')
+
+
+def _holder(lock):
+    """Who holds ``lock``, in words, or None."""
+    owner = lock.holder()
+    return owner and f"process {owner.get('pid')} on {owner.get('host')} (since {owner.get('since')})"
+
+
+def launch_process(run, device, visible, log):
+    """A run as a train.py process of its own session, its output into the open ``log``."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    if visible is not None:
+        env['CUDA_VISIBLE_DEVICES'] = visible
+    command = train_command(run, device)
+    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
+    log.flush()
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+class LocalSweep:
+    """Trains ``runs`` on ``slot_list`` (slots), as many at once as there are slots; ``launch(run, device, visible,
+    log)`` starts one and returns a process (wait, send_signal). ``go`` returns {run name: how it ended}."""
+
+    def __init__(self, runs, slot_list, launch=launch_process):
+        self.runs, self.free, self.launch = runs, list(slot_list), launch
+        self.lock, self.running, self.stopping = threading.Lock(), {}, None
+        self.results = {}
+
+    def _run(self, run):
+        """Train one run on a free slot, unless another process holds it: a second sweep of the same runs, or a
+        train.py started by hand. That run is left to its owner and reported as such, and only the process that
+        trains a run writes its log."""
+        claim = RunLock({**run['paths'], 'lock': run['paths']['sweep_lock']})
+        held = _holder(RunLock(run['paths']))
+        if not held:
+            try:
+                claim.acquire()
+            except RunError:
+                held = _holder(claim) or 'another sweep'
+        if held:
+            self.results[run['name']] = 'held'
+            print(f"{run['name']}: not started here: it is being trained by {held}", flush=True)
+            return
+        try:
+            if is_finished(read_record(run['paths']['json'])):  # another process finished it meanwhile
+                self.results[run['name']] = 'finished'
+                return
+            self._train(run)
+        finally:
+            claim.release()
+
+    def _train(self, run):
+        with self.lock:
+            if self.stopping is not None:
+                self.results[run['name']] = 'not started'
+                return
+            device, visible = self.free.pop()
+        try:
+            os.makedirs(os.path.dirname(run['paths']['log']), exist_ok=True)
+            with open(run['paths']['log'], 'a') as log:
+                with self.lock:
+                    process = self.running[run['name']] = self.launch(run, device, visible, log)
+                    if self.stopping is not None:  # the stop came while it was starting
+                        process.send_signal(self.stopping)
+                status = process.wait()
+            with self.lock:
+                self.running.pop(run['name'], None)
+            self._report(run, status, f"{device}{'' if visible is None else ':' + visible}")
+        finally:
+            with self.lock:
+                self.free.append((device, visible))
+
+    def _report(self, run, status, where):
+        record, holder = read_record(run['paths']['json']), _holder(RunLock(run['paths']))
+        if status == 0 and is_finished(record):
+            result, self.results[run['name']] = f'finished: {outcome(record)}', 'finished'
+        elif self.stopping is not None:
+            result, self.results[run['name']] = f"interrupted ({ended_by(status, run['paths']['log'])}); the same " \
+                f"command resumes it", 'interrupted'
+        elif holder:  # a train.py started by hand took the run first
+            result, self.results[run['name']] = f'not trained here: it is being trained by {holder}', 'held'
+        else:
+            result, self.results[run['name']] = f"FAILED ({ended_by(status, run['paths']['log'])}); log " \
+                f"{run['paths']['log']}", 'failed'
+        print(f"{run['name']} on {where}: {result}", flush=True)
+
+    def stop(self, signum, frame):
+        """The sweep's stop: each running run gets the same signal once, and checkpoints at its next step."""
+        with self.lock:
+            if self.stopping is not None:
+                return
+            self.stopping = signum
+            for process in self.running.values():
+                process.send_signal(signum)
+
+    def go(self):
+        handlers = {s: signal.signal(s, self.stop) for s in STOP_SIGNALS} \
+            if threading.current_thread() is threading.main_thread() else {}
+        try:
+            with ThreadPoolExecutor(max_workers=len(self.free)) as pool:
+                list(pool.map(self._run, self.runs))
+        finally:
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
+        return self.results
+
+
+def summarize_ended(ended):
+    """Say how the runs this sweep tried ended (failed, and left to other processes); returns the failed ones."""
+    by = {kind: sorted(name for name, result in ended.items() if result == kind) for kind in ('failed', 'held')}
+    if by['failed']:
+        finished = sum(result == 'finished' for result in ended.values())
+        rest = f'the other {plural(finished, "run")} finished' if finished else 'none finished'
+        every = len(by['failed']) == len(ended)
+        print(f'{"all " if every and len(ended) > 1 else ""}{plural(len(by["failed"]), "run")} failed: '
+              f'{", ".join(by["failed"])} (see their logs){"" if every else "; " + rest}', file=sys.stderr)
+    if by['held']:
+        print(f'{plural(len(by["held"]), "run")} left to the processes training them ({", ".join(by["held"])}); '
+              f'run this sweep again once they have finished, for a report with them', file=sys.stderr)
+    return by['failed']
