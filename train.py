@@ -214,13 +214,15 @@ def remove_old_files(args, paths, world):
             os.remove(paths[key])
 
 
-def start_record(args, data, device, world, model, start):
-    """The results record of this session, and its first epoch: a new run's, or the resumed checkpoint's."""
+def start_record(args, argv, data, device, world, model, start):
+    """The results record of this session, and its first epoch: a new run's (with the command that started it), or
+    the resumed checkpoint's."""
     config = {**run_config(args), 'cuda_graph': model.uses_graph}
     if start.kind == 'resume':
         first_epoch = start.checkpoint['completed_epochs'] + 1
         return resumed_record(start.checkpoint['record'], config, world.world_size, first_epoch), first_epoch
-    return new_record(config, device, fake_data=data.is_fake, data=data.facts(), input_mean=data.mean,
+    return new_record(config, device, command=shlex.join([sys.executable, os.path.abspath(__file__), *argv]),
+                      fake_data=data.is_fake, data=data.facts(), input_mean=data.mean,
                       input_std=data.std,
                       train_size=len(data.train), val_size=len(data.val), test_size=len(data.test),
                       world_size=world.world_size), 1
@@ -301,7 +303,7 @@ def observe(record, norm_stats, epoch, log):
             log(warning['message'], file=sys.stderr, flush=True)
 
 
-def prepare(args, world, device_name, paths, start, log):
+def prepare(args, argv, world, device_name, paths, start, log):
     """Everything the epochs need, made before the first one: the data, the seeded network and its optimizer (restored
     from the checkpoint when resuming), the per-layer statistics, and the results record."""
     device = torch.device(device_name)
@@ -313,7 +315,7 @@ def prepare(args, world, device_name, paths, start, log):
         NormStatistics(model.network, data.val.first(min(MEASURED_IMAGES, len(data.val))))
     if start.kind == 'resume':
         restore_checkpoint(start.checkpoint, model, args.num_epochs)
-    record, first_epoch = start_record(args, data, device, world, model, start)
+    record, first_epoch = start_record(args, argv, data, device, world, model, start)
     if norm_stats and start.kind == 'new':
         observe(record, norm_stats, 0, log)
     remove_old_files(args, paths, world)
@@ -333,7 +335,8 @@ def train(args, argv, world, device_name, paths, cpu_run=None):
             f"nothing to do")
         return start.record
     try:
-        device, data, model, norm_stats, record, first_epoch = prepare(args, world, device_name, paths, start, log)
+        device, data, model, norm_stats, record, first_epoch = prepare(args, argv, world, device_name, paths, start,
+                                                                       log)
     except Stopped as stop:
         raise stopped(stop, 'while starting, before this session trained a step; its files are as they were',
                       paths, argv, args.threads) from None

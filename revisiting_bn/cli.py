@@ -16,7 +16,7 @@ USAGE, FAILURE = 2, 1  # a usage error (flags, a run that clashes with its files
 TRACEBACK_VARIABLE = 'REVISITING_BN_TRACEBACK'  # set to 1 to see the traceback of an unexpected error
 
 __all__ = ['USAGE', 'FAILURE', 'TRACEBACK_VARIABLE', 'STOP_SIGNALS', 'RunError', 'UsageError', 'Stopped',
-           'stops_raise', 'stops_end_the_program', 'OneLineParser', 'describe', 'exit_on_error', 'plural', 'as_number']
+           'stops_raise', 'stops_end_the_program', 'OneLineParser', 'describe', 'exit_on_error', 'plural', 'number_ranges', 'as_number']
 
 
 class RunError(Exception):
@@ -156,3 +156,14 @@ def as_number(value):
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def number_ranges(numbers):
+    """Whole numbers as a reader writes them: 1-5, 7, 9-10."""
+    numbers, parts = sorted(set(numbers)), []
+    for number in numbers:
+        if parts and number == parts[-1][1] + 1:
+            parts[-1][1] = number
+        else:
+            parts.append([number, number])
+    return ', '.join(f'{a}-{b}' if b > a else str(a) for a, b in parts)

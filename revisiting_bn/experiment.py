@@ -12,10 +12,12 @@ network's scale; what was given is kept beside it under 'given'. The input BN's 
 (bn_weight x 0.58 as given, <= 0 meaning 1.0) is recorded too, since --bn_weight -1 and 1 start it
 apart. Nothing here imports torch.
 """
+import ast
+
 from .protocol import INPUT_BN_FACTOR, resolve_bn_weight
 
 __all__ = ['EXPERIMENT', 'PLACE', 'CONTROL', 'ROLES', 'METHOD', 'TRAINED', 'experiment_settings', 'protocol_settings',
-           'protocol', 'comparable', 'as_trained', 'as_given', 'replaced', 'differing_settings', 'setting_differences',
+           'protocol', 'comparable', 'shown', 'as_trained', 'as_given', 'replaced', 'differing_settings', 'setting_differences',
            'run_config']
 
 EXPERIMENT, PLACE, CONTROL = 'experiment', 'place', 'control'
@@ -49,6 +51,15 @@ def experiment_settings():
 
 def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def shown(value):
+    """A protocol setting's value (as ``comparable`` wrote it) as a reader writes it: 3, resnet18, 0.1."""
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+    return f'{value:g}' if isinstance(value, float) else str(value)
 
 
 def as_trained(config):

@@ -3,26 +3,18 @@
 gamma_distance.png: gamma's mean absolute distance from its initial value over the epochs, for
 the early, middle and late thirds of the normalisation layers (the input BN apart); xhat.png: the
 largest |x_hat| and the share of |x_hat| above the threshold, layer by layer, after the first and
-the last epoch. Configurations side by side: the mean over seeds, a band from the lowest to the
-highest seed. (norm_statistics.py says what is measured and how.)
+the last epoch. Each configuration in a colour of its own: the mean over seeds, a band from the
+lowest to the highest seed. (norm_statistics.py says what is measured and how.)
 """
-import matplotlib
+import numpy as np
+from matplotlib.lines import Line2D
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from .figure_style import colours, epoch_axis, legend_below, panels, spans_orders, titled
+from .protocol import INPUT_BN, INPUT_BN_LAYER
+from .results import is_finished
 
-from .protocol import INPUT_BN, INPUT_BN_LAYER  # noqa: E402
-from .results import is_finished  # noqa: E402
+__all__ = ['norm_runs', 'final_gammas', 'gamma_distance', 'xhat_by_layer']
 
-__all__ = ['spans_orders', 'norm_runs', 'final_gammas', 'gamma_distance', 'xhat_by_layer']
-
-
-def spans_orders(values, factor=100.0):
-    """Whether positive ``values`` span more than ``factor`` (a log scale then shows every curve)."""
-    values = np.asarray([v for v in np.ravel(values) if np.isfinite(v)], dtype=float)
-    return values.size > 1 and values.min() > 0 and values.max() / values.min() > factor
 
 def stable_names(stats):
     """A run's statistics with every layer under its name inside the network: records made before the names were
@@ -60,11 +52,12 @@ def final_gammas(run_stats):
     return np.asarray(inputs, dtype=float), np.asarray(others, dtype=float)
 
 
-def _band(ax, x, values, label, **style):
+def _band(ax, x, values, colour, **style):
     values = np.asarray(values, dtype=float)
-    line, = ax.plot(x, values.mean(0), label=f'{label} (n={len(values)})', **style)
+    line, = ax.plot(x, values.mean(0), color=colour, **style)
     if len(values) > 1:
-        ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+        ax.fill_between(x, values.min(0), values.max(0), color=colour, alpha=0.15, linewidth=0)
+    return line
 
 
 TITLES = {1: ('all',), 2: ('early', 'late'), 3: ('early', 'middle', 'late')}
@@ -76,53 +69,69 @@ def _parts(layers, count):
     return [[body[i] for i in part] for part in np.array_split(np.arange(len(body)), count)]
 
 
-def _panels(count, width):
-    figure, axes = plt.subplots(1, count, figsize=(width * count, 4), squeeze=False)
-    return figure, axes[0]
+def _labels(runs):
+    return [f'{label} (n={len(stats)})' for label, stats in runs.items()]
 
 
-def gamma_distance(runs):
+def gamma_distance(runs, protocol=''):
     """The figure: a panel per third of the layers (fewer for networks of one or two), mean |gamma - initial gamma|
-    by epoch."""
+    by epoch, the panels on one scale."""
     count = min(3, max(len([n for n in stats[0]['layers'] if not is_input_bn(n)]) for stats in runs.values()))
-    figure, axes = _panels(count, 5)
+    figure, axes = panels(count, sharey=True)
+    handles, palette, epochs_seen = [], colours(len(runs)), set()
     for index, (ax, title) in enumerate(zip(axes, TITLES[count])):
-        for label, stats in runs.items():
+        for colour, (label, stats) in zip(palette, runs.items()):
             names = _parts(stats[0]['layers'], count)[index]
             length = min(len(s['epochs']) for s in stats)
             epochs = [e['epoch'] for e in stats[0]['epochs'][:length]]
+            epochs_seen.update(epochs)
             values = [[np.mean([e['layers'][n]['gamma_distance'] for n in names
                                 if e['layers'].get(n, {}).get('gamma_distance') is not None] or [np.nan])
                        for e in s['epochs'][:length]] for s in stats]
-            _band(ax, epochs, values, f'{label}, {len(names)} layer{"s" if len(names) != 1 else ""}',
-                  marker='o' if length <= 30 else None, markersize=3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel='epoch', ylabel='mean |gamma - initial gamma|',
-               title=f'{title} {"layers" if count > 1 else "normalisation layers"} (input BN apart)')
-        ax.set_xlim(left=0)
-        ax.legend()
+            line = _band(ax, epochs, values, colour, marker='o' if length <= 30 else None, markersize=3)
+            if index == 0:
+                handles.append(line)
+        epoch_axis(ax, epochs_seen)
+        names = _parts(next(iter(runs.values()))[0]['layers'], count)[index]
+        ax.set(ylabel='mean |gamma - initial gamma|' if index == 0 else None,
+               title=f'{title} {"layers" if count > 1 else "normalisation layers"} ({len(names)}, input BN apart)')
+        ax.grid(alpha=0.3)
+    titled(figure, 'How far gamma moved from its start, by epoch (mean over seeds, band: lowest to highest)',
+           protocol)
+    legend_below(figure, handles, _labels(runs))
     return figure
 
 
-def xhat_by_layer(runs):
+def xhat_by_layer(runs, protocol=''):
     """The figure: two panels, the largest |x_hat| and the share of |x_hat| above the threshold, by layer, after the
-    first and after the last epoch."""
-    figure, axes = _panels(2, 7)
+    first epoch (dashed) and the last (solid); runs of one epoch have one line each."""
+    figure, axes = panels(2, panel=(6.5, 3.8))
     threshold = next(iter(runs.values()))[0]['threshold']
+    palette, firsts, lasts = colours(len(runs)), set(), set()
     for ax, key, title in ((axes[0], 'xhat_max_abs', 'largest |x_hat|'),
                            (axes[1], 'xhat_share_above', f'share of |x_hat| > {threshold:g}')):
-        for label, stats in runs.items():
+        for colour, (label, stats) in zip(palette, runs.items()):
             layers = stats[0]['layers']
             depth = np.arange(len(layers)) + (0 if any(map(is_input_bn, layers)) else 1)  # 0: the input BN
-            for position, style in ((1, {'linestyle': '--', 'marker': 'x'}), (-1, {'marker': 'o'})):
-                rows = [s['epochs'][min(position, len(s['epochs']) - 1)] for s in stats]  # epoch 1, and the last
-                values = [[row['layers'][n][key] for n in layers] for row in rows]
-                _band(ax, depth, values, f'{label}, epoch {rows[0]["epoch"]}', markersize=3, **style)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            first, last = [[s['epochs'][min(i, len(s['epochs']) - 1)] for s in stats] for i in (1, -1)]
+            moments = [(last, '-')] if first[0]['epoch'] == last[0]['epoch'] else [(first, '--'), (last, '-')]
+            for rows, style in moments:
+                (firsts if style == '--' else lasts).add(rows[0]['epoch'])
+                _band(ax, depth, [[row['layers'][n][key] for n in layers] for row in rows], colour, linestyle=style,
+                      marker='o', markersize=3)
+        ax.set_xticks(depth)
         logarithmic = key == 'xhat_max_abs' and spans_orders([v for line in ax.get_lines() for v in line.get_ydata()])
         if logarithmic:
             ax.set_yscale('log')
         ax.set(xlabel='normalisation layer, in network order (0: the input BN)', ylabel=title,
                title=f'{title}, by layer{" (log scale)" if logarithmic else ""}')
-        ax.legend(fontsize='small')
+        ax.grid(alpha=0.3)
+    titled(figure, 'x_hat by layer (mean over seeds, band: lowest to highest)', protocol)
+    handles = [Line2D([], [], color=colour) for colour in palette]
+    labels = _labels(runs)
+    for style, epochs in (('--', firsts), ('-', lasts)):
+        if epochs:
+            handles.append(Line2D([], [], color='black', linestyle=style))
+            labels.append(f'after epoch {", ".join(map(str, sorted(epochs)))}')
+    legend_below(figure, handles, labels)
     return figure

@@ -3,25 +3,24 @@
 bn_scales.png shows the paper's observation: the learned BN scales stay close to
 their initial value, so the initial value chosen for them matters. It is drawn from the
 gammas in the results JSON (the per-layer statistics, norm_figures.py draws the
-rest of them), or, for runs recorded without them, from the best weights.
+rest of them), or, for runs recorded without them, from the best weights. Every figure
+is drawn through figure_style.py: titled with its protocol, small multiples on shared
+axes, a colour per configuration, the legend below the data.
 """
 import os
 
-import matplotlib
+import numpy as np
+from matplotlib.lines import Line2D
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from .cli import as_number, plural  # noqa: E402
-from .norm_figures import final_gammas, gamma_distance, norm_runs, spans_orders, xhat_by_layer  # noqa: E402
-from .experiment import METHOD  # noqa: E402
-from .protocol import INPUT_BN, SIGNIFICANCE, XHAT_THRESHOLD, resolve_bn_weight  # noqa: E402
-from .results import is_finished  # noqa: E402
-from .runs import run_files  # noqa: E402
-from .t_test import format_p, half_width  # noqa: E402
+from .cli import as_number, plural
+from .experiment import METHOD
+from .figure_style import (MAX_COLUMNS, MAX_WIDTH, PANEL, colours, epoch_axis, legend_below, panels, save,
+                           spans_orders, titled)
+from .norm_figures import final_gammas, gamma_distance, norm_runs, xhat_by_layer
+from .protocol import INPUT_BN, SIGNIFICANCE, XHAT_THRESHOLD, resolve_bn_weight
+from .results import is_finished
+from .runs import run_files
+from .t_test import CONFIDENCE, format_p, half_width
 
 __all__ = ['FIGURES', 'CAPTIONS', 'write_plots', 'best_weights_file', 'bn_scales', 'grid_axes']
 
@@ -51,124 +50,167 @@ def _load_weights(path):
     return torch.load(path, map_location='cpu', weights_only=True)
 
 
-def _save(fig, path):
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+TEST = 'one-sided paired t-test'
 
 
-def paired_accuracies(groups, comparisons, baseline, path):
-    fig, axes = plt.subplots(1, len(comparisons), figsize=(5 * len(comparisons), 4), squeeze=False)
-    for ax, c in zip(axes[0], comparisons):
+def _p_words(c, family):
+    """A comparison's p-value as its panel says it: with several comparisons, Holm's adjusted p beside it."""
+    words = f"p = {format_p(c['p_value'])}"
+    if family > 1 and c['p_holm'] is not None:
+        words += f", Holm {format_p(c['p_holm'])}"
+    return words + (' *' if c['significant'] else '')
+
+
+def paired_accuracies(groups, comparisons, baseline, path, protocol=''):
+    """A panel per comparison (at most four to a row, one accuracy scale): each seed's baseline and configuration
+    side by side, joined by a line that is green where the configuration is higher and red where lower."""
+    seeds_shown = max(len(c['paired_seeds']) for c in comparisons)
+    columns = min(MAX_COLUMNS, len(comparisons))  # as wide as the seeds need, the whole no wider than MAX_WIDTH
+    figure, axes = panels(len(comparisons), sharey=True,
+                          panel=(min(MAX_WIDTH / columns, max(PANEL[0], 0.35 * seeds_shown + 1.5)), PANEL[1]))
+    for ax, c in zip(axes, comparisons):
         seeds = c['paired_seeds']
         base = [groups[baseline][s]['record']['test_accuracy_at_best'] for s in seeds]
         ours = [groups[c['configuration']][s]['record']['test_accuracy_at_best'] for s in seeds]
-        # Each seed's pair side by side (baseline left, configuration right), so equal values stay visible.
         left, right = np.arange(len(seeds)) - 0.12, np.arange(len(seeds)) + 0.12
         for x0, x1, b, o in zip(left, right, base, ours):
             ax.plot([x0, x1], [b, o], color='tab:green' if o > b else 'tab:red' if o < b else 'tab:gray', alpha=0.6)
-        ax.scatter(left, base, label=baseline, color='tab:gray', zorder=3)
-        ax.scatter(right, ours, label=c['configuration'], color='tab:blue', zorder=3)
+        ax.scatter(left, base, color='tab:gray', zorder=3, s=16)
+        ax.scatter(right, ours, color='tab:blue', zorder=3, s=16)
         ax.set_xticks(range(len(seeds)), [str(s) for s in seeds])
-        ax.set(xlabel='seed', ylabel='test accuracy at best validation epoch (%)',
-               title=f"{c['configuration']} vs {baseline}: p = {format_p(c['p_value'])}")
-        ax.legend()
-    _save(fig, path)
+        ax.set(xlabel='seed', title=f"{c['configuration']}\n{_p_words(c, len(comparisons))}")
+        ax.grid(axis='y', alpha=0.3)
+    axes[0].set_ylabel('test accuracy at best val. epoch (%)')
+    family = f', Holm-adjusted over {len(comparisons)} comparisons' if len(comparisons) > 1 else ''
+    titled(figure, f'Each seed: {baseline} (grey) beside the configuration (blue); p: {TEST} (configuration > '
+                   f'{baseline}){family}; * p <= {SIGNIFICANCE:g}', protocol)
+    legend_below(figure, [Line2D([], [], color='tab:gray', marker='o', linestyle=''),
+                          Line2D([], [], color='tab:blue', marker='o', linestyle=''),
+                          Line2D([], [], color='tab:green'), Line2D([], [], color='tab:red')],
+                 [baseline, 'configuration', 'configuration higher', 'configuration lower'])
+    save(figure, path)
 
 
-def curves(groups, path):
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+def curves(groups, path, protocol=''):
+    """Training loss, validation loss and validation accuracy by epoch: a colour per configuration, the mean over
+    seeds and a band from the lowest to the highest seed."""
+    figure, axes = panels(3)
     keys = (('train_loss', 'training loss'), ('val_loss', 'validation loss'),
             ('val_accuracy', 'validation accuracy (%)'))
-    drawn = {key: [] for key, _ in keys}
-    for label, seeds in groups.items():
+    drawn, handles, labels, epochs_seen = {key: [] for key, _ in keys}, [], [], set()
+    for colour, (label, seeds) in zip(colours(len(groups)), groups.items()):
         finished = [r['record']['epochs'] for r in seeds.values() if is_finished(r['record'])]
         if not finished:
             continue
         length = min(len(e) for e in finished)
         epochs = np.arange(1, length + 1)
-        for ax, (key, title) in zip(axes, keys):
+        epochs_seen.update(epochs.tolist())
+        for ax, (key, _) in zip(axes, keys):
             values = np.array([[row[key] for row in e[:length]] for e in finished])
             drawn[key].append(values)
-            ax.plot(epochs, values.mean(0), label=f'{label} (n={len(finished)})',
-                    marker='o' if length <= 30 else None, markersize=3)
-            ax.fill_between(epochs, values.min(0), values.max(0), alpha=0.2)
+            line, = ax.plot(epochs, values.mean(0), color=colour, marker='o' if length <= 30 else None, markersize=3)
+            ax.fill_between(epochs, values.min(0), values.max(0), color=colour, alpha=0.15, linewidth=0)
+        handles.append(line)
+        labels.append(f'{label} (n={len(finished)})')
     for ax, (key, title) in zip(axes, keys):
         logarithmic = key != 'val_accuracy' and spans_orders([v for values in drawn[key] for v in values.ravel()])
         if logarithmic:
             ax.set_yscale('log')
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel='epoch', title=f'{title}{" (log scale)" if logarithmic else ""}\nmean over seeds, band: '
-                                     f'lowest to highest')
-    axes[0].legend()
-    _save(fig, path)
+        epoch_axis(ax, epochs_seen or {1})
+        ax.set(title=f'{title}{" (log scale)" if logarithmic else ""}')
+        ax.grid(alpha=0.3)
+    titled(figure, 'Training curves (mean over seeds, band: lowest to highest)', protocol)
+    legend_below(figure, handles, labels)
+    save(figure, path)
 
 
-def scales_after_training(groups, path):
-    panels, found = [], 0
+def _final_scales(groups):
+    """[(configuration, initial scale, its scales after training, seeds, source)] of the configurations whose finished
+    runs have scales, and how many runs had any to give: from the recorded statistics, else the best weights."""
+    found, scales = 0, []
     for label, seeds in groups.items():
-        inputs, others, sources = [], [], set()
+        others, sources = [], set()
         for run in seeds.values():
             recorded = run['record'].get('norm_statistics')
             weights = None if recorded else best_weights_file(run)
             found += bool(recorded or weights)
             if (recorded or weights) and is_finished(run['record']):
-                input_scales, scales = final_gammas(recorded) if recorded else bn_scales(_load_weights(weights))
-                inputs.append(input_scales)
-                others.append(scales)
+                others.append((final_gammas(recorded) if recorded else bn_scales(_load_weights(weights)))[1])
                 sources.add('the last epoch' if recorded else 'the best weights')
         if others and sum(s.size for s in others):  # a network without normalisation layers has no panel
             initial = resolve_bn_weight(next(iter(seeds.values()))['record']['config']['bn_weight'])
-            panels.append((label, initial, np.concatenate(others), np.concatenate(inputs), len(others),
-                           ' and '.join(sorted(sources))))
-    if not panels:
+            scales.append((label, initial, np.concatenate(others), len(others), ' and '.join(sorted(sources))))
+    return scales, found
+
+
+def _scale_range(scales):
+    """The range every panel shows: the scales and their initial values. Far-off scales (a diverged run) would squeeze
+    the rest into one bin: then those beyond 5 interquartile ranges of all scales are left out (and named)."""
+    pooled = np.concatenate([values for _, _, values, _, _ in scales])
+    initials = [initial for _, initial, _, _, _ in scales]
+    low, high = min(pooled.min(), *initials), max(pooled.max(), *initials)
+    q1, q3 = np.percentile(pooled, [25, 75])
+    inner = (min(q1 - 5 * (q3 - q1), *initials), max(q3 + 5 * (q3 - q1), *initials))
+    if q3 > q1 and (low < inner[0] or high > inner[1]) and high - low > 4 * (inner[1] - inner[0]):
+        low, high = inner
+    pad = max(high - low, 0.01 * max(initials)) * 0.05
+    return low - pad, high + pad
+
+
+def scales_after_training(groups, path, protocol=''):
+    """A panel per configuration (on one scale, the same bins): every BN scale after training, its initial value
+    marked; returns why the figure could not be made, or None."""
+    scales, found = _final_scales(groups)
+    if not scales:
         return ('no gammas recorded in the results and no best weights found: the results name none that exists, and '
                 'there is no networks/ folder beside results/ (weights are not kept with copied or committed results)'
-                if not found else
-                'no finished run has normalisation layers with a scale')
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
-    for ax, (label, initial, scales, input_scales, n, source) in zip(axes[0], panels):
-        # Bins around the data and the initial value: with lr/c the scales barely move. Far-off scales (a diverged
-        # run) would squeeze the rest into one bin: then those beyond 5 interquartile ranges are left out, and named.
-        low, high = min(scales.min(), initial), max(scales.max(), initial)
-        q1, q3 = np.percentile(scales, [25, 75])
-        inner = (min(q1 - 5 * (q3 - q1), initial), max(q3 + 5 * (q3 - q1), initial))
-        clipped = q3 > q1 and (low < inner[0] or high > inner[1]) and high - low > 4 * (inner[1] - inner[0])
-        if clipped:
-            low, high = inner
-        pad = max(high - low, 0.01 * initial) * 0.1
-        shown = scales[(scales >= low - pad) & (scales <= high + pad)]
-        ax.hist(shown, bins=np.linspace(low - pad, high + pad, 61), color='tab:blue', alpha=0.8)
-        note = (f'\n{scales.size - shown.size} beyond [{low - pad:.3g}, {high + pad:.3g}] not shown\n(they reach '
-                f'{scales.min():.3g} and {scales.max():.3g})' if clipped else '')
-        ax.axvline(initial, color='black', linestyle='--', label=f'initial value {initial:g}')
-        ax.set(xlabel=f'BN scale (gamma) after training\n(from {source})', ylabel='count',
-               title=f'{label}\n{plural(scales.size // max(n, 1), "scale")} x {plural(n, "seed")} (input BN not '
-                     f'shown){note}')
-        ax.legend()
-    _save(fig, path)
+                if not found else 'no finished run has normalisation layers with a scale')
+    low, high = _scale_range(scales)
+    figure, axes = panels(len(scales), sharex=True, sharey=True)
+    for ax, (label, initial, values, n, source) in zip(axes, scales):
+        shown = values[(values >= low) & (values <= high)]
+        ax.hist(shown, bins=np.linspace(low, high, 61), color='tab:blue', alpha=0.8)
+        ax.axvline(initial, color='black', linestyle='--')
+        left_out = f'; {values.size - shown.size} beyond the axis (to {values.min():.3g}, {values.max():.3g})' \
+            if shown.size < values.size else ''
+        ax.set(title=f'{label}\n{plural(values.size // max(n, 1), "scale")} x {plural(n, "seed")}{left_out}',
+               xlabel=f'gamma after training (from {source})')
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel('count')
+    titled(figure, 'Every BN scale after training (input BN apart) against its initial value', protocol)
+    legend_below(figure, [Line2D([], [], color='tab:blue', linewidth=6), Line2D([], [], color='black',
+                                                                                 linestyle='--')],
+                 ['BN scales after training', 'initial value'])
+    save(figure, path)
     return None
 
 
-def differences(comparisons, baseline, path):
-    """Per comparison (a row each), every seed's paired difference and their mean with its 95% interval."""
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.6 * len(comparisons)))
+def differences(comparisons, baseline, path, protocol=''):
+    """Per comparison (a row each), every seed's paired difference and, apart from them, their mean with its
+    interval."""
+    figure, axes = panels(1, panel=(8, 0.9 + 0.45 * len(comparisons)))
+    ax = axes[0]
     for row, c in enumerate(comparisons):
-        ax.scatter(c['differences'], [row] * len(c['differences']), color='tab:gray', alpha=0.6, s=14,
-                   label='one seed' if row == 0 else None, zorder=2)
+        ax.scatter(c['differences'], [row - 0.12] * len(c['differences']), color='tab:gray', alpha=0.7, s=12,
+                   zorder=2)
         if c['ci95_low'] is not None:
-            ax.errorbar(c['mean_difference'], row, xerr=[[c['mean_difference'] - c['ci95_low']],
-                                                          [c['ci95_high'] - c['mean_difference']]],
-                        fmt='o', color='tab:blue', capsize=4, label='mean, 95% interval' if row == 0 else None,
-                        zorder=3)
-    ax.axvline(0, color='black', linewidth=0.8)
-    ax.set_yticks(range(len(comparisons)), [f"{c['configuration']} (n={len(c['paired_seeds'])})"
-                                            for c in comparisons])
+            ax.errorbar(c['mean_difference'], row + 0.12, xerr=[[c['mean_difference'] - c['ci95_low']],
+                                                                 [c['ci95_high'] - c['mean_difference']]],
+                        fmt='D', color='black', markersize=5, capsize=4, zorder=3)
+    ax.axvline(0, color='tab:red', linewidth=0.8)
+    ax.set_ylim(-0.5, len(comparisons) - 0.5)
+    ax.set_yticks(range(len(comparisons)), [f"{c['configuration']}{' *' if c['significant'] else ''} (n="
+                                            f"{len(c['paired_seeds'])})" for c in comparisons])
     ax.invert_yaxis()
-    ax.set(xlabel=f'configuration - {baseline} (points of test accuracy\nat the best validation epoch)',
-           title=f'paired differences against {baseline}')
-    ax.legend(fontsize='small', loc='best')
-    _save(fig, path)
+    ax.grid(axis='x', alpha=0.3)
+    ax.set(xlabel=f'configuration - {baseline}: points of test accuracy at the best validation epoch')
+    holm = f'; * significant after Holm over {len(comparisons)} comparisons' if len(comparisons) > 1 else \
+        f'; * significant ({TEST}, p <= {SIGNIFICANCE:g})'
+    titled(figure, f'Paired differences from {baseline}{holm}', protocol)
+    legend_below(figure, [Line2D([], [], color='tab:gray', marker='o', linestyle=''),
+                          Line2D([], [], color='black', marker='D', linestyle='-')],
+                 ['one seed', f'mean with its {CONFIDENCE:.0%} t-interval'])
+    save(figure, path)
 
 
 def _value(value):
@@ -190,56 +232,63 @@ def grid_axes(groups, baseline):
     return varying
 
 
-def grid(groups, rows, comparisons, baseline, axes, path):
-    """Mean test accuracy at the best validation epoch with its 95% interval against the first grid setting, a line
-    per value of the second; a filled star marks a configuration significantly above the baseline after Holm."""
-    by_label = {r['configuration']: r for r in rows}
-    tested = {c['configuration']: c for c in comparisons}
-    first, second = axes[0], (axes[1] if len(axes) > 1 else None)
-    lines = {}
+def _grid_lines(groups, rows, baseline, first, second):
+    """[(value of the second setting, [(value of the first, mean, half width of its interval, configuration)])], in
+    order, and whether the first setting's values are numbers (then their sorted values)."""
+    by_label, lines = {r['configuration']: r for r in rows}, {}
     for label, seeds in groups.items():
         if label == baseline or not by_label[label]['best_values']:
             continue
         config = next(iter(seeds.values()))['record']['config']
-        lines.setdefault(None if second is None else config.get(second), []).append((config.get(first), label))
-    numeric = all(as_number(x) is not None for points in lines.values() for x, _ in points)
-    values = sorted({as_number(x) for points in lines.values() for x, _ in points}) if numeric else []
+        accuracies = np.asarray(by_label[label]['best_values'], dtype=float)
+        lines.setdefault(None if second is None else config.get(second), []).append(
+            (config.get(first), accuracies.mean(), half_width(accuracies), label))
+    numeric = all(as_number(x) is not None for points in lines.values() for x, *_ in points)
+    values = sorted({as_number(x) for points in lines.values() for x, *_ in points}) if numeric else []
+    key = (lambda p: as_number(p[0])) if numeric else (lambda p: str(p[0]))  # noqa: E731
+    ordered = sorted(lines.items(), key=lambda item: (as_number(item[0]) is None, as_number(item[0]) or 0,
+                                                      str(item[0])))
+    return [(value, sorted(points, key=key)) for value, points in ordered], values
+
+
+def grid(groups, rows, comparisons, baseline, axes, path, protocol=''):
+    """Mean test accuracy at the best validation epoch with its interval against the first grid setting, a line (a
+    colour) per value of the second; a star marks a configuration significantly above the baseline after Holm."""
+    first, second = axes[0], (axes[1] if len(axes) > 1 else None)
+    significant = {c['configuration'] for c in comparisons if c['significant']}
+    lines, values = _grid_lines(groups, rows, baseline, first, second)
     logarithmic = bool(values) and values[0] > 0 and values[-1] / values[0] >= 10
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ordered = sorted(lines.items(), key=lambda item: (as_number(item[0]) is None, as_number(item[0]) or 0, str(item[0])))
-    for index, (value, points) in enumerate(ordered):
-        points = sorted(points, key=lambda p: as_number(p[0]) if numeric else str(p[0]))
-        shift = index - (len(ordered) - 1) / 2  # the lines side by side at each x, so their intervals stay apart
-        if numeric and logarithmic:
-            xs = [as_number(x) * 10 ** (0.012 * shift) for x, _ in points]
-        elif numeric:
-            xs = [as_number(x) + 0.008 * shift * ((values[-1] - values[0]) or 1) for x, _ in points]
+    figure, (ax,) = panels(1, panel=(8, 4.6))
+    handles, labels = [], []
+    for index, ((value, points), colour) in enumerate(zip(lines, colours(len(lines)))):
+        shift = index - (len(lines) - 1) / 2  # the lines side by side at each x, so their intervals stay apart
+        if values and logarithmic:
+            xs = [as_number(x) * 10 ** (0.012 * shift) for x, *_ in points]
+        elif values:
+            xs = [as_number(x) + 0.008 * shift * ((values[-1] - values[0]) or 1) for x, *_ in points]
         else:
-            xs = [str(x) for x, _ in points]
-        means, halves = [], []
-        for _, label in points:
-            accuracies = np.asarray(by_label[label]['best_values'], dtype=float)
-            means.append(accuracies.mean())
-            halves.append(half_width(accuracies))
-        line = ax.errorbar(xs, means, yerr=halves, marker='o', capsize=3,
-                           label=f'{second} = {_value(value)}' if second else first)[0]
-        for x, mean, (_, label) in zip(xs, means, points):
-            p = tested.get(label, {}).get('p_holm')
-            if p is not None and p <= SIGNIFICANCE:
-                ax.plot(x, mean, marker='*', markersize=16, color=line.get_color(), zorder=4)
-    base = by_label.get(baseline, {}).get('best_values')
+            xs = [str(x) for x, *_ in points]
+        handles.append(ax.errorbar(xs, [p[1] for p in points], yerr=[p[2] for p in points], marker='o', capsize=3,
+                                   color=colour)[0])
+        labels.append(f'{second} = {_value(value)}' if second else first)
+        for x, (_, mean, _, label) in zip(xs, points):
+            if label in significant:
+                ax.plot(x, mean, marker='*', markersize=16, color=colour, zorder=4)
+    base = next((r['best_values'] for r in rows if r['configuration'] == baseline), None)
     if base:
-        ax.axhline(np.mean(base), color='black', linestyle='--', linewidth=1,
-                   label=f'{baseline} (mean of {len(base)} seeds)')
-    if numeric:
+        handles.append(ax.axhline(np.mean(base), color='black', linestyle='--', linewidth=1))
+        labels.append(f'{baseline} (mean of {len(base)} seeds)')
+    if values:
         if logarithmic:
             ax.set_xscale('log')
         ax.set_xticks(values, [f'{v:g}' for v in values])
         ax.minorticks_off()
-    ax.set(xlabel=first, ylabel='test accuracy at best validation epoch (%)',
-           title=f'ablation grid: mean and 95% interval over seeds\n(star: significantly above {baseline} after Holm)')
-    ax.legend(fontsize='small')
-    _save(fig, path)
+    ax.grid(alpha=0.3)
+    ax.set(xlabel=first, ylabel='test accuracy at best val. epoch (%)')
+    titled(figure, f'Ablation grid: mean and {CONFIDENCE:.0%} t-interval over seeds; star: significantly above '
+                   f'{baseline} ({TEST}, Holm over {len(comparisons)} comparisons)', protocol)
+    legend_below(figure, handles, labels)
+    save(figure, path)
 
 
 STEMS = ('paired_accuracies', 'differences', 'grid', 'curves', 'bn_scales', 'gamma_distance', 'xhat')
@@ -252,36 +301,35 @@ CAPTIONS = {  # what each figure shows, in one sentence, for report.md
     'curves': 'training loss, validation loss and validation accuracy by epoch, the mean over seeds and the range.',
     'bn_scales': 'every BN scale after training against its initial value (the paper\'s first observation).',
     'gamma_distance': 'how far gamma moved from its start, epoch by epoch, in the early, middle and late layers.',
-    'xhat': f'the largest |x_hat| and the share of |x_hat| above {XHAT_THRESHOLD:g}, layer by layer, after the first and '
-            f'the last '
-            'epoch (the paper\'s second observation).',
+    'xhat': f'the largest |x_hat| and the share of |x_hat| above {XHAT_THRESHOLD:g}, layer by layer, after the first '
+            'and the last epoch (the paper\'s second observation).',
 }
 FIGURES = tuple(f'{stem}.png' for stem in STEMS)
 
 
-def write_plots(groups, rows, comparisons, baseline, out, suffix=''):
-    """Write the figures that the data allows, each named {stem}{suffix}.png; returns {figure: why it was not made}
-    for the others (a grid figure only where the configurations form a grid)."""
-    not_made, name = {}, lambda stem: f'{stem}{suffix}.png'  # noqa: E731
+def write_plots(groups, rows, comparisons, baseline, out, suffix='', protocol=''):
+    """Write the figures that the data allows, each named {stem}{suffix}.png and titled with ``protocol``; returns
+    {figure: why it was not made} for the others (a grid figure only where the configurations form a grid)."""
+    not_made, name = {}, lambda stem: os.path.join(out, f'{stem}{suffix}.png')  # noqa: E731
     paired = [c for c in comparisons if c['paired_seeds']]
     if paired:
-        paired_accuracies(groups, paired, baseline, os.path.join(out, name('paired_accuracies')))
-        differences(paired, baseline, os.path.join(out, name('differences')))
+        paired_accuracies(groups, paired, baseline, name('paired_accuracies'), protocol)
+        differences(paired, baseline, name('differences'), protocol)
     else:
         for stem in ('paired_accuracies', 'differences'):
-            not_made[name(stem)] = f'no seed has finished runs of both {baseline} and another configuration'
+            not_made[f'{stem}{suffix}.png'] = f'no seed has finished runs of both {baseline} and another configuration'
     axes = grid_axes(groups, baseline)
     if axes:
-        grid(groups, rows, comparisons, baseline, axes, os.path.join(out, name('grid')))
-    curves(groups, os.path.join(out, name('curves')))
-    problem = scales_after_training(groups, os.path.join(out, name('bn_scales')))
+        grid(groups, rows, comparisons, baseline, axes, name('grid'), protocol)
+    curves(groups, name('curves'), protocol)
+    problem = scales_after_training(groups, name('bn_scales'), protocol)
     if problem:
-        not_made[name('bn_scales')] = problem
+        not_made[f'bn_scales{suffix}.png'] = problem
     runs = norm_runs(groups)
     for stem, draw in (('gamma_distance', gamma_distance), ('xhat', xhat_by_layer)):
         if runs:
-            _save(draw(runs), os.path.join(out, name(stem)))
+            save(draw(runs, protocol), name(stem))
         else:
-            not_made[name(stem)] = 'no finished run recorded per-layer statistics (runs made with ' \
-                                   '--no_norm_statistics or by an older train.py)'
+            not_made[f'{stem}{suffix}.png'] = 'no finished run recorded per-layer statistics (runs made with ' \
+                                               '--no_norm_statistics or by an older train.py)'
     return not_made

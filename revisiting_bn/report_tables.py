@@ -12,18 +12,20 @@ import os
 
 import numpy as np
 
-from .cli import plural
-from .experiment import protocol_settings
+from .cli import number_ranges, plural
+from .experiment import protocol_settings, shown
 from .protocol import SIGNIFICANCE
 from .results import group_protocols, has_best, is_finished
 from .t_test import CONFIDENCE, POWER, format_p, holm, paired_summary
 
-__all__ = ['METRICS', 'summarize', 'compare', 'protocol_tables', 'markdown', 'write_csv', 'write_report']
+__all__ = ['METRICS', 'summarize', 'compare', 'verdict_words', 'protocol_tables', 'protocol_line', 'section_blocks',
+           'render_markdown', 'write_csv', 'write_report']
 
 # The two test accuracies a run reports, as named in its results JSON and in the tables.
 METRICS = {'test_accuracy_at_best': 'best val. epoch', 'final_test_accuracy': 'final epoch'}
 STATISTICS = ('mean_paired_difference', 'ci95_low', 'ci95_high', 'effect_size_dz', 'p_value', 'significant',
-              'p_value_two_sided', 'wilcoxon_p', 'p_holm', 'min_detectable_difference', 'seeds_needed')
+              'p_value_two_sided', 'wilcoxon_p', 'p_holm', 'significant_before_holm', 'p_holm_two_sided',
+              'significantly_lower', 'min_detectable_difference', 'seeds_needed')
 
 
 def _mean_std(values):
@@ -74,17 +76,33 @@ def summarize(groups):
 
 
 def _paired_test(ours, theirs):
-    """Every figure of one paired comparison (t_test.paired_summary), the per-seed differences, and the paper's
-    verdict: significant when the one-sided p-value is at most the significance level."""
-    test = {**paired_summary(ours, theirs), 'differences': [a - b for a, b in zip(ours, theirs)]}
-    test['significant'] = test['p_value'] is not None and test['p_value'] <= SIGNIFICANCE
-    return test
+    """Every figure of one paired comparison (t_test.paired_summary) and the per-seed differences."""
+    return {**paired_summary(ours, theirs), 'differences': [a - b for a, b in zip(ours, theirs)]}
+
+
+def _significant(p):
+    return p is not None and p <= SIGNIFICANCE
+
+
+def _family_verdicts(tests):
+    """The verdicts of one family of comparisons (a table's, at one measure): the one- and two-sided p-values
+    Holm-adjusted over the family, and 'significant' (a gain) and 'significantly_lower' as Holm's adjusted p allows;
+    with one comparison, Holm's p is the p-value itself, so the paper's verdict (p <= 0.05) is unchanged."""
+    for key, adjusted_key in (('p_value', 'p_holm'), ('p_value_two_sided', 'p_holm_two_sided')):
+        for test, adjusted in zip(tests, holm([test[key] for test in tests])):
+            test[adjusted_key] = adjusted
+    for test in tests:
+        test['family'] = len(tests)
+        test['significant'] = _significant(test['p_holm'])
+        test['significant_before_holm'] = _significant(test['p_value'])
+        test['significantly_lower'] = bool(test['mean_difference'] is not None and test['mean_difference'] < 0
+                                           and _significant(test['p_holm_two_sided']))
 
 
 def compare(groups, baseline):
     """Each configuration against ``baseline``, paired by seed over finished runs, at the best-validation epoch
-    (the paper's measure: the top-level keys) and at the final epoch (under 'final'); the one-sided p-values are
-    Holm-adjusted over the table's comparisons, per measure ('p_holm')."""
+    (the paper's measure: the top-level keys) and at the final epoch (under 'final'); the p-values are
+    Holm-adjusted over the table's comparisons, per measure, and the verdicts follow Holm (_family_verdicts)."""
     if baseline not in groups:
         return []
     done = {label: {s: r['record'] for s, r in seeds.items() if is_finished(r['record']) and has_best(r['record'])}
@@ -102,8 +120,7 @@ def compare(groups, baseline):
             'only_in_baseline': sorted(set(done[baseline]) - set(done[label])),
             **tests['test_accuracy_at_best'], 'final': tests['final_test_accuracy']})
     for tests in (comparisons, [c['final'] for c in comparisons]):
-        for test, adjusted in zip(tests, holm([test['p_value'] for test in tests])):
-            test['p_holm'] = adjusted
+        _family_verdicts(tests)
     return comparisons
 
 
@@ -123,18 +140,36 @@ def _interval(test):
     return 'n/a' if test['ci95_low'] is None else f"[{test['ci95_low']:+.2f}, {test['ci95_high']:+.2f}]"
 
 
+def verdict_words(c):
+    """A comparison's verdict in words that follow its family: "significantly greater" only where Holm's adjusted p
+    allows it; a p-value at or below 0.05 that Holm does not keep is said to be just that."""
+    p, held, family = format_p(c['p_value']), format_p(c['p_holm']), f"Holm over {c['family']} comparisons"
+    wilcoxon = f"Wilcoxon p = {format_p(c['wilcoxon_p'])}"
+    if c['family'] == 1:
+        verdict = f"{'' if c['significant'] else 'not '}significantly greater (p = {p}, {held} after Holm; {wilcoxon})"
+    elif c['significant']:
+        verdict = f'significantly greater after {family} (p = {p}, {held} after Holm; {wilcoxon})'
+    elif c['significant_before_holm']:
+        verdict = f'p = {p}, not significant after {family} (Holm p = {held}; {wilcoxon})'
+    else:
+        verdict = f'not significantly greater (p = {p}, {held} after {family}; {wilcoxon})'
+    two_sided, two_held = format_p(c['p_value_two_sided']), format_p(c['p_holm_two_sided'])
+    if c['significantly_lower']:
+        verdict += f"; significantly lower (two-sided p = {two_sided}" + \
+            (f", {two_held} after {family})" if c['family'] > 1 else ')')
+    elif c['mean_difference'] < 0 and _significant(c['p_value_two_sided']):
+        verdict += f'; lower with two-sided p = {two_sided}, not significant after {family} (Holm p = {two_held})'
+    return verdict
+
+
 def in_words(c, baseline):
     """One comparison, at the paper's measure, as a reader would say it."""
     n, difference = len(c['paired_seeds']), c['mean_difference']
     seeds = plural(n, 'paired seed')
     if c['p_value'] is None:
-        return f"- **{c['configuration']} vs {baseline}** ({seeds}): no test ({c['note']})."
-    verdict = (f"significantly greater (p = {format_p(c['p_value'])}" if c['significant'] else
-               f"not significantly greater (p = {format_p(c['p_value'])}")
-    verdict += f", {format_p(c['p_holm'])} after Holm; Wilcoxon p = {format_p(c['wilcoxon_p'])})"
-    if difference < 0 and c['p_value_two_sided'] <= SIGNIFICANCE:
-        verdict += f"; significantly lower (two-sided p = {format_p(c['p_value_two_sided'])})"
-    words = (f"- **{c['configuration']} vs {baseline}** ({seeds}): mean difference {difference:+.2f} points, "
+        return f"**{c['configuration']} vs {baseline}** ({seeds}): no test ({c['note']})."
+    verdict = verdict_words(c)
+    words = (f"**{c['configuration']} vs {baseline}** ({seeds}): mean difference {difference:+.2f} points, "
              f"{CONFIDENCE:.0%} interval {_interval(c)}, d_z {c['effect_size_dz']:+.2f}; {verdict}. With {n} seeds, a "
              f"gain below {c['min_detectable_difference']:.2f} points would likely go unseen (power under {POWER:.0%} "
              f"at p <= {SIGNIFICANCE:g})")
@@ -143,61 +178,44 @@ def in_words(c, baseline):
     return words + '.'
 
 
-def _shown(value):
-    """A protocol setting's value (as experiment.comparable wrote it) as a reader writes it: 3, resnet18, 0.1."""
-    import ast
-    try:
-        value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return value
-    return f'{value:g}' if isinstance(value, float) else str(value)
-
-
 def protocol_title(key, keys):
     """A protocol in words: what sets it apart from the report's other protocols (or its dataset, network and
     epochs when it is the only one)."""
     values = dict(key)
-    shown = [name for name in values if len({dict(k).get(name) for k in keys}) > 1] or \
+    apart = [name for name in values if len({dict(k).get(name) for k in keys}) > 1] or \
         ['dataset', 'network', 'num_epochs']
-    return ', '.join(f'{name} {_shown(values[name])}' for name in shown)
+    return ', '.join(f'{name} {shown(values[name])}' for name in apart)
 
 
-def markdown(rows, comparisons, baseline, left_out=(), figures=()):
-    lines = ['| configuration | dataset | network | epochs | batch | normalisation | bn_weight | c | input_norm | '
-             'arithmetic | seeds | test acc. at best val. (%) | final test acc. (%) |', '|' + '---|' * 13]
-    for r in rows:
-        lines.append(f"| {r['configuration']} | {r['dataset']} | {r['network']} | {r['num_epochs']} | "
-                     f"{r['batch_size']} | {r['normalisation']} | {r['bn_weight']:g} | {r['c']:g} | "
-                     f"{r['input_norm']} | {r['arithmetic']} | {len(r['seeds'])} | {_pm(r['best'])} | "
-                     f"{_pm(r['final'])} |")
-    if comparisons:
-        lines += ['', f'Each configuration against {baseline}, paired by seed, at the test accuracy of the best-validation '
-                      f'epoch (the paper\'s measure) and of the final epoch: the mean paired difference with its '
-                      f'{CONFIDENCE:.0%} interval and effect size d_z; the one-sided paired t-test (configuration > '
-                      f'{baseline}; * marks p <= {SIGNIFICANCE:g}), Holm-adjusted over this table, Wilcoxon\'s '
-                      f'signed-rank test (no normality assumed), and the two-sided t-test (do they differ at all?); '
-                      f'the smallest true gain these seeds would detect with {POWER:.0%} power, and the seeds a gain of '
-                      f'the observed size needs for it.', '',
-                  '| comparison | test accuracy at | paired seeds | mean paired difference (points) | '
-                  f'{CONFIDENCE:.0%} interval | d_z | p-value | Holm p | Wilcoxon p | two-sided p | smallest detectable '
-                  f'gain | seeds for {POWER:.0%} power |', '|' + '---|' * 12]
-        for c in comparisons:
-            for metric, test in zip(METRICS.values(), (c, c['final'])):
-                p = format_p(test['p_value']) + (' *' if test['significant'] else '')
-                detectable = 'n/a' if test['min_detectable_difference'] is None else \
-                    f"{test['min_detectable_difference']:.2f}"
-                lines.append(f"| {c['configuration']} vs {baseline} | {metric} | {len(c['paired_seeds'])} | "
-                             f"{_signed(test['mean_difference'])} | {_interval(test)} | "
-                             f"{_signed(test['effect_size_dz'])} | {p} | {format_p(test['p_holm'])} | "
-                             f"{format_p(test['wilcoxon_p'])} | {format_p(test['p_value_two_sided'])} | {detectable} | "
-                             f"{test['seeds_needed'] or ''} |")
-        lines += ['', 'In words, at the paper\'s measure:', ''] + [in_words(c, baseline) for c in comparisons]
-    elif baseline in [r['configuration'] for r in rows]:
-        lines += ['', f'No comparison: there are results of {baseline!r} only, no other configuration to test.']
-    elif baseline:
-        lines += ['', f'No comparison: there are no results named {baseline!r} (choose one with --baseline).']
-    if figures:
-        lines += ['', 'Figures:', ''] + [f'- [{figure}]({figure}): {caption}' for figure, caption in figures]
+def _settings_table(rows):
+    return ('table', ['configuration', 'dataset', 'network', 'epochs', 'batch', 'normalisation', 'bn_weight', 'c',
+                      'input_norm', 'arithmetic', 'seeds', 'test acc. at best val. (%)', 'final test acc. (%)'],
+            [[r['configuration'], r['dataset'], r['network'], r['num_epochs'], r['batch_size'], r['normalisation'],
+              f"{r['bn_weight']:g}", f"{r['c']:g}", r['input_norm'], r['arithmetic'], len(r['seeds']), _pm(r['best']),
+              _pm(r['final'])] for r in rows])
+
+
+def _comparison_table(comparisons, baseline):
+    """The comparisons' figures, a row per comparison and measure; * marks a significant gain, on the p-value that
+    decides it: Holm's adjusted p where the table holds several comparisons, the p-value where it holds one."""
+    rows = []
+    for c in comparisons:
+        for metric, test in zip(METRICS.values(), (c, c['final'])):
+            mark = ' *' if test['significant'] else ''
+            detectable = 'n/a' if test['min_detectable_difference'] is None else \
+                f"{test['min_detectable_difference']:.2f}"
+            rows.append([f"{c['configuration']} vs {baseline}", metric, len(c['paired_seeds']),
+                         _signed(test['mean_difference']), _interval(test), _signed(test['effect_size_dz']),
+                         format_p(test['p_value']) + (mark if test['family'] == 1 else ''),
+                         format_p(test['p_holm']) + (mark if test['family'] > 1 else ''),
+                         format_p(test['wilcoxon_p']), format_p(test['p_value_two_sided']), detectable,
+                         test['seeds_needed'] or ''])
+    return ('table', ['comparison', 'test accuracy at', 'paired seeds', 'mean paired difference (points)',
+                      f'{CONFIDENCE:.0%} interval', 'd_z', 'p-value', 'Holm p', 'Wilcoxon p', 'two-sided p',
+                      'smallest detectable gain', f'seeds for {POWER:.0%} power'], rows)
+
+
+def _notes(rows, comparisons, baseline, left_out):
     notes = list(left_out)
     for r in rows:
         if r['unfinished_seeds']:
@@ -215,9 +233,56 @@ def markdown(rows, comparisons, baseline, left_out=(), figures=()):
                          f"{_seed_list(c['only_in_baseline'])}")
         if c['note']:
             notes.append(f"{c['configuration']} vs {baseline}: no p-value: {c['note']}")
+    return notes
+
+
+def section_blocks(rows, comparisons, baseline, left_out=(), figures=()):
+    """One table's part of the report as blocks, which report.md and report.html each write in their format:
+    ('table', header, rows), ('p', text), ('ul', items), ('figures', [(file, caption)])."""
+    blocks = [_settings_table(rows)]
+    if comparisons:
+        family = len(comparisons)
+        blocks += [('p', f'Each configuration against {baseline}, paired by seed, at the test accuracy of the '
+                         f'best-validation epoch (the paper\'s measure) and of the final epoch: the mean paired '
+                         f'difference with its {CONFIDENCE:.0%} interval and effect size d_z; the one-sided paired '
+                         f't-test (configuration > {baseline}), Holm-adjusted over this table\'s {family} '
+                         f'comparison{"s" if family > 1 else ""} (* marks a significant gain: '
+                         f'{"Holm" if family > 1 else "its"} p <= {SIGNIFICANCE:g}), Wilcoxon\'s signed-rank test (no '
+                         f'normality assumed), and the two-sided t-test (do they differ at all?); the smallest true '
+                         f'gain these seeds would detect with {POWER:.0%} power, and the seeds a gain of the observed '
+                         f'size needs for it.'),
+                   _comparison_table(comparisons, baseline),
+                   ('p', 'In words, at the paper\'s measure:'), ('ul', [in_words(c, baseline) for c in comparisons])]
+    elif baseline in [r['configuration'] for r in rows]:
+        blocks.append(('p', f'No comparison: there are results of {baseline!r} only, no other configuration to test.'))
+    elif baseline:
+        blocks.append(('p', f'No comparison: there are no results named {baseline!r} (choose one with --baseline).'))
+    if figures:
+        blocks += [('p', 'Figures:'), ('figures', list(figures))]
+    notes = _notes(rows, comparisons, baseline, left_out)
     if notes:
-        lines += ['', 'Notes:', ''] + [f'- {note}' for note in notes]
-    return '\n'.join(lines) + '\n'
+        blocks += [('p', 'Notes:'), ('ul', notes)]
+    return blocks
+
+
+def _cells(cells):
+    return '| ' + ' | '.join(map(str, cells)) + ' |'
+
+
+def render_markdown(blocks):
+    """report.md: the blocks (section_blocks, and ('h2', title)) as Markdown."""
+    parts = []
+    for kind, *content in blocks:
+        if kind == 'table':
+            header, rows = content
+            parts.append('\n'.join([_cells(header), '|' + '---|' * len(header), *map(_cells, rows)]))
+        elif kind == 'ul':
+            parts.append('\n'.join(f'- {item}' for item in content[0]))
+        elif kind == 'figures':
+            parts.append('\n'.join(f'- [{figure}]({figure}): {caption}' for figure, caption in content[0]))
+        else:
+            parts.append(('## ' if kind == 'h2' else '') + content[0])
+    return '\n\n'.join(parts) + '\n'
 
 
 CSV_COLUMNS = ('protocol', 'sweep', 'configuration', 'dataset', 'network', 'num_epochs', 'batch_size', 'normalisation',
@@ -237,9 +302,9 @@ def csv_rows(table):
         figures = {name: c.get(_KEYS.get(name, name), '') for name in STATISTICS}
         final = {f'final_{name}': c.get('final', {}).get(_KEYS.get(name, name), '') for name in STATISTICS}
         unpaired = c.get('only_in_configuration', []) + c.get('only_in_baseline', [])
-        yield {'protocol': table['id'], 'sweep': table.get('sweep', ''), **{key: r[key] for key in ('configuration', 'dataset', 'network', 'num_epochs',
-                                                                    'batch_size', 'normalisation', 'bn_weight', 'c',
-                                                                    'input_norm', 'arithmetic')},
+        settings = ('configuration', 'dataset', 'network', 'num_epochs', 'batch_size', 'normalisation', 'bn_weight',
+                    'c', 'input_norm', 'arithmetic')
+        yield {'protocol': table['id'], 'sweep': table.get('sweep', ''), **{key: r[key] for key in settings},
                'n_seeds': len(r['seeds']), 'seeds': ' '.join(map(str, r['seeds'])),
                'unfinished_seeds': ' '.join(map(str, r['unfinished_seeds'])),
                'best_test_mean': r['best'][0], 'best_test_std': r['best'][1], 'final_test_mean': r['final'][0],
@@ -277,11 +342,12 @@ def protocol_tables(runs, baseline, may_differ=()):
             title = f'sweep {sweep_label(sweep) or "(runs outside a sweep)"}: {title}'
         table = {'id': f'P{number}', 'key': key, 'sweep': sweep_label(sweep), 'groups': groups, 'title': title,
                  'rows': summarize(groups), 'comparisons': compare(groups, baseline)}
+        table['line'] = protocol_line(table)
         baselines = sorted(((other != sweep, dict(other_key)) for other, other_key, other_groups in protocols
                             if baseline in other_groups), key=lambda item: item[0])
         if baseline not in groups and baselines:
             mine, reference = dict(key), baselines[0][1]
-            differs = [f"{name}: {_shown(reference.get(name))} ({baseline}) -> {_shown(mine.get(name))}"
+            differs = [f"{name}: {shown(reference.get(name))} ({baseline}) -> {shown(mine.get(name))}"
                        for name in mine if reference.get(name) != mine.get(name)]
             why = (f"no {baseline} with the same protocol; its runs differ in {'; '.join(differs)}" if differs else
                    f"no {baseline} in this sweep (another sweep's {baseline} has the same protocol: report the two "
@@ -291,40 +357,59 @@ def protocol_tables(runs, baseline, may_differ=()):
     return tables
 
 
-def write_report(runs, out, baseline='baseline', plots=True, left_out=(), may_differ=()):
-    """Write report.md, report.csv and (optionally) the figures into ``out``, after removing the figures of an
-    earlier report there; returns the Markdown and {figure: why it was not made}."""
+def protocol_line(table):
+    """What a table's figures show, in one line: dataset, network, epochs, batch, seeds (and the sweep)."""
+    values = dict(table['key'])
+    seeds = [seed for seeds in table['groups'].values() for seed in seeds]
+    epochs = plural(int(float(shown(values['num_epochs']))), 'epoch')
+    line = (f"{shown(values['dataset'])}, {shown(values['network'])}, {epochs}, batch {shown(values['batch_size'])}, "
+            f"seeds {number_ranges(seeds)}")
+    return line + (f" (sweep {table['sweep']})" if table['sweep'] else '')
+
+
+def _report_sections(tables, out, baseline, plots, left_out):
+    """[(heading or None, blocks)] of every table, the figures of each written into ``out``; and {figure: why not}."""
     from . import report_figures
+    several, sections, not_made = len(tables) > 1, [], {}
+    for table in tables:
+        suffix = f"_{table['id']}" if several and table['id'] != 'P1' else ''
+        missing = report_figures.write_plots(table['groups'], table['rows'], table['comparisons'], baseline, out,
+                                             suffix, table['line']) \
+            if plots and 'untested_because' not in table else {}
+        made = [(f'{stem}{suffix}.png', report_figures.CAPTIONS[stem]) for stem in report_figures.STEMS
+                if plots and os.path.exists(os.path.join(out, f'{stem}{suffix}.png'))]
+        not_made.update(missing)
+        heading = f"{table['id']}: {table['title']}" if several else None
+        if 'untested_because' in table:
+            sections.append((heading, [('ul', [f'{label}: not tested: {why}' for label, why in
+                                               table['untested_because'].items()])]))
+            continue
+        notes = (list(left_out) if table is tables[0] else []) + [f'figure {figure} not made: {why}'
+                                                                   for figure, why in missing.items()]
+        sections.append((heading, section_blocks(table['rows'], table['comparisons'], baseline, notes, made)))
+    return sections, not_made
+
+
+def write_report(runs, out, baseline='baseline', plots=True, left_out=(), may_differ=()):
+    """Write report.md, report.html, report.csv and (optionally) the figures into ``out``, after removing the figures
+    of an earlier report there; returns the Markdown and {figure: why it was not made}."""
+    from . import report_figures
+    from .report_html import write_html
     os.makedirs(out, exist_ok=True)
     for entry in os.listdir(out):  # never a stale figure beside a new report
         if entry.endswith('.png') and entry.split('.')[0].rsplit('_P', 1)[0] in report_figures.STEMS:
             os.remove(os.path.join(out, entry))
     tables = protocol_tables(runs, baseline, may_differ)
-    several, sections, not_made = len(tables) > 1, [], {}
-    for table in tables:
-        suffix = f"_{table['id']}" if several and table['id'] != 'P1' else ''
-        missing = report_figures.write_plots(table['groups'], table['rows'], table['comparisons'], baseline, out,
-                                             suffix) if plots and 'untested_because' not in table else {}
-        made = [(f'{stem}{suffix}.png', report_figures.CAPTIONS[stem]) for stem in report_figures.STEMS
-                if plots and os.path.exists(os.path.join(out, f'{stem}{suffix}.png'))]
-        not_made.update(missing)
-        heading = [f"## {table['id']}: {table['title']}", ''] if several else []
-        if 'untested_because' in table:
-            sections.append('\n'.join(heading + [f'- {label}: not tested: {why}' for label, why in
-                                                  table['untested_because'].items()]) + '\n')
-            continue
-        notes = (list(left_out) if table is tables[0] else []) + [f'figure {figure} not made: {why}'
-                                                                   for figure, why in missing.items()]
-        sections.append('\n'.join(heading) + ('\n' if heading else '')
-                        + markdown(table['rows'], table['comparisons'], baseline, notes, made))
+    sections, not_made = _report_sections(tables, out, baseline, plots, left_out)
     sweeps = len({table['sweep'] for table in tables})
-    intro = (f'{len(tables)} protocols{f" in {sweeps} sweeps" if sweeps > 1 else ""}: configurations are tested only '
-             f'against the {baseline} of their own {"sweep and " if sweeps > 1 else ""}protocol (the same '
-             f'{", ".join(protocol_settings(may_differ))}).\n\n' if several else '')
-    text = intro + '\n'.join(sections)
+    intro = [('p', f'{len(tables)} protocols{f" in {sweeps} sweeps" if sweeps > 1 else ""}: configurations are tested '
+                   f'only against the {baseline} of their own {"sweep and " if sweeps > 1 else ""}protocol (the same '
+                   f'{", ".join(protocol_settings(may_differ))}).')] if len(tables) > 1 else []
+    blocks = intro + [block for heading, section in sections for block in
+                      ([('h2', heading)] if heading else []) + section]
+    text = render_markdown(blocks)
     with open(os.path.join(out, 'report.md'), 'w') as f:
         f.write(text)
+    write_html(os.path.join(out, 'report.html'), tables, intro, sections, baseline, out)
     write_csv(os.path.join(out, 'report.csv'), tables)
     return text, not_made
-
-

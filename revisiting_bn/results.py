@@ -116,6 +116,12 @@ def cpu_model():
         return platform.processor() or None
 
 
+def now():
+    """This moment as records keep it: local time, to the second, with its offset from UTC."""
+    import datetime
+    return datetime.datetime.now().astimezone().isoformat(timespec='seconds')
+
+
 def new_record(config, device, **facts):
     """The JSON results of a run that has not finished an epoch yet."""
     from importlib.metadata import PackageNotFoundError, version
@@ -133,7 +139,7 @@ def new_record(config, device, **facts):
             'cpu_threads': torch.get_num_threads(), 'cpu_capability': torch.backends.cpu.get_cpu_capability(),
             'cpu_model': cpu_model(), 'code_version': code_version(),
             'torch_version': str(torch.__version__), 'torchvision_version': torchvision_version,
-            'python_version': platform.python_version()}
+            'python_version': platform.python_version(), 'started_at': now()}
 
 
 def resumed_record(saved, config, world_size, first_epoch):
@@ -158,7 +164,7 @@ def add_epoch(record, row, last, wall_time_s, step_path, weights_file):
                       test_accuracy_at_best=row['test_accuracy'], weights_file=weights_file)
     record['epochs'].append(row)
     record.update(final_test_accuracy=row['test_accuracy'], status='finished' if last else 'running',
-                  wall_time_s=wall_time_s, step_path=dict(step_path))
+                  wall_time_s=wall_time_s, step_path=dict(step_path), updated_at=now())
     return improved
 
 

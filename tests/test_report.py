@@ -166,15 +166,19 @@ def test_t_test_cli_numbers_and_result_files(results, capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_paired_plot_title_writes_p_as_the_table_does(monkeypatch, tmp_path):
+def test_paired_plot_title_writes_p_as_the_table_does_and_names_the_test(monkeypatch, tmp_path):
     from revisiting_bn import report_figures
     titles = []
-    monkeypatch.setattr(report_figures, '_save', lambda fig, path: titles.append(fig.axes[0].get_title()))
+    monkeypatch.setattr(report_figures, 'save', lambda fig, path: titles.append(
+        (fig.axes[0].get_title(), fig._suptitle.get_text())))
     groups = {name: {s: {'record': {'test_accuracy_at_best': 90.0 + s + offset}} for s in (1, 2)}
               for name, offset in (('baseline', 1.0), ('proposed', 0.0))}
-    comparison = {'configuration': 'proposed', 'paired_seeds': [1, 2], 'p_value': 0.99993}
-    report_figures.paired_accuracies(groups, [comparison], 'baseline', tmp_path / 'p.png')
-    assert titles == ['proposed vs baseline: p = 0.9999']
+    comparison = {'configuration': 'proposed', 'paired_seeds': [1, 2], 'p_value': 0.99993, 'p_holm': 0.99993,
+                  'significant': False}
+    report_figures.paired_accuracies(groups, [comparison], 'baseline', tmp_path / 'p.png', 'fake, mlp, 1 epoch')
+    (panel, title), = titles
+    assert panel == 'proposed\np = 0.9999'
+    assert 'one-sided paired t-test' in title and title.endswith('fake, mlp, 1 epoch')
 
 
 def test_an_unreadable_results_file_is_named_and_refused_unless_left_out_on_purpose(results, tmp_path, capsys):
@@ -315,3 +319,39 @@ def test_only_like_is_tested_against_like(tmp_path):
     assert 'lr05: not tested' in (out / 'report.md').read_text()
     assert report.main([str(tmp_path / 'fake'), '--out', str(out), '--no_plots', '--may_differ', 'learning_rate']) == 0
     assert '| lr05 vs baseline | best val. epoch | 5 |' in (out / 'report.md').read_text()
+
+
+HOLM_DIFFERENCES = {'near': [0.5, 0.1, 0.6, -0.1, 0.4],  # p = 0.0414 alone, 0.0829 after Holm over 3
+                    'clear': [1.0, 1.1, 0.9, 1.2, 1.0],  # p = 1.7e-05, 5.1e-05 after Holm
+                    'none': [-0.2, 0.1, 0.05, -0.1, 0.1]}
+
+
+def test_words_marks_and_stars_follow_holm_over_the_family(tmp_path):
+    """Several comparisons: "significantly greater" only where Holm's adjusted p allows it, a raw p <= 0.05 that
+    Holm does not keep said as such; the table's star sits on Holm's p, and report.csv says which held."""
+    for seed, accuracy in enumerate(BASELINE, start=1):
+        write_run(tmp_path, 'baseline', seed, accuracy, weights=False)
+        for label, differences in HOLM_DIFFERENCES.items():
+            write_run(tmp_path, label, seed, accuracy + differences[seed - 1], weights=False)
+    out = tmp_path / 'out'
+    assert report.main([str(tmp_path / 'fake'), '--out', str(out), '--no_plots']) == 0
+    text = (out / 'report.md').read_text()
+    assert ('**near vs baseline** (5 paired seeds): mean difference +0.30 points' in text and
+            'p = 0.04143, not significant after Holm over 3 comparisons (Holm p = 0.08286;' in text)
+    assert 'significantly greater after Holm over 3 comparisons (p = 1.706e-05, 5.118e-05 after Holm;' in text
+    assert '| near vs baseline | best val. epoch | 5 | +0.30 | ' in text and '| 0.04143 | 0.08286 |' in text  # no star
+    assert '| 1.706e-05 | 5.118e-05 * |' in text
+    with open(out / 'report.csv') as f:
+        rows = {row['configuration']: row for row in csv.DictReader(f)}
+    assert (rows['near']['significant'], rows['near']['significant_before_holm']) == ('False', 'True')
+    assert (rows['clear']['significant'], rows['none']['significant']) == ('True', 'False')
+
+
+def test_with_one_comparison_the_papers_verdict_is_unchanged(tmp_path):
+    for seed, accuracy in enumerate(BASELINE, start=1):
+        write_run(tmp_path, 'baseline', seed, accuracy, weights=False)
+        write_run(tmp_path, 'near', seed, accuracy + HOLM_DIFFERENCES['near'][seed - 1], weights=False)
+    assert report.main([str(tmp_path / 'fake'), '--out', str(tmp_path / 'out'), '--no_plots']) == 0
+    text = (tmp_path / 'out' / 'report.md').read_text()
+    assert 'significantly greater (p = 0.04143, 0.04143 after Holm; Wilcoxon p = ' in text
+    assert '| 0.04143 * | 0.04143 |' in text
