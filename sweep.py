@@ -25,7 +25,8 @@ from revisiting_bn.results import ResultsError, load_runs
 from revisiting_bn.runs import DEFAULT_PATH
 from revisiting_bn.slurm import SLURM_DEFAULTS, StoppedWaiting, run_on_slurm, slurm_available, slurm_options
 from revisiting_bn.sweep_local import LocalSweep, slots, summarize_ended, train_command
-from revisiting_bn.sweep_plan import data_lines, describe_plan, fetch_data, make_plan, write_manifest
+from revisiting_bn.sweep_plan import (data_lines, describe_plan, fetch_data, make_plan, prepare_tracking,
+                                      write_manifest)
 
 __all__ = ['build_parser', 'main']
 
@@ -195,6 +196,7 @@ def main(argv=None):
                 return dry_run(plan, slot_list, threads)
             fetch_data(plan)
             write_manifest(plan, ['sweep.py', *argv])
+            prepare_tracking(plan)
         return run_slurm(args, plan, slot_list) if args.slurm else run_here(args, plan, slot_list, threads)
     except Stopped as stop:
         print(f'sweep.py: stopped by {stop.name} before any run started; run the same command again to start',

@@ -55,8 +55,10 @@ from revisiting_bn.networks import construct_network, train_only_norms  # noqa: 
 from revisiting_bn.norm_statistics import MEASURED_IMAGES, NormStatistics, signal_warnings  # noqa: E402
 from revisiting_bn.results import (add_epoch, add_norm_statistics, add_signal_warning, interrupted,  # noqa: E402
                                    new_record, outcome, read_record, resumed_record)
-from revisiting_bn.runs import WRITTEN, RunLock, check_writable, files_of_weights, output_paths  # noqa: E402
+from revisiting_bn.runs import (WRITTEN, RunLock, check_writable, files_of_weights, output_paths,  # noqa: E402
+                                sweep_home_of)
 from revisiting_bn.seeds import make_deterministic  # noqa: E402
+from revisiting_bn.tracking import make_trackers  # noqa: E402
 from revisiting_bn.weight_decay_and_learning_rate import build_optimizer  # noqa: E402
 
 # With fp16 every SGD step goes through fast_path.sgd_step, which the scheduler cannot see.
@@ -253,6 +255,7 @@ def train_and_evaluate(args, epoch, model, data, world, stop, device):
     """One epoch of the protocol: SGD over the training set, the schedule's step, then validation and test.
     Returns the epoch's metrics, or None when a signal stopped it mid-epoch."""
     started, learning_rate = time.time(), model.optimizer.param_groups[0]['lr']
+    group_rates = {group.get('name', 'all'): group['lr'] for group in model.optimizer.param_groups}
     steps = model.epoch.steps
     # Processes must agree on where to stop, so under torchrun a signal takes effect at the epoch's end.
     if train_one_epoch(model.step, model.epoch, data.train, args.batch_size, None if world.enabled else stop,
@@ -272,7 +275,7 @@ def train_and_evaluate(args, epoch, model, data, world, stop, device):
         raise RunError(f'non-finite validation loss after epoch {epoch}; stopped, {saved_so_far(epoch - 1)}')
     return {'epoch': epoch, 'train_loss': model.epoch.mean_loss(world), 'val_loss': val['loss'],
             'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'], 'learning_rate': learning_rate,
-            'epoch_time_s': time.time() - started}
+            'group_learning_rates': group_rates, 'epoch_time_s': time.time() - started}
 
 
 def stopped(stop, where, paths, argv, threads):
@@ -323,6 +326,15 @@ def prepare(args, argv, world, device_name, paths, start, log):
     return device, data, model, norm_stats, record, first_epoch
 
 
+def tracked(args, paths, record, start):
+    """The trackers asked for (--tensorboard, --mlflow), told where a resumed run left off; MLflow's experiment is the
+    run's sweep (the home of its --path), else its dataset."""
+    if not args.tensorboard and args.mlflow is None:
+        return []
+    home = sweep_home_of(paths['json'])
+    return make_trackers(args, paths, record, start.checkpoint, os.path.basename(home) if home else args.dataset)
+
+
 def train(args, argv, world, device_name, paths, cpu_run=None):
     """The paper's protocol for one run (on every torchrun process; only rank 0 writes and prints). ``cpu_run``
     (cpu_threads.CpuRun) tells a CPU run what else keeps its cores busy."""
@@ -342,8 +354,9 @@ def train(args, argv, world, device_name, paths, cpu_run=None):
                       paths, argv, args.threads) from None
     check_cpu_share(args, cpu_run, start, lambda line: log(line, file=sys.stderr, flush=True))
     elapsed_before, epoch = record['wall_time_s'], first_epoch
+    trackers = tracked(args, paths, record, start) if world.is_main else []
     try:
-        with RunOutputs(paths, model, enabled=world.is_main) as outputs, StopOnSignal() as stop:
+        with RunOutputs(paths, model, world.is_main, trackers, first_epoch - 1) as outputs, StopOnSignal() as stop:
             for epoch in range(first_epoch, args.num_epochs + 1):
                 row = train_and_evaluate(args, epoch, model, data, world, stop, device)
                 wall_time = elapsed_before + time.time() - started

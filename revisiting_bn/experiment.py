@@ -31,7 +31,7 @@ ROLES = {
     'bn_affine': EXPERIMENT, 'bn_running_stats': EXPERIMENT, 'seed': EXPERIMENT, 'data_dir': PLACE,
     'image_size': EXPERIMENT, 'cache_dir': PLACE, 'fake_size': EXPERIMENT, 'precision': EXPERIMENT,
     'channels_last': EXPERIMENT, 'threads': PLACE, 'no_cuda_graph': PLACE, 'sync_bn': EXPERIMENT,
-    'no_norm_statistics': PLACE, 'evaluate': CONTROL, 'resume': CONTROL, 'overwrite': CONTROL,
+    'no_norm_statistics': PLACE, 'tensorboard': PLACE, 'mlflow': PLACE, 'evaluate': CONTROL, 'resume': CONTROL, 'overwrite': CONTROL,
     'change_num_epochs': CONTROL,
 }
 

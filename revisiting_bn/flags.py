@@ -21,6 +21,7 @@ from .experiment import ROLES
 from .networks import INPUT_NORMS, NETWORKS, TORCHVISION, network_problem, torchvision_norm_problem
 from .protocol import DEFAULTS, FAKE_MIN_SIZE, FAKE_SIZE, resolve_bn_weight
 from .runs import DEFAULT_PATH
+from .tracking import missing_package
 from .weight_decay_and_learning_rate import SCHEDULERS
 
 __all__ = ['build_parser', 'parse_args', 'canonical_seed', 'given_settings', 'validate_args', 'complete_args',
@@ -110,6 +111,12 @@ def build_parser(raise_errors=False):
     flag('--no_norm_statistics', action='store_true',
          help='do not record the per-layer gamma, beta and x_hat statistics of every epoch in the results JSON '
               '(they change no result; docs/norm-statistics.md)')
+    flag('--tensorboard', default=None, metavar='DIR',
+         help='log every epoch to TensorBoard under DIR/{name}/ (tensorboard --logdir DIR shows a sweep\'s runs side by '
+              'side); needs the tracking extra (docs/tracking.md)')
+    flag('--mlflow', default=None, nargs='?', const='', metavar='URI',
+         help='log the run to MLflow at URI (default: MLFLOW_TRACKING_URI, else MLflow\'s own default), one MLflow run '
+              'per train.py run in the experiment of its sweep (or its dataset); needs the tracking extra')
     flag('--evaluate', default=None, metavar='WEIGHTS',
          help='evaluate saved weights (a -best.pt or -last.pt) on the validation and test sets with the same data and '
               'network flags, computed as training does; trains nothing')
@@ -224,7 +231,7 @@ def validate_args(args):
     problems = _value_problems(args) + _norm_problems(args) + _control_problems(args)
     if problems:
         raise UsageError('; '.join(problems))
-    problem = device_problem(args.device, args.precision)
+    problem = device_problem(args.device, args.precision) or missing_package(args.tensorboard, args.mlflow)
     if problem:
         raise UsageError(problem)
 

@@ -179,13 +179,14 @@ class RunOutputs:
     any error) or is stopped at once says so in its results JSON, which would otherwise still say 'running' for the
     last saved epoch."""
 
-    def __init__(self, paths, model, enabled=True, listeners=()):
+    def __init__(self, paths, model, enabled=True, listeners=(), told=0):
         self.paths, self.model, self.enabled, self.listeners = paths, model, enabled, list(listeners)
-        self.writer = BackgroundWriter()
+        self.writer, self.told, self.last = BackgroundWriter(), told, None  # the last epoch told, the last record
 
     def save(self, record, completed_epochs, best_weights=False, announce=None):
         if self.enabled:
             state = checkpoint_state(record, self.model, completed_epochs)
+            state['tracking'] = {key: value for listener in self.listeners for key, value in listener.ids().items()}
             self.writer.submit(self._write, state, best_weights, announce)
 
     def _write(self, state, best_weights, announce):
@@ -193,8 +194,11 @@ class RunOutputs:
             save_torch(state['network'], self.paths['weights'])
         save_torch(state, self.paths['checkpoint'])
         write_results(self.paths, state['record'])
-        for listener in self.listeners:
-            listener.epoch(state['record'])
+        self.last = state['record']
+        if state['completed_epochs'] > self.told:  # a new epoch (a stop's save repeats the last one)
+            self.told = state['completed_epochs']
+            for listener in self.listeners:
+                listener.epoch(state['record'])
         if announce:
             print(('\r\x1b[K' if sys.stdout.isatty() else '') + announce, flush=True)  # over any progress bar
 
@@ -209,12 +213,15 @@ class RunOutputs:
 
     def __exit__(self, exc_type, error, traceback):
         self.writer.__exit__(exc_type, error, traceback)
+        stopped = exc_type is not None and issubclass(exc_type, (RunStopped, Stopped, KeyboardInterrupt))
+        status = 'finished' if exc_type is None else 'interrupted' if stopped else 'failed'
+        if self.last is not None:
+            for listener in self.listeners:
+                listener.close(self.last, status)
         if exc_type is None or issubclass(exc_type, RunStopped):  # a stop at a step boundary has said 'interrupted'
             return False
         if self.enabled:
-            stopped = issubclass(exc_type, (Stopped, KeyboardInterrupt))
-            record_failure(self.paths, 'interrupted' if stopped else 'failed',
-                           'interrupted' if stopped else describe(error))
+            record_failure(self.paths, status, 'interrupted' if stopped else describe(error))
         if isinstance(error, OSError):  # a full disk, a vanished folder: what was saved before stays whole
             raise RunError(f'{describe(error)}; the files of the last saved epoch are intact: once that is mended, '
                            f'add --resume to continue') from None

@@ -27,7 +27,7 @@ from .runs import output_paths, sweep_files, write_text
 
 __all__ = ['STANDARD', 'BUILT_IN', 'DEFAULT_CONFIGS', 'SWEEP_CONTROLLED', 'SweepError', 'parse_seeds', 'flag_list',
            'grid_configurations', 'configurations', 'Plan', 'make_plan', 'sweep_name', 'data_lines', 'fetch_data',
-           'write_manifest', 'describe_plan']
+           'write_manifest', 'describe_plan', 'prepare_tracking']
 
 STANDARD = ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset']
 BUILT_IN = {  # the paper's pair (run by default), then the related BN systems' comparisons (run when named)
@@ -273,6 +273,14 @@ def data_lines(plan):
                                                   f'NOT THERE ({problem}); the sweep downloads it once before any run '
                                                   f'starts, or stops if it cannot')
             for (dataset, folder), problem in plan.data.items()]
+
+
+def prepare_tracking(plan):
+    """Before the runs start: with --mlflow, MLflow's store and the sweep's experiment (named as the sweep), made once."""
+    uris = {run['settings'].get('mlflow') for run in plan.runs} - {None}
+    for uri in sorted(uris):
+        from .tracking import prepare_mlflow
+        prepare_mlflow(uri, plan.name)
 
 
 def fetch_data(plan, log=print):

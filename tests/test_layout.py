@@ -5,6 +5,7 @@ import ast
 import glob
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -167,3 +168,17 @@ def test_the_package_installs_as_one_top_level_name_and_works_beside_a_users_mod
     assert completed.returncode == 0, completed.stderr[-2000:]
     from scipy import stats
     assert float(completed.stdout) == stats.ttest_rel([2.0, 3.0, 5.0], [1.0, 1.0, 1.0], alternative='greater').pvalue
+
+
+def test_the_tests_install_every_optional_extra_as_its_own_file_gives_it():
+    """Each extra of pyproject.toml (requirements-<extra>.txt) is in requirements-test.txt line for line, so the tests
+    run against the versions a user of the extra gets."""
+    def requirements(name):
+        with open(os.path.join(ROOT, name)) as f:
+            return [line.strip() for line in f if line.strip() and not line.startswith('#')]
+    pyproject = open(os.path.join(ROOT, 'pyproject.toml')).read()
+    extras = re.findall(r'optional-dependencies\.(\w+) = \{ file = \["(requirements-\w+\.txt)"\] \}', pyproject)
+    assert ('tracking', 'requirements-tracking.txt') in extras
+    for extra, name in extras:
+        if extra != 'test':
+            assert set(requirements(name)) <= set(requirements('requirements-test.txt')), name

@@ -58,13 +58,21 @@ def test_an_epoch_writes_weights_checkpoint_results_then_tells_its_listeners_the
     os.makedirs(paths['networks'])
     seen = []
 
-    class Listener:
+    class Listener:  # a tracker: told of each new epoch once its files are written, closed with the run's end
         def epoch(self, written):
             seen.append((written['status'], sorted(os.listdir(paths['networks'])), os.path.exists(paths['txt'])))
 
+        def close(self, written, status):
+            seen.append(status)
+
+        def ids(self):
+            return {'tracker_id': 'abc'}
+
     with RunOutputs(paths, Model(), listeners=[Listener()]) as outputs:
         outputs.save(record('finished'), 1, best_weights=True, announce='epoch 1')
-    assert seen == [('finished', ['run-best.pt', 'run-last.pt'], True)]
+        outputs.save(record('interrupted'), 1)  # a stop's save repeats the last epoch: not told again
+    assert seen == [('finished', ['run-best.pt', 'run-last.pt'], True), 'finished']
+    assert torch.load(paths['checkpoint'], weights_only=True)['tracking'] == {'tracker_id': 'abc'}
     assert capsys.readouterr().out == 'epoch 1\n' and json.loads(open(paths['json']).read())['status'] == 'finished'
 
 
