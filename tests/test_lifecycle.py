@@ -73,7 +73,7 @@ def test_an_epoch_writes_weights_checkpoint_results_then_tells_its_listeners_the
         outputs.save(record('interrupted'), 1)  # a stop's save repeats the last epoch: not told again
     assert seen == [('finished', ['run-best.pt', 'run-last.pt'], True), 'finished']
     assert torch.load(paths['checkpoint'], weights_only=True)['tracking'] == {'tracker_id': 'abc'}
-    assert capsys.readouterr().out == 'epoch 1\n' and json.loads(open(paths['json']).read())['status'] == 'finished'
+    assert capsys.readouterr().out == 'epoch 1\n' and json.loads(open(paths['json']).read())['status'] == 'interrupted'
 
 
 @pytest.mark.parametrize('error, status', [(ValueError('boom'), 'failed'), (Stopped(15), 'interrupted')])
