@@ -46,6 +46,10 @@ def _runs_flags(p):
                    help="the train.py flags every --grid configuration starts from (default: proposed's, "
                         "'--bn_weight 0.1 --c 100 --input_norm bn')")
     p.add_argument('--seeds', default=TRIAL_SEEDS, help='seeds: a range 1-15 or a list 1,3,5')
+    p.add_argument('--vary_split', action='store_true',
+                   help='draw each run\'s validation split with its trial seed (train.py --split_seed SEED) instead of '
+                        'the paper\'s fixed split: the seeds then vary the data too; a baseline and a configuration of '
+                        'one seed still share a split, and stay paired')
     p.add_argument('--path', default=DEFAULT_PATH, help='the folder that holds the sweeps: this one is {path}/{sweep}')
     p.add_argument('--sweep', default=None, metavar='NAME',
                    help='the sweep\'s name, its folder under --path (default: from what sets its protocol apart, its '

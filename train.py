@@ -103,7 +103,7 @@ def prepare_data(args, images_dir, device, log=print):
         log(note)
     data = load_dataset(args.dataset, images_dir, fake_size=args.fake_size, image_size=args.image_size,
                         cache_dir=args.cache_dir, device_type=device.type, log=log)
-    train_index, validation_index = split_train_validation(data.train_labels.numpy())
+    train_index, validation_index = split_train_validation(data.train_labels.numpy(), args.split_seed)
     train_images = data.train_images[train_index]
     mean = std = None
     if args.input_norm == 'dataset':

@@ -339,8 +339,9 @@ def load_dataset(name, root, download=True, fake_size=FAKE_SIZE, image_size=None
 # ----------------------------------------------------------------------------- protocol helpers
 
 
-def split_train_validation(labels):
-    """The paper's split: a stratified 10% of the training set, the same for every trial seed.
+def split_train_validation(labels, seed=VALIDATION_SPLIT_SEED):
+    """The paper's split: a stratified 10% of the training set, drawn with ``seed`` (the paper's 0 by default: the
+    same split for every trial seed; train.py --split_seed draws another).
 
     As in the original, the indices keep train_test_split's (shuffled) order: the training
     subset is indexed in that order, which the epoch's permutation then reorders.
@@ -351,7 +352,7 @@ def split_train_validation(labels):
     # generator after np.random.seed(make_complex(0)), without touching that generator.
     train_index, validation_index = train_test_split(
         np.arange(len(labels)), test_size=VALIDATION_FRACTION, stratify=labels,
-        random_state=make_complex(VALIDATION_SPLIT_SEED))
+        random_state=make_complex(seed))
     return torch.from_numpy(train_index), torch.from_numpy(validation_index)
 
 

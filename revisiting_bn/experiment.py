@@ -14,9 +14,9 @@ apart. Nothing here imports torch.
 """
 import ast
 
-from .protocol import INPUT_BN_FACTOR, resolve_bn_weight
+from .protocol import INPUT_BN_FACTOR, VALIDATION_SPLIT_SEED, resolve_bn_weight
 
-__all__ = ['EXPERIMENT', 'PLACE', 'CONTROL', 'ROLES', 'METHOD', 'TRAINED', 'experiment_settings', 'protocol_settings',
+__all__ = ['EXPERIMENT', 'PLACE', 'CONTROL', 'ROLES', 'METHOD', 'TRAINED', 'PAIRING', 'experiment_settings', 'protocol_settings',
            'protocol', 'comparable', 'shown', 'as_trained', 'as_given', 'replaced', 'differing_settings', 'setting_differences',
            'run_config']
 
@@ -28,7 +28,8 @@ ROLES = {
     'num_epochs': EXPERIMENT, 'learning_rate': EXPERIMENT, 'scheduler': EXPERIMENT, 'momentum': EXPERIMENT,
     'weight_decay': EXPERIMENT, 'device': PLACE, 'bn_weight': EXPERIMENT, 'c': EXPERIMENT,
     'input_norm': EXPERIMENT, 'norm': EXPERIMENT, 'mabn_real_batch': EXPERIMENT, 'train_only_bn': EXPERIMENT,
-    'bn_affine': EXPERIMENT, 'bn_running_stats': EXPERIMENT, 'seed': EXPERIMENT, 'data_dir': PLACE,
+    'bn_affine': EXPERIMENT, 'bn_running_stats': EXPERIMENT, 'seed': EXPERIMENT, 'split_seed': EXPERIMENT,
+    'data_dir': PLACE,
     'image_size': EXPERIMENT, 'cache_dir': PLACE, 'fake_size': EXPERIMENT, 'precision': EXPERIMENT,
     'channels_last': EXPERIMENT, 'threads': PLACE, 'no_cuda_graph': PLACE, 'sync_bn': EXPERIMENT,
     'no_norm_statistics': PLACE, 'tensorboard': PLACE, 'mlflow': PLACE, 'evaluate': CONTROL, 'resume': CONTROL, 'overwrite': CONTROL,
@@ -42,6 +43,9 @@ METHOD = ('bn_weight', 'c', 'input_norm', 'norm', 'mabn_real_batch', 'train_only
 
 # What the protocol derives from the flags and records as an experiment setting beside them.
 TRAINED = ('input_bn_weight',)
+# What tells the runs of one configuration apart and pairs them with the baseline's: the trial seed, and the
+# validation split's seed (fixed for a protocol, or varied with the trial seed: results.split_policy).
+PAIRING = ('seed', 'split_seed')
 
 
 def experiment_settings():
@@ -68,6 +72,7 @@ def as_trained(config):
     protocol replaced is kept under 'given'. A configuration recorded so already, or by an older train.py, comes
     out the same."""
     config = dict(config if isinstance(config, dict) else vars(config))
+    config.setdefault('split_seed', VALIDATION_SPLIT_SEED)  # runs recorded before the split had its own seed
     given = {**config.get('given', {})}
     raw = given.get('bn_weight', config.get('bn_weight'))
     if _number(raw):
@@ -108,7 +113,7 @@ def replaced(settings):
 def protocol_settings(may_differ=()):
     """The experiment settings two configurations must share to be compared (like against like): all but the
     method's own (METHOD), the seed (which pairs their runs), and the settings ``may_differ`` names."""
-    return tuple(name for name in experiment_settings() if name not in (*METHOD, *TRAINED, 'seed', *may_differ))
+    return tuple(name for name in experiment_settings() if name not in (*METHOD, *TRAINED, *PAIRING, *may_differ))
 
 
 def protocol(config, may_differ=()):

@@ -19,7 +19,7 @@ from .data import TRAINABLE_DATASETS
 from .engine import PRECISIONS
 from .experiment import ROLES
 from .networks import INPUT_NORMS, NETWORKS, TORCHVISION, network_problem, torchvision_norm_problem
-from .protocol import DEFAULTS, FAKE_MIN_SIZE, FAKE_SIZE, resolve_bn_weight
+from .protocol import DEFAULTS, FAKE_MIN_SIZE, FAKE_SIZE, VALIDATION_SPLIT_SEED, resolve_bn_weight
 from .runs import DEFAULT_PATH
 from .tracking import missing_package
 from .weight_decay_and_learning_rate import SCHEDULERS
@@ -84,6 +84,9 @@ def build_parser(raise_errors=False):
               'default --bn_running_stats')
     flag('--seed', default=DEFAULTS['seed'],
          help='trial seed (an integer, hashed with MD5; the paper uses 1..15, 0 is reserved for the validation split)')
+    flag('--split_seed', default=VALIDATION_SPLIT_SEED, type=int,
+         help='seed of the stratified 10%% validation split (0: the paper\'s split, the same for every trial seed; '
+              'sweep.py --vary_split sets it to each run\'s trial seed)')
     flag('--data_dir', default=None,
          help='folder holding the dataset files (default: {path}/{dataset}/images); with --dataset folder, the folder '
               'holding train/<class>/... and test/<class>/...')
@@ -178,6 +181,8 @@ def _value_problems(args):
         problems.append(f'--bn_weight must be finite, got {args.bn_weight}')
     if not re.fullmatch(r'[0-9]+', args.seed):
         problems.append(f'--seed must be an integer >= 0 in decimal digits, got {args.seed!r}')
+    if args.split_seed < 0:
+        problems.append(f'--split_seed must be an integer >= 0, got {args.split_seed}')
     if args.threads is not None and args.threads < 1:
         problems.append(f'--threads must be >= 1, got {args.threads}')
     problem = network_problem(args.network)

@@ -195,16 +195,19 @@ def make_plan(args, common, device='cpu', threads=1):
     """The sweep of sweep.py's ``args`` with train.py flags ``common`` for every run, each run checked by train.py's
     own parser for the kind of device it will get ('cpu' or 'cuda') and given ``threads`` CPU threads."""
     configs = configurations(args)
+    controlled = SWEEP_CONTROLLED + (('--split_seed',) if args.vary_split else ())
     for flag in common + [f for flags in configs.values() for f in flags]:
-        if flag.split('=')[0] in SWEEP_CONTROLLED:
-            own = ' (sweep.py\'s own --threads, before --, sets it)' if flag.startswith('--threads') else ''
+        if flag.split('=')[0] in controlled:
+            own = ' (sweep.py\'s own --threads, before --, sets it)' if flag.startswith('--threads') else \
+                ' (--vary_split sets it to each run\'s seed)' if flag.startswith('--split_seed') else ''
             raise SweepError(f'{flag} is set by the sweep for every run; leave it out{own}')
     parser = train_flags.build_parser(raise_errors=True)
     seeds = parse_seeds(args.seeds)
     settings = {config: run_config(_checked_flags([*common, *flags, '--device', device], parser))
                 for config, flags in configs.items()}
     _refuse_twins(settings)
-    name = args.sweep or sweep_name(list(settings.values()), vars(train_flags.build_parser().parse_args([])))
+    name = args.sweep or sweep_name(list(settings.values()), vars(train_flags.build_parser().parse_args([])),
+                                    args.vary_split)
     files = sweep_files(os.path.join(args.path, name))
     runs, data = [], {}
     for config, flags in configs.items():
@@ -212,7 +215,8 @@ def make_plan(args, common, device='cpu', threads=1):
         if folder is not None:
             data.setdefault((settings[config]['dataset'], folder), None)
         for seed in seeds:
-            argv = [*common, *flags, *extra, '--name', f'{config}_seed{seed}', '--seed', str(seed), '--path',
+            split = ['--split_seed', str(seed)] if args.vary_split else []
+            argv = [*common, *flags, *extra, '--name', f'{config}_seed{seed}', '--seed', str(seed), *split, '--path',
                     files['home'], '--threads', str(threads), '--resume']
             runs.append(_planned_run(config, seed, argv, device, parser))
     if args.task_index is not None:
@@ -243,10 +247,11 @@ def _part(value):
     return re.sub(r'[^A-Za-z0-9_.+]+', '-', str(value)).strip('-')
 
 
-def sweep_name(settings, defaults):
+def sweep_name(settings, defaults, vary_split=False):
     """The default name of a sweep of runs with ``settings`` (their run configurations): its dataset and network, then
-    every protocol setting the runs share that differs from train.py's ``defaults``, e.g. fashionmnist-mlp-num_epochs2;
-    a folder of images is named by its folder (and a hash of its full path)."""
+    every protocol setting the runs share that differs from train.py's ``defaults``, then the validation split where it
+    is not the paper's (split_varied, or split_seed5), e.g. fashionmnist-mlp-num_epochs2; a folder of images is named
+    by its folder (and a hash of its full path)."""
     def shared(name):
         values = {comparable(s.get(name)): s.get(name) for s in settings}
         return '+'.join(_part(v) for v in values.values())
@@ -261,6 +266,11 @@ def sweep_name(settings, defaults):
             continue
         value = first.get(name)
         parts.append(name if value is True else f'{name}{_part(value)}')
+    splits = {s.get('split_seed', defaults.get('split_seed')) for s in settings}
+    if vary_split:
+        parts.append('split_varied')
+    elif len(splits) == 1 and splits != {defaults.get('split_seed')}:
+        parts.append(f'split_seed{splits.pop()}')
     name = '-'.join(parts)
     if len(name) > NAME_LENGTH:
         name = f'{name[:NAME_LENGTH - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}'

@@ -7,7 +7,7 @@ def test_the_experiment_settings_are_those_that_define_a_result():
     assert experiment_settings() == ('dataset', 'network', 'batch_size', 'num_epochs', 'learning_rate', 'scheduler',
                                      'momentum', 'weight_decay', 'bn_weight', 'c', 'input_norm', 'norm',
                                      'mabn_real_batch', 'train_only_bn', 'bn_affine', 'bn_running_stats', 'seed',
-                                     'image_size', 'fake_size', 'precision', 'channels_last', 'sync_bn',
+                                     'split_seed', 'image_size', 'fake_size', 'precision', 'channels_last', 'sync_bn',
                                      'input_bn_weight')  # the last derived: the input BN's initial scale
     assert [name for name, role in ROLES.items() if role == CONTROL] == ['evaluate', 'resume', 'overwrite',
                                                                          'change_num_epochs']
@@ -24,4 +24,4 @@ def test_setting_differences_name_each_setting():
 
 def test_the_recorded_configuration_leaves_out_the_control_settings_only():
     settings = {'dataset': 'fake', 'path': 'p', 'resume': True, 'overwrite': False, 'threads': 2}
-    assert run_config(settings) == {'dataset': 'fake', 'path': 'p', 'threads': 2}
+    assert run_config(settings) == {'dataset': 'fake', 'path': 'p', 'threads': 2, 'split_seed': 0}  # as it trains
