@@ -291,6 +291,51 @@ def grid(groups, rows, comparisons, baseline, axes, path, protocol=''):
     save(figure, path)
 
 
+def across_protocols(across, pooled, baseline, path):
+    """The forest plot across protocols: per configuration and protocol, the mean paired difference with its interval
+    (left) and P(A>B) with its bootstrap interval (right), then the pooled P(A>B) (a diamond)."""
+    rows = [(label, table, c) for label, entries in across.items() for table, c in entries]
+    figure, (left, right) = panels(2, panel=(5.6, 0.9 + 0.42 * (len(rows) + len(across))))
+    y, ticks, labels = 0, [], []
+    for colour, (label, entries) in zip(colours(len(across)), across.items()):
+        for table, c in entries:
+            left.errorbar(c['mean_difference'], y, xerr=[[c['mean_difference'] - c['ci95_low']],
+                                                         [c['ci95_high'] - c['mean_difference']]],
+                          fmt='o', color=colour, capsize=3)
+            right.errorbar(c['prob_improvement'], y, xerr=[[c['prob_improvement'] - c['prob_improvement_ci95_low']],
+                                                           [c['prob_improvement_ci95_high'] - c['prob_improvement']]],
+                           fmt='o', color=colour, capsize=3)
+            ticks.append(y), labels.append(f"{label} in {table['id']}{' *' if c['significant'] else ''}")
+            y += 1
+        total = pooled(entries)
+        right.errorbar(total['prob_improvement'], y, xerr=[[total['prob_improvement'] -
+                                                            total['prob_improvement_ci95_low']],
+                                                           [total['prob_improvement_ci95_high'] -
+                                                            total['prob_improvement']]],
+                       fmt='D', color='black', markersize=7, capsize=4)
+        ticks.append(y), labels.append(f'{label}: {len(entries)} pooled')
+        y += 1
+    left.axvline(0, color='tab:red', linewidth=0.8)
+    right.axvline(0.5, color='tab:red', linewidth=0.8)
+    right.axvline(0.75, color='grey', linestyle=':', linewidth=1)
+    for ax in (left, right):
+        ax.set_yticks(ticks, labels if ax is left else [''] * len(ticks))
+        ax.set_ylim(y - 0.5, -0.5)
+        ax.grid(axis='x', alpha=0.3)
+    left.set(xlabel=f'configuration - {baseline} (points, best val. epoch)')
+    right.set(xlabel=f'P(A>B): share of seeds where it beats {baseline}', xlim=(-0.02, 1.02))
+    protocols = {table['id']: table['line'] for _, table, _ in rows}
+    titled(figure, f'Across protocols, each against its own protocol\'s {baseline} (* significantly greater: '
+                   f'one-sided paired t-test, after Holm in its table)',
+           '\n'.join(f'{number}: {line}' for number, line in protocols.items()))
+    legend_below(figure, [Line2D([], [], color='grey', marker='o'), Line2D([], [], color='black', marker='D',
+                                                                               linestyle=''),
+                          Line2D([], [], color='grey', linestyle=':')],
+                 [f'one protocol ({CONFIDENCE:.0%} interval)', 'pooled: stratified bootstrap',
+                  '0.75 (Bouthillier et al.\'s threshold)'])
+    save(figure, path)
+
+
 STEMS = ('paired_accuracies', 'differences', 'grid', 'curves', 'bn_scales', 'gamma_distance', 'xhat')
 CAPTIONS = {  # what each figure shows, in one sentence, for report.md
     'paired_accuracies': 'each seed\'s test accuracy at the best validation epoch, the baseline\'s beside each '

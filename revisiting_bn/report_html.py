@@ -156,13 +156,15 @@ def _title(tables):
 
 
 def write_html(path, tables, intro, sections, baseline, out):
-    """report.html: the title naming the protocols, the intro, then each table's section with its provenance."""
+    """report.html: the title naming the protocols, the intro, then each table's section with its provenance, then the
+    sections across tables."""
     parts = [f'<h1>{html.escape(_title(tables))}</h1>'] + [_block(block, out) for block in intro]
-    for table, (heading, blocks) in zip(tables, sections):
+    for index, (heading, blocks) in enumerate(sections):  # a table's section each, then any across them
         if heading:
             parts.append(f'<h2>{_inline(heading)}</h2>')
-        facts = ''.join(f'<dt>{html.escape(what)}</dt><dd>{value}</dd>' for what, value in provenance(table))
-        parts.append(f'<dl class="provenance">{facts}</dl>')
+        if index < len(tables):
+            facts = ''.join(f'<dt>{html.escape(what)}</dt><dd>{value}</dd>' for what, value in provenance(tables[index]))
+            parts.append(f'<dl class="provenance">{facts}</dl>')
         parts += [_block(block, out) for block in blocks]
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(_title(tables))}'
             f'</title><style>{STYLE}</style></head><body>\n' + '\n'.join(parts) + '\n</body></html>\n')

@@ -14,8 +14,9 @@ import numpy as np
 
 from .cli import number_ranges, plural
 from .experiment import protocol_settings, shown
+from .report_across import across_blocks, across_protocols, pooled, write_across_csv
 from .protocol import SIGNIFICANCE
-from .results import group_protocols, has_best, is_finished
+from .results import group_protocols, has_best, is_finished, split_policy
 from .t_test import CONFIDENCE, POWER, format_p, holm, paired_summary
 
 __all__ = ['METRICS', 'summarize', 'compare', 'verdict_words', 'protocol_tables', 'protocol_line', 'section_blocks',
@@ -23,7 +24,8 @@ __all__ = ['METRICS', 'summarize', 'compare', 'verdict_words', 'protocol_tables'
 
 # The two test accuracies a run reports, as named in its results JSON and in the tables.
 METRICS = {'test_accuracy_at_best': 'best val. epoch', 'final_test_accuracy': 'final epoch'}
-STATISTICS = ('mean_paired_difference', 'ci95_low', 'ci95_high', 'effect_size_dz', 'p_value', 'significant',
+STATISTICS = ('mean_paired_difference', 'ci95_low', 'ci95_high', 'effect_size_dz', 'prob_improvement',
+              'prob_improvement_ci95_low', 'prob_improvement_ci95_high', 'p_value', 'significant',
               'p_value_two_sided', 'wilcoxon_p', 'p_holm', 'significant_before_holm', 'p_holm_two_sided',
               'significantly_lower', 'min_detectable_difference', 'seeds_needed')
 
@@ -108,16 +110,19 @@ def compare(groups, baseline):
     done = {label: {s: r['record'] for s, r in seeds.items() if is_finished(r['record']) and has_best(r['record'])}
             for label, seeds in groups.items()}
     comparisons = []
+    split = lambda record: int(record['config'].get('split_seed', 0))  # noqa: E731
     for label in groups:
         if label == baseline:
             continue
-        paired = sorted(set(done[label]) & set(done[baseline]))
+        both = sorted(set(done[label]) & set(done[baseline]))
+        paired = [s for s in both if split(done[label][s]) == split(done[baseline][s])]  # one split, one pair
         tests = {metric: _paired_test([done[label][s][metric] for s in paired],
                                       [done[baseline][s][metric] for s in paired]) for metric in METRICS}
         comparisons.append({
             'configuration': label, 'baseline': baseline, 'paired_seeds': paired,
             'only_in_configuration': sorted(set(done[label]) - set(done[baseline])),
             'only_in_baseline': sorted(set(done[baseline]) - set(done[label])),
+            'other_split': sorted(set(both) - set(paired)),
             **tests['test_accuracy_at_best'], 'final': tests['final_test_accuracy']})
     for tests in (comparisons, [c['final'] for c in comparisons]):
         _family_verdicts(tests)
@@ -162,6 +167,20 @@ def verdict_words(c):
     return verdict
 
 
+def _beats(c, n):
+    """'beats the baseline on 11 of 15 seeds: P(A>B) 0.73 [0.50, 0.93]' (ties count one half in P(A>B))."""
+    ties = round((c['prob_improvement'] - c['wins'] / n) * 2 * n)
+    tied = f" ({plural(ties, 'tie')})" if ties else ''
+    return f"beats the baseline on {c['wins']} of {n} seeds{tied}: P(A>B) {_probability(c)}"
+
+
+def _probability(test):
+    if test.get('prob_improvement') is None:
+        return 'n/a'
+    return (f"{test['prob_improvement']:.2f} [{test['prob_improvement_ci95_low']:.2f}, "
+            f"{test['prob_improvement_ci95_high']:.2f}]")
+
+
 def in_words(c, baseline):
     """One comparison, at the paper's measure, as a reader would say it."""
     n, difference = len(c['paired_seeds']), c['mean_difference']
@@ -170,7 +189,7 @@ def in_words(c, baseline):
         return f"**{c['configuration']} vs {baseline}** ({seeds}): no test ({c['note']})."
     verdict = verdict_words(c)
     words = (f"**{c['configuration']} vs {baseline}** ({seeds}): mean difference {difference:+.2f} points, "
-             f"{CONFIDENCE:.0%} interval {_interval(c)}, d_z {c['effect_size_dz']:+.2f}; {verdict}. With {n} seeds, a "
+             f"{CONFIDENCE:.0%} interval {_interval(c)}, d_z {c['effect_size_dz']:+.2f}; {_beats(c, n)}; {verdict}. With {n} seeds, a "
              f"gain below {c['min_detectable_difference']:.2f} points would likely go unseen (power under {POWER:.0%} "
              f"at p <= {SIGNIFICANCE:g})")
     if c['seeds_needed'] is not None and not c['significant']:
@@ -206,12 +225,13 @@ def _comparison_table(comparisons, baseline):
                 f"{test['min_detectable_difference']:.2f}"
             rows.append([f"{c['configuration']} vs {baseline}", metric, len(c['paired_seeds']),
                          _signed(test['mean_difference']), _interval(test), _signed(test['effect_size_dz']),
-                         format_p(test['p_value']) + (mark if test['family'] == 1 else ''),
+                         _probability(test), format_p(test['p_value']) + (mark if test['family'] == 1 else ''),
                          format_p(test['p_holm']) + (mark if test['family'] > 1 else ''),
                          format_p(test['wilcoxon_p']), format_p(test['p_value_two_sided']), detectable,
                          test['seeds_needed'] or ''])
     return ('table', ['comparison', 'test accuracy at', 'paired seeds', 'mean paired difference (points)',
-                      f'{CONFIDENCE:.0%} interval', 'd_z', 'p-value', 'Holm p', 'Wilcoxon p', 'two-sided p',
+                      f'{CONFIDENCE:.0%} interval', 'd_z', f'P(A>B) [{CONFIDENCE:.0%} interval]', 'p-value', 'Holm p',
+                      'Wilcoxon p', 'two-sided p',
                       'smallest detectable gain', f'seeds for {POWER:.0%} power'], rows)
 
 
@@ -231,15 +251,33 @@ def _notes(rows, comparisons, baseline, left_out):
         if c['only_in_baseline']:
             notes.append(f"{baseline}: seeds without a {c['configuration']} partner (left out of the test): "
                          f"{_seed_list(c['only_in_baseline'])}")
+        if c['other_split']:
+            notes.append(f"{c['configuration']} vs {baseline}: seeds whose two runs used different validation splits, "
+                         f"so they are no pair (left out of the test): {_seed_list(c['other_split'])}")
         if c['note']:
             notes.append(f"{c['configuration']} vs {baseline}: no p-value: {c['note']}")
     return notes
 
 
-def section_blocks(rows, comparisons, baseline, left_out=(), figures=()):
+def sources_of_variation(groups):
+    """In one sentence, what the seeds of a table varied: the initialisation, data order and flips always; the
+    validation split too where it was drawn with each seed (results.split_policy)."""
+    policies = {split_policy(seeds.values()) for seeds in groups.values()}
+    varied = 'the initial weights, the data order and the flips'
+    if policies == {('varied', None)}:
+        return (f'Sources of variation: each seed drew {varied}, and the validation split too (sweep.py '
+                f'--vary_split): a configuration and its baseline of one seed share their split.')
+    if len(policies) == 1 and next(iter(policies))[0] == 'fixed':
+        return (f'Sources of variation: each seed drew {varied}; the validation split was fixed (split seed '
+                f'{next(iter(policies))[1]}) for every seed, so its own variance is not in these intervals.')
+    return (f'Sources of variation: each seed drew {varied}; the validation split was fixed for some configurations '
+            f'and drawn with each seed for others: only seeds with one split in both runs are paired.')
+
+
+def section_blocks(rows, comparisons, baseline, left_out=(), figures=(), groups=None):
     """One table's part of the report as blocks, which report.md and report.html each write in their format:
     ('table', header, rows), ('p', text), ('ul', items), ('figures', [(file, caption)])."""
-    blocks = [_settings_table(rows)]
+    blocks = [_settings_table(rows)] + ([('p', sources_of_variation(groups))] if groups else [])
     if comparisons:
         family = len(comparisons)
         blocks += [('p', f'Each configuration against {baseline}, paired by seed, at the test accuracy of the '
@@ -386,7 +424,8 @@ def _report_sections(tables, out, baseline, plots, left_out):
             continue
         notes = (list(left_out) if table is tables[0] else []) + [f'figure {figure} not made: {why}'
                                                                    for figure, why in missing.items()]
-        sections.append((heading, section_blocks(table['rows'], table['comparisons'], baseline, notes, made)))
+        sections.append((heading, section_blocks(table['rows'], table['comparisons'], baseline, notes, made,
+                                                 table['groups'])))
     return sections, not_made
 
 
@@ -405,6 +444,8 @@ def write_report(runs, out, baseline='baseline', plots=True, left_out=(), may_di
     intro = [('p', f'{len(tables)} protocols{f" in {sweeps} sweeps" if sweeps > 1 else ""}: configurations are tested '
                    f'only against the {baseline} of their own {"sweep and " if sweeps > 1 else ""}protocol (the same '
                    f'{", ".join(protocol_settings(may_differ))}).')] if len(tables) > 1 else []
+    across = across_protocols(tables)
+    sections += _across_section(across, baseline, out, plots)
     blocks = intro + [block for heading, section in sections for block in
                       ([('h2', heading)] if heading else []) + section]
     text = render_markdown(blocks)
@@ -413,3 +454,20 @@ def write_report(runs, out, baseline='baseline', plots=True, left_out=(), may_di
     write_html(os.path.join(out, 'report.html'), tables, intro, sections, baseline, out)
     write_csv(os.path.join(out, 'report.csv'), tables)
     return text, not_made
+
+
+def _across_section(across, baseline, out, plots):
+    """[(None, blocks)] of the section across protocols, with its csv and figure written into ``out``; [] without it."""
+    from . import report_figures
+    for name in ('across_protocols.csv', 'across_protocols.png'):  # never a stale one beside a new report
+        if os.path.exists(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+    if not across:
+        return []
+    write_across_csv(os.path.join(out, 'across_protocols.csv'), across)
+    blocks = across_blocks(across, baseline)
+    if plots:
+        report_figures.across_protocols(across, pooled, baseline, os.path.join(out, 'across_protocols.png'))
+        blocks += [('figures', [('across_protocols.png', 'per protocol the mean paired difference and P(A>B), each '
+                                                         'with its interval, and P(A>B) pooled over the protocols.')])]
+    return [(None, blocks)]

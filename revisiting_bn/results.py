@@ -13,14 +13,15 @@ import os
 import platform
 import re
 from .cli import RunError, plural
-from .experiment import as_trained, comparable, differing_settings, protocol
+from .experiment import PAIRING, as_trained, comparable, differing_settings, protocol
+from .protocol import VALIDATION_SPLIT_SEED
 from .runs import sweep_home_of, write_text
 
 __all__ = ['RESULT_COLUMNS', 'TEXT_SETTINGS', 'ResultsError', 'results_text', 'results_json', 'results_csv',
            'statistics_csv', 'write_results', 'new_record', 'resumed_record', 'add_epoch', 'add_norm_statistics',
            'add_signal_warning', 'interrupted',
            'record_failure', 'read_record', 'is_finished', 'has_best', 'outcome',
-           'result_files', 'load_runs', 'RunList', 'group_runs', 'group_protocols']
+           'result_files', 'load_runs', 'RunList', 'split_policy', 'group_runs', 'group_protocols']
 
 SEED_SUFFIX = re.compile(r'_seed(\d+)$')
 
@@ -290,9 +291,21 @@ class RunList(list):
         self.unreadable = list(unreadable)
 
 
+def split_policy(runs):
+    """How the validation split of a configuration's runs was drawn: ('fixed', N) when every run used split seed N,
+    ('varied', None) when each run's split seed is its trial seed (sweep.py --vary_split), else None (mixed)."""
+    splits = {(int(run['seed']), int(run['record']['config'].get('split_seed', VALIDATION_SPLIT_SEED))) for run in runs}
+    if len({split for _, split in splits}) == 1:
+        return 'fixed', next(iter(splits))[1]
+    if all(seed == split for seed, split in splits):
+        return 'varied', None
+    return None
+
+
 def group_runs(runs):
-    """{label: {seed: run}}; refuses two results for one seed, and runs of one label whose experiment
-    settings (experiment.experiment_settings, the seed aside) differ."""
+    """{label: {seed: run}}; refuses two results for one seed, runs of one label whose experiment settings
+    (experiment.experiment_settings, the seed and split seed aside) differ, and runs of one label whose validation
+    splits are neither one split nor each its seed's (split_policy)."""
     groups = {}
     for run in runs:
         seeds = groups.setdefault(run['label'], {})
@@ -301,10 +314,13 @@ def group_runs(runs):
                                f"and {run['file']}")
         seeds[run['seed']] = run
     for label, seeds in groups.items():
-        differing = differing_settings([run['record']['config'] for run in seeds.values()], ignore=('seed',))
+        differing = differing_settings([run['record']['config'] for run in seeds.values()], ignore=PAIRING)
         mixed = [f'{name} ({", ".join(sorted(map(comparable, values)))})' for name, values in differing.items()]
         if mixed:
             raise ResultsError(f'runs named {label} differ in {"; ".join(mixed)}: give them different names')
+        if split_policy(seeds.values()) is None:
+            raise ResultsError(f'runs named {label} mix validation splits (split seeds neither all equal nor each its '
+                               f'seed): give them different names')
     return groups
 
 

@@ -8,10 +8,14 @@ result (Bouthillier et al., MLSys 2021): the confidence interval of the mean
 paired difference, its effect size, a test that does not assume normal
 differences (Wilcoxon's signed-rank test), Holm's adjustment over several
 comparisons, and the power of the test: the smallest gain these seeds would
-detect, and how many seeds a gain of the observed size needs. Every figure comes
-from SciPy's distributions.
+detect, and how many seeds a gain of the observed size needs; and P(A>B), the
+share of paired seeds where A beats B (Bouthillier et al. read it against 0.75),
+with a percentile bootstrap interval over the seeds, stratified by protocol when
+several protocols are pooled (as rliable does: Agarwal et al., NeurIPS 2021).
+Every figure comes from SciPy's distributions and its bootstrap.
 """
 import glob
+import inspect
 
 import numpy as np
 from scipy import stats
@@ -19,12 +23,16 @@ from scipy import stats
 from .cli import OneLineParser, as_number
 from .protocol import SIGNIFICANCE
 
-__all__ = ['SIGNIFICANCE', 'CONFIDENCE', 'POWER', 'evaluate', 'confidence_interval', 'effect_size_dz', 'wilcoxon_p',
-           'holm', 'power', 'min_detectable_difference', 'seeds_needed', 'paired_summary', 'format_p', 'half_width',
-           'main']
+__all__ = ['SIGNIFICANCE', 'CONFIDENCE', 'POWER', 'BOOTSTRAP_RESAMPLES', 'evaluate', 'confidence_interval',
+           'effect_size_dz', 'wilcoxon_p', 'holm', 'power', 'min_detectable_difference', 'seeds_needed',
+           'prob_improvement', 'stratified_prob_improvement', 'paired_summary', 'format_p', 'half_width', 'main']
 
 CONFIDENCE = 0.95  # of the two-sided interval of the mean paired difference
 POWER = 0.8        # the chance of detecting a true gain that the power figures ask for
+BOOTSTRAP_RESAMPLES = 10000
+BOOTSTRAP_SEED = 0  # the bootstrap's draws are fixed: the same results always give the same interval
+# SciPy names the bootstrap's random generator 'rng' from 1.15, 'random_state' before.
+_RNG = 'rng' if 'rng' in inspect.signature(stats.bootstrap).parameters else 'random_state'
 
 
 def _as_vector(values, name):
@@ -184,15 +192,55 @@ def seeds_needed(difference, sd, alpha=SIGNIFICANCE, target=POWER):
     return low
 
 
+def _wins(d1, d2):
+    """Per pair, whether d1 beats d2: 1, a tie one half, else 0."""
+    a, b = _pairs(d1, d2, 'P(A>B) needs')
+    return (a > b) + 0.5 * (a == b)
+
+
+def _percentile_interval(samples, statistic, confidence, resamples, seed):
+    """The percentile bootstrap interval of ``statistic`` over ``samples`` (each resampled apart: a stratified
+    bootstrap when there are several), SciPy's bootstrap with a fixed seed."""
+    result = stats.bootstrap(samples, statistic, n_resamples=resamples, method='percentile', vectorized=True,
+                             confidence_level=confidence, **{_RNG: np.random.default_rng(seed)})
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def prob_improvement(d1, d2, confidence=CONFIDENCE, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
+    """(P(A>B), low, high): the share of paired seeds where ``d1`` beats ``d2`` (a tie counts one half) and its
+    two-sided ``confidence`` percentile bootstrap interval over the seeds."""
+    wins = _wins(d1, d2)
+    low, high = _percentile_interval((wins,), lambda x, axis=-1: x.mean(axis=axis), confidence, resamples, seed)
+    return float(wins.mean()), low, high
+
+
+def stratified_prob_improvement(pairs, confidence=CONFIDENCE, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
+    """(mean P(A>B) over protocols, low, high) of several protocols' comparisons, ``pairs`` [(d1, d2), ...] one per
+    protocol, with a stratified percentile bootstrap: each resample draws seeds within each protocol."""
+    samples = tuple(_wins(d1, d2) for d1, d2 in pairs)
+
+    def statistic(*resampled, axis=-1):
+        return np.mean([x.mean(axis=axis) for x in resampled], axis=0)
+    low, high = _percentile_interval(samples, statistic, confidence, resamples, seed)
+    return float(np.mean([s.mean() for s in samples])), low, high
+
+
 def paired_summary(d1, d2):
     """Every figure of one comparison of d1 against d2 (paired by seed), as report.py tabulates it; a figure that
     cannot be computed (fewer than 2 pairs, no spread) is None, with the reason under 'note'."""
     summary = {key: None for key in ('mean_difference', 'p_value', 'p_value_two_sided', 'ci95_low', 'ci95_high',
-                                     'effect_size_dz', 'wilcoxon_p', 'min_detectable_difference', 'seeds_needed')}
-    summary['note'] = ''
+                                     'effect_size_dz', 'wilcoxon_p', 'min_detectable_difference', 'seeds_needed',
+                                     'prob_improvement', 'prob_improvement_ci95_low', 'prob_improvement_ci95_high')}
+    summary['note'], summary['wins'] = '', None
     if len(d1):
         summary['mean_difference'] = float(np.mean(_as_vector(d1, 'd1').astype(np.float64)
                                                    - _as_vector(d2, 'd2').astype(np.float64)))
+    try:  # defined even where the t-test is not (every difference 0: P(A>B) = 0.5)
+        summary['prob_improvement'], summary['prob_improvement_ci95_low'], summary['prob_improvement_ci95_high'] = \
+            prob_improvement(d1, d2)
+        summary['wins'] = int(np.sum(_wins(d1, d2) == 1))
+    except ValueError:
+        pass
     try:
         summary['p_value'], summary['p_value_two_sided'] = evaluate(d1, d2), evaluate(d1, d2, 'two-sided')
         summary['ci95_low'], summary['ci95_high'] = confidence_interval(d1, d2)

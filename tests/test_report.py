@@ -355,3 +355,74 @@ def test_with_one_comparison_the_papers_verdict_is_unchanged(tmp_path):
     text = (tmp_path / 'out' / 'report.md').read_text()
     assert 'significantly greater (p = 0.04143, 0.04143 after Holm; Wilcoxon p = ' in text
     assert '| 0.04143 * | 0.04143 |' in text
+
+
+def split_runs(folder, splits):
+    """The README example's accuracies as runs of the baseline and proposed, seed s with split seed splits(label, s)."""
+    for seed, (mine, theirs) in enumerate(zip(README_PROPOSED, README_BASELINE), start=1):
+        for label, accuracy in (('proposed', mine), ('baseline', theirs)):
+            record = write_run(folder, label, seed, accuracy, weights=False)
+            record['config']['split_seed'] = splits(label, seed)
+            (folder / 'fake' / 'results' / f'{label}_seed{seed}.json').write_text(json.dumps(record))
+
+
+def test_the_report_names_the_sources_of_variation_and_pairs_only_runs_of_one_split(tmp_path, capsys):
+    split_runs(tmp_path, lambda label, seed: seed)  # sweep.py --vary_split
+    assert report.main([str(tmp_path / 'fake'), '--out', str(tmp_path / 'out'), '--no_plots']) == 0
+    text = (tmp_path / 'out' / 'report.md').read_text()
+    assert ('Sources of variation: each seed drew the initial weights, the data order and the flips, and the '
+            'validation split too (sweep.py --vary_split)') in text
+    split_runs(tmp_path, lambda label, seed: 0 if label == 'proposed' and seed == 5 else seed)
+    assert report.main([str(tmp_path / 'fake'), '--out', str(tmp_path / 'out'), '--no_plots']) == 1
+    assert 'runs named proposed mix validation splits' in capsys.readouterr().err
+    split_runs(tmp_path, lambda label, seed: 0)  # the paper's fixed split, for both
+    assert report.main([str(tmp_path / 'fake'), '--out', str(tmp_path / 'out'), '--no_plots']) == 0
+    assert 'the validation split was fixed (split seed 0) for every seed' in (tmp_path / 'out' / 'report.md').read_text()
+    split_runs(tmp_path, lambda label, seed: seed if label == 'proposed' else 0)  # one fixed, one varied
+    assert report.main([str(tmp_path / 'fake'), '--out', str(tmp_path / 'out'), '--no_plots']) == 0
+    text = (tmp_path / 'out' / 'report.md').read_text()
+    assert 'proposed vs baseline: seeds whose two runs used different validation splits, so they are no pair (left ' \
+           'out of the test): 1, 2, 3, 4, 5' in text
+
+
+def test_prob_improvement_in_words_table_and_csv(tmp_path):
+    """The README example: proposed beats the baseline on 3 of 5 seeds, ties on one: P(A>B) (3 + 0.5) / 5 = 0.7."""
+    from revisiting_bn.t_test import prob_improvement
+    split_runs(tmp_path, lambda label, seed: 0)
+    assert report.main([str(tmp_path / 'fake'), '--out', str(tmp_path / 'out'), '--no_plots']) == 0
+    p, low, high = prob_improvement(README_PROPOSED, README_BASELINE)
+    assert p == pytest.approx(0.7)
+    text = (tmp_path / 'out' / 'report.md').read_text()
+    assert f'beats the baseline on 3 of 5 seeds (1 tie): P(A>B) 0.70 [{low:.2f}, {high:.2f}]' in text
+    assert f'| 0.70 [{low:.2f}, {high:.2f}] |' in text
+    with open(tmp_path / 'out' / 'report.csv') as f:
+        row = next(r for r in csv.DictReader(f) if r['configuration'] == 'proposed')
+    assert float(row['prob_improvement']) == pytest.approx(0.7)
+    assert (float(row['prob_improvement_ci95_low']), float(row['prob_improvement_ci95_high'])) == (low, high)
+    assert row['final_prob_improvement'] != ''
+
+
+def test_across_protocols_pools_one_configuration_tested_in_several(tmp_path):
+    """The committed MLP (180 epochs) and ResNet-20 (5 epochs) pairs: each against its own baseline, side by side,
+    then pooled with a stratified bootstrap; across_protocols.csv and .png written."""
+    import os
+    from conftest import ROOT
+    from revisiting_bn.t_test import prob_improvement, stratified_prob_improvement
+    sweeps = [os.path.join(ROOT, 'experiments', name) for name in ('mlp_paper', 'resnet20_paper')]
+    assert report.main([*sweeps, '--out', str(tmp_path / 'out')]) == 0
+    with open(tmp_path / 'out' / 'across_protocols.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['configuration'], r['protocol']) for r in rows] == [('proposed', 'P1'), ('proposed', 'P2'),
+                                                                   ('proposed', 'all')]
+    pairs = []
+    for row, sweep in zip(rows, sweeps):
+        runs = load_runs([sweep])
+        values = {label: {r['seed']: r['record']['test_accuracy_at_best'] for r in runs if r['label'] == label}
+                  for label in ('proposed', 'baseline')}
+        seeds = sorted(values['proposed'])
+        pairs.append(([values['proposed'][s] for s in seeds], [values['baseline'][s] for s in seeds]))
+        assert float(row['prob_improvement']) == pytest.approx(prob_improvement(*pairs[-1])[0])
+    assert float(rows[2]['prob_improvement']) == pytest.approx(stratified_prob_improvement(pairs)[0])
+    assert (rows[2]['significantly_better'], rows[2]['significantly_worse']) == ('0', '1')  # ResNet-20's lower
+    assert '## Across protocols' in (tmp_path / 'out' / 'report.md').read_text()
+    assert (tmp_path / 'out' / 'across_protocols.png').read_bytes()[:4] == b'\x89PNG'

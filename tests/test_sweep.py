@@ -342,3 +342,13 @@ def test_data_that_is_not_there_is_said_by_the_dry_run_and_stops_the_sweep_befor
     assert len(err) == 1 and err[0].startswith('sweep.py: error: cifar10: no cifar-10-batches-py/') and \
         'downloading it failed' in err[0] and 'put the extracted cifar-10-python.tar.gz' in err[0]
     assert 'FAILED' not in captured.out and not any(tmp_path.iterdir())  # nothing launched, no folder made
+
+
+def test_vary_split_draws_each_runs_split_with_its_seed_in_a_home_of_its_own(tmp_path, capsys):
+    assert sweep.main(['--dry_run', '--vary_split', '--seeds', '1-2', '--path', str(tmp_path)] + TINY) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith('sweep fake-mlp-batch_size32-fake_size100-split_varied: home ')
+    assert '--name baseline_seed2 --seed 2 --split_seed 2 ' in lines[2] and '--seed 1 --split_seed 1 ' in lines[3]
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(['--dry_run', '--vary_split', '--seeds', '1', '--path', str(tmp_path)] + TINY + ['--split_seed', '4'])
+    assert exit_info.value.code == 2 and "--vary_split sets it to each run's seed" in capsys.readouterr().err

@@ -278,3 +278,18 @@ def test_other_normalisations_train(tmp_path, flags, layers):
         assert state['network']['bn1.iters'].tolist() == [23] and 'layer1.0.bn1.buffer_gz' in state['network']
     else:
         assert not any('running' in key for key in state['network'])
+
+
+def test_split_seed_draws_another_validation_split_and_is_recorded_as_a_setting(tmp_path, capsys):
+    """--split_seed 0 is the paper's split (the other tests pin it to the original code's); another seed draws
+    another stratified 10%, recorded in the run's configuration and compared by its identity check."""
+    from revisiting_bn.data import split_train_validation
+    labels = torch.arange(200) % 10
+    paper, other = (split_train_validation(labels.numpy(), seed)[1] for seed in (0, 3))
+    assert len(paper) == len(other) == 20 and set(paper.tolist()) != set(other.tolist())
+    assert sorted(torch.bincount(labels[other]).tolist()) == [2] * 10  # still stratified
+    record = run_in_process(tmp_path, '--split_seed', '3', '--name', 'a')
+    assert record['config']['split_seed'] == 3
+    with pytest.raises(SystemExit) as refused:
+        train.run([*FAST, '--num_epochs', '1', '--path', str(tmp_path) + '/', '--name', 'a', '--resume'])
+    assert refused.value.code == 2 and 'split_seed: 3 -> 0' in capsys.readouterr().err
