@@ -312,6 +312,8 @@ def prepare(args, argv, world, device_name, paths, start, log):
     device = torch.device(device_name)
     data = prepare_data(args, paths['images'], device, log)
     model = build_model(args, data, device, world)
+    for line in getattr(model.network, 'notes', []):
+        log(line)
     check_batches(args, data, model, world)
     # Taken before a checkpoint is restored: the layers' initial gamma and beta.
     norm_stats = None if args.no_norm_statistics or not world.is_main else \

@@ -1,9 +1,11 @@
-"""Which torchvision networks lose the signal at the start with every BN scale at --bn_weight, and why.
+"""Which torchvision networks and timm models lose the signal at the start with every BN scale at --bn_weight, and why.
 
     python benchmarks/vanishing_signal.py --data_dir /usr/share/datasets/fashion-mnist --json out.json
+    python benchmarks/vanishing_signal.py --zoo timm --max_params 10e6 --data_dir ... --json out_timm.json
 
-Each torchvision classification network with batch norm is built as train.py builds it (tv:NAME, every BN a Scale
-BN with gamma = bn_weight), and measured once before any training, as train.py does at epoch 0: on one batch of
+Each torchvision classification network (or timm classification model, --zoo timm: those with batch norm and at
+most --max_params parameters) is built as train.py builds it (tv:NAME or timm:NAME, every BN layer's scale at
+bn_weight, timm's BatchNormAct2d included), and measured once before any training, as train.py does at epoch 0: on one batch of
 real images (Fashion-MNIST, resized, grey repeated into colour, normalised by its mean and std), every BN layer's
 x_hat from the batch's own statistics. A layer whose x_hat has an RMS under 0.5 normalises an input whose variance
 is below a third of its eps: what it passes on is mostly eps's doing, not the signal (train.py warns about it).
@@ -23,8 +25,8 @@ sys.path.insert(0, REPOSITORY)  # this checkout's revisiting_bn, from any folder
 
 from revisiting_bn.cli import OneLineParser, exit_on_error  # noqa: E402
 from revisiting_bn.data import DatasetInfo, load_dataset  # noqa: E402
-from revisiting_bn.networks import TORCHVISION, construct_network, torchvision_classifiers  # noqa: E402
-from revisiting_bn.norm_statistics import VANISHING_XHAT_RMS, NormStatistics  # noqa: E402
+from revisiting_bn.networks import TIMM, TORCHVISION, construct_network, torchvision_classifiers  # noqa: E402
+from revisiting_bn.norm_statistics import VANISHING_XHAT_RMS, NormStatistics, signal_warnings  # noqa: E402
 
 
 def images(data_dir, count, size):
@@ -36,7 +38,7 @@ def images(data_dir, count, size):
 
 def build(name, batch, bn_weight, eps=None):
     torch.manual_seed(0)
-    network = construct_network(TORCHVISION + name, 10, DatasetInfo(3, batch.shape[-1], 10), bn_weight, 'dataset')
+    network = construct_network(name, 10, DatasetInfo(3, batch.shape[-1], 10), bn_weight, 'dataset')
     if eps is not None:
         for module in network.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -50,7 +52,9 @@ def measure(name, batch, bn_weight, eps=None):
     vanished = [n for n, s in stats.items() if s['xhat_rms'] < VANISHING_XHAT_RMS]
     with torch.no_grad():
         logits = _train_mode_logits(network, batch)
+    warnings = signal_warnings(list(stats), {'epoch': 0, 'statistics': 'batch', 'layers': stats})
     return {'layers': len(layers), 'vanished': len(vanished), 'first_vanished': vanished[0] if vanished else None,
+            'train_py_warns': any(w['kind'] == 'vanishing' for w in warnings),
             'last_output_rms': layers[-1]['output_rms'], 'logits_std': logits.std().item(),
             'eps': sorted({m.eps for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)})}
 
@@ -70,6 +74,23 @@ def _train_mode_logits(network, batch):
         network.eval()
 
 
+def timm_models(max_params):
+    """timm's classification models with batch norm and at most ``max_params`` parameters, counted on the meta device
+    (no memory, no initialisation)."""
+    import warnings
+
+    import timm
+    found = []
+    for name in timm.list_models():
+        with warnings.catch_warnings(), torch.device('meta'):
+            warnings.simplefilter('ignore')
+            model = timm.create_model(name, pretrained=False, num_classes=10)
+        if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) and \
+                sum(p.numel() for p in model.parameters()) <= max_params:
+            found.append(name)
+    return found
+
+
 def figure(name, batch, bn_weight, path):
     """x_hat's RMS layer by layer at the start (batch statistics), at bn_weight, at 1, and at bn_weight with eps 1e-5."""
     import matplotlib
@@ -78,7 +99,7 @@ def figure(name, batch, bn_weight, path):
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for label, weight, eps in ((f'bn_weight {bn_weight:g}', bn_weight, None), ('bn_weight 1', 1.0, None),
                                (f'bn_weight {bn_weight:g}, every eps 1e-5', bn_weight, 1e-5)):
-        network, stats = build(name, batch, weight, eps)
+        network, stats = build(name if ':' in name else TORCHVISION + name, batch, weight, eps)
         rms = [s['xhat_rms'] for s in stats.values()]
         ax.plot(range(1, len(rms) + 1), rms, marker='o', markersize=3, label=label)
     ax.axhline(VANISHING_XHAT_RMS, color='black', linestyle='--', linewidth=1,
@@ -98,7 +119,11 @@ def main(argv=None):
     p.add_argument('--bn_weight', type=float, default=0.1, help='the initial BN scale to measure')
     p.add_argument('--image_size', type=int, default=64, help='the square image size (128 where a network needs it)')
     p.add_argument('--images', type=int, default=32, help='images in the batch')
-    p.add_argument('--networks', nargs='*', default=None, help='torchvision names (default: every classifier)')
+    p.add_argument('--networks', nargs='*', default=None,
+                   help='names in the zoo (default: every classifier of it with batch norm)')
+    p.add_argument('--zoo', choices=('tv', 'timm'), default='tv', help="torchvision's networks or timm's models")
+    p.add_argument('--max_params', type=float, default=10e6,
+                   help='--zoo timm: only models of at most this many parameters (counted without building them)')
     p.add_argument('--json', default=None, help='write the measurements to this JSON file')
     p.add_argument('--figure', nargs=2, default=None, metavar=('NETWORK', 'PNG'),
                    help="draw one network's x_hat RMS layer by layer into PNG, and measure nothing else")
@@ -108,7 +133,9 @@ def main(argv=None):
         figure(args.figure[0], images(args.data_dir, args.images, args.image_size), args.bn_weight, args.figure[1])
         return 0
     results = {}
-    for name in args.networks or torchvision_classifiers():
+    prefix = TORCHVISION if args.zoo == 'tv' else TIMM
+    names = args.networks or (torchvision_classifiers() if args.zoo == 'tv' else timm_models(args.max_params))
+    for name in (prefix + name for name in names):
         started = time.time()
         row = None
         for size in (args.image_size, 128):
@@ -122,6 +149,8 @@ def main(argv=None):
                 if 'no batch norm' in str(error):
                     break
         row['seconds'] = round(time.time() - started, 1)
+        if 'at_bn_weight' in row:
+            row['train_py_warns'] = row['at_bn_weight']['train_py_warns']  # train.py's vanishing warning at epoch 0
         results[name] = row
         if 'skipped' in row:
             print(f'{name:<22} skipped: {row["skipped"]}', flush=True)
@@ -132,8 +161,9 @@ def main(argv=None):
               f"{a['logits_std']:.2e} (1: {one['logits_std']:.2e})", flush=True)
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump({'bn_weight': args.bn_weight, 'threshold_xhat_rms': VANISHING_XHAT_RMS,
-                       'torch': torch.__version__, 'networks': results}, f, indent=1)
+            json.dump({'bn_weight': args.bn_weight, 'threshold_xhat_rms': VANISHING_XHAT_RMS, 'zoo': args.zoo,
+                       'max_params': args.max_params if args.zoo == 'timm' else None, 'torch': torch.__version__,
+                       'networks': results}, f, indent=1)
     return 0
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
 
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -26,7 +28,7 @@ from .protocol import BN_EPS, BN_MOMENTUM, resolve_bn_weight
 
 __all__ = ['ScaleBatchNorm1d', 'ScaleBatchNorm2d', 'ScaleBatchNorm3d', 'resolve_bn_weight',
            'convert_to_scale_batch_norm', 'to_plain_batch_norm', 'MABN2d', 'CenConv2d', 'Norm', 'NORMS',
-           'NORM_LAYER_TYPES', 'BN_EPS', 'BN_MOMENTUM', 'layer_seeing_one_value']
+           'NORM_LAYER_TYPES', 'BN_EPS', 'BN_MOMENTUM', 'layer_seeing_one_value', 'is_other_norm', 'plain_view']
 
 @torch.jit.unused
 def _traced_by_fx(input):
@@ -114,43 +116,92 @@ def _replacement(bn, layer_class, **extra):
 
 
 def _scaled(bn, bn_weight):
-    scaled = _replacement(bn, _SCALED_VERSION[type(bn)], bn_weight=bn_weight)
-    if scaled.affine:
-        with torch.no_grad():  # the method's start for a layer about to be trained, in the same Parameters
-            scaled.weight.fill_(scaled.bn_weight)
-            scaled.bias.zero_()
-    return scaled
+    """A plain BatchNorm1d/2d/3d (or a Scale layer) as its Scale version, holding its own Parameters and buffers."""
+    return _reset(_replacement(bn, _SCALED_VERSION[type(bn)], bn_weight=bn_weight), bn_weight)
+
+
+def _reset(bn, bn_weight):
+    """The method's start for a layer about to be trained: its scale at ``bn_weight`` (<= 0: 1.0), its shift at 0, in
+    its own Parameters."""
+    if bn.affine:
+        with torch.no_grad():
+            bn.weight.fill_(resolve_bn_weight(bn_weight))
+            bn.bias.zero_()
+    return bn
 
 
 def _refuse_unconvertible(module):
-    if isinstance(module, nn.SyncBatchNorm):
-        raise ValueError('convert_to_scale_batch_norm cannot keep a SyncBatchNorm layer synchronised: convert the '
-                         'model first, then call nn.SyncBatchNorm.convert_sync_batchnorm (it keeps the scales)')
     if isinstance(module, nn.modules.lazy.LazyModuleMixin) and isinstance(module, _NormBase):
         raise ValueError(f'{type(module).__name__} has no size yet: run one forward pass before converting, or '
                          f'build the model with a ScaleBatchNorm layer of known num_features')
 
 
-def convert_to_scale_batch_norm(module, bn_weight=0.1):
-    """Make every BatchNorm1d/2d/3d in ``module`` (at any depth) its Scale version, in place.
+def is_other_norm(module):
+    """Whether ``module`` normalises but is no batch norm that the method's start applies to: GroupNorm, LayerNorm,
+    InstanceNorm, RMSNorm (and their subclasses, timm's too), a frozen BN (torchvision's and timm's FrozenBatchNorm2d:
+    statistics and affine as buffers, nothing to train)."""
+    if isinstance(module, (_BatchNorm, MABN2d)):
+        return False
+    return isinstance(module, NORM_LAYER_TYPES) or ('Norm' in type(module).__name__ and hasattr(module, 'running_var'))
 
-    As torch.nn.SyncBatchNorm.convert_sync_batchnorm does, each layer is replaced by one that
-    holds the same Parameter and buffer objects (so an optimizer made before the conversion goes
-    on training them) with the same eps, momentum, affine, track_running_stats, running
-    statistics, requires_grad flags, device, dtype and train/eval mode. Its scale is set to
-    ``bn_weight`` (<= 0 means 1.0) and its shift to 0, in those same Parameters, as the method
-    prescribes for a layer about to be trained; layers that are already Scale versions are set the
-    same way. Returns ``module``, or the new layer when ``module`` itself is a BN layer.
-    """
-    resolve_bn_weight(bn_weight)
+
+def _convert(module, bn_weight, name, left):
+    """``module`` with the method's start in every batch-norm layer below it (see convert_to_scale_batch_norm); the
+    names of the normalisation layers it cannot convert are added to ``left``. Returns (module, layers converted)."""
     _refuse_unconvertible(module)
     if type(module) in _SCALED_VERSION:
-        return _scaled(module, bn_weight)
-    for name, child in module.named_children():
-        converted = convert_to_scale_batch_norm(child, bn_weight)
-        if converted is not child:
-            setattr(module, name, converted)
+        return _scaled(module, bn_weight), 1
+    if isinstance(module, _BatchNorm):  # a subclass (timm's BatchNormAct2d, SyncBatchNorm): it keeps what it does
+        return _reset(module, bn_weight), 1
+    if is_other_norm(module):
+        left.append(f'{name or "the model"} ({type(module).__name__})')
+    converted = 0
+    for child_name, child in module.named_children():
+        new, count = _convert(child, bn_weight, f'{name}.{child_name}' if name else child_name, left)
+        converted += count
+        if new is not child:
+            setattr(module, child_name, new)
+    return module, converted
+
+
+def convert_to_scale_batch_norm(module, bn_weight=0.1):
+    """Give every batch-norm layer in ``module`` (at any depth: every ``_BatchNorm``) the method's start, in place.
+
+    A plain ``nn.BatchNorm1d/2d/3d`` becomes its Scale version, as
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm replaces layers: a layer that holds the same
+    Parameter and buffer objects (so an optimizer made before the conversion goes on training them)
+    with the same eps, momentum, affine, track_running_stats, running statistics, requires_grad
+    flags, device, dtype and train/eval mode. Any other ``_BatchNorm`` subclass keeps its class and
+    all it does beyond BN (timm's BatchNormAct2d its activation and dropout, SyncBatchNorm its
+    synchronisation). Either way the scale is set to ``bn_weight`` (<= 0 means 1.0) and the shift to 0,
+    in the layer's own Parameters, as the method prescribes for a layer about to be trained; Scale
+    layers are set the same way. A normalisation layer that is not batch norm (is_other_norm:
+    GroupNorm, LayerNorm, a frozen BN, ...) keeps its own start and is named in a warning; a module
+    with no batch-norm layer at all is refused (ValueError). Returns ``module``, or the new layer when
+    ``module`` itself is a plain BN layer.
+    """
+    resolve_bn_weight(bn_weight)
+    left = []
+    module, converted = _convert(module, bn_weight, '', left)
+    if not converted:
+        raise ValueError(f'convert_to_scale_batch_norm: {type(module).__name__} has no batch-norm layer, so the '
+                         f'method has nothing to act on' + (f' (its normalisation layers are not batch norm: '
+                                                            f'{", ".join(left[:4])})' if left else ''))
+    if left:
+        warnings.warn(f'convert_to_scale_batch_norm: {len(left)} normalisation layer{"s" if len(left) > 1 else ""} '
+                      f'not batch norm keep{"" if len(left) > 1 else "s"} its own start: {", ".join(left[:6])}'
+                      f'{" and more" if len(left) > 6 else ""}', stacklevel=2)
     return module
+
+
+def plain_view(layer):
+    """The batch norm inside a normalisation layer: the layer itself where its forward is batch norm's alone (torch's
+    BatchNorm1d/2d/3d and SyncBatchNorm, the Scale layers, MABN, ...), else a plain BatchNorm1d/2d/3d holding its own
+    Parameters and buffers: timm's BatchNormAct2d without the activation and dropout it applies after BN."""
+    plain = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    if not isinstance(layer, _BatchNorm) or type(layer) in (*plain, *_SCALED_VERSION, nn.SyncBatchNorm):
+        return layer
+    return next((_replacement(layer, kind) for kind in plain if isinstance(layer, kind)), layer)
 
 
 _PLAIN_VERSION = {ScaleBatchNorm1d: nn.BatchNorm1d, ScaleBatchNorm2d: nn.BatchNorm2d,

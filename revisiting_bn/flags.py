@@ -18,7 +18,7 @@ from .cpu_threads import default_threads
 from .data import TRAINABLE_DATASETS
 from .engine import PRECISIONS
 from .experiment import ROLES
-from .networks import INPUT_NORMS, NETWORKS, TORCHVISION, network_problem, torchvision_norm_problem
+from .networks import INPUT_NORMS, NETWORKS, TIMM, TORCHVISION, network_problem, zoo_norm_problem
 from .protocol import DEFAULTS, FAKE_MIN_SIZE, FAKE_SIZE, VALIDATION_SPLIT_SEED, resolve_bn_weight
 from .runs import DEFAULT_PATH
 from .tracking import missing_package
@@ -46,9 +46,11 @@ def build_parser(raise_errors=False):
          help="dataset to train on; 'fake' is random CIFAR-shaped data for smoke runs and benchmarks only: "
               "its accuracies mean nothing")
     flag('--network', default=DEFAULTS['network'],
-         help=f'network to train: {", ".join(NETWORKS)}, or {TORCHVISION}NAME, any torchvision classification network '
+         help=f'network to train: {", ".join(NETWORKS)}; {TORCHVISION}NAME, any torchvision classification network '
               f'with batch norm (e.g. {TORCHVISION}mobilenet_v2, {TORCHVISION}efficientnet_b0, {TORCHVISION}densenet121, '
-              f'{TORCHVISION}regnet_y_400mf, {TORCHVISION}vgg11_bn, {TORCHVISION}resnext50_32x4d; docs/your-data-and-networks.md)')
+              f'{TORCHVISION}regnet_y_400mf, {TORCHVISION}vgg11_bn, {TORCHVISION}resnext50_32x4d); or {TIMM}NAME, any timm '
+              f'classification model with batch norm (e.g. {TIMM}efficientnet_b0, {TIMM}mobilenetv3_small_100, '
+              f'{TIMM}regnety_002; needs the timm extra; docs/your-data-and-networks.md)')
     flag('--batch_size', default=DEFAULTS['batch_size'], type=int, help='training batch size')
     flag('--num_epochs', default=DEFAULTS['num_epochs'], type=int, help='number of training epochs')
     flag('--learning_rate', default=DEFAULTS['learning_rate'], type=float, help='initial SGD learning rate')
@@ -150,7 +152,7 @@ def _norm_problems(args):
                         'and --train_only_bn would train nothing')
     if args.norm != 'bn' and not (args.bn_affine and args.bn_running_stats):
         problems.append(f'--no_bn_affine and --no_bn_running_stats apply to --norm bn only, not {args.norm}')
-    problem = torchvision_norm_problem(args.network, args.norm, args.bn_affine, args.bn_running_stats)
+    problem = zoo_norm_problem(args.network, args.norm, args.bn_affine, args.bn_running_stats)
     if problem:
         problems.append(problem)
     if args.norm == 'mabn':

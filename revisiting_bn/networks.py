@@ -9,9 +9,14 @@ fixed dataset statistics.
 
 ``tv:NAME`` is any torchvision classification network with batch norm, built with
 torchvision's own initialisation (tuned per family), then every BN layer made a
-Scale BN with gamma = bn_weight and beta = 0.
+Scale BN with gamma = bn_weight and beta = 0. ``timm:NAME`` is any timm classification
+model with batch norm (timm is optional: pip install '.[timm]'), built by
+timm.create_model, then every batch-norm layer given the same start, whatever its class
+(timm's BatchNormAct2d keeps its activation: batch_norm.convert_to_scale_batch_norm).
 """
+import importlib.util
 import math
+import warnings
 from collections import OrderedDict
 from functools import partial
 
@@ -23,7 +28,7 @@ from .batch_norm import NORM_LAYER_TYPES, NORMS, ScaleBatchNorm2d, convert_to_sc
 from .data import DATASETS, DatasetInfo
 from .protocol import BN_EPS, BN_MOMENTUM, INPUT_BN, INPUT_BN_FACTOR, INPUT_BN_LAYER, resolve_bn_weight
 
-__all__ = ['NETWORKS', 'TORCHVISION', 'network_problem', 'torchvision_norm_problem', 'INPUT_NORMS', 'INPUT_BN_FACTOR',
+__all__ = ['NETWORKS', 'TORCHVISION', 'TIMM', 'ZOOS', 'network_problem', 'zoo_norm_problem', 'INPUT_NORMS', 'INPUT_BN_FACTOR',
            'Wrapped', 'layer_name',
            'construct_network', 'CifarResNet', 'initialize_weights', 'zero_biases', 'train_only_norms']
 
@@ -121,6 +126,9 @@ NETWORKS = {
 
 
 TORCHVISION = 'tv:'  # the family of every torchvision classification network with batch norm: tv:NAME
+TIMM = 'timm:'  # the family of every timm classification model with batch norm: timm:NAME
+ZOOS = (TORCHVISION, TIMM)  # networks of a model zoo: built by their library, their BN layers given the method's start
+TIMM_INSTALL = "pip install 'revisiting-bn[timm]' (or: pip install -r requirements-timm.txt)"
 
 
 class Wrapped(nn.Sequential):
@@ -170,12 +178,21 @@ def network_problem(name):
             return None
         return (f'unknown network {name!r}: torchvision has no classification network {name[len(TORCHVISION):]!r} '
                 f'(torchvision.models.list_models() lists them)')
-    return f'unknown network {name!r}; choose one of {", ".join(NETWORKS)}, or {TORCHVISION}NAME for a torchvision network'
+    if name.startswith(TIMM):
+        if importlib.util.find_spec('timm') is None:
+            return f'--network {name} needs timm: {TIMM_INSTALL}'
+        import timm
+        if timm.is_model(name[len(TIMM):]):
+            return None
+        return f'unknown network {name!r}: timm has no model {name[len(TIMM):]!r} (timm.list_models() lists them)'
+    return (f'unknown network {name!r}; choose one of {", ".join(NETWORKS)}, or {TORCHVISION}NAME for a torchvision '
+            f'network, {TIMM}NAME for a timm model')
 
 
-def torchvision_norm_problem(network_name, norm='bn', affine=True, track_running_stats=True):
-    """Why a ``tv:`` network cannot take these normalisation settings, or None (also None for other networks)."""
-    if network_name.startswith(TORCHVISION) and (norm != 'bn' or not (affine and track_running_stats)):
+def zoo_norm_problem(network_name, norm='bn', affine=True, track_running_stats=True):
+    """Why a ``tv:`` or ``timm:`` network cannot take these normalisation settings, or None (also None for this
+    repository's networks)."""
+    if network_name.startswith(ZOOS) and (norm != 'bn' or not (affine and track_running_stats)):
         return (f'{network_name} keeps its own BN layers\' settings: --norm mabn/none, --no_bn_affine and '
                 f'--no_bn_running_stats apply to this repository\'s networks')
     return None
@@ -195,13 +212,38 @@ def torchvision_network(name, num_classes, info, bn_weight):
     network = convert_to_scale_batch_norm(network, bn_weight)
     if info.channels != 3:
         network = Wrapped(RepeatChannels(3), network)
+    _check_image_size(network, f'{TORCHVISION}{name}', info)
+    return network.train()
+
+
+def timm_network(name, num_classes, info, bn_weight):
+    """timm's ``name`` as timm.create_model builds it for ``info``'s channels and classes, every batch-norm layer given
+    the method's start; the network's ``notes`` say what the start overrode (timm's zero initialisation of the last
+    BN of each residual block). Refused without a batch-norm layer, or when it cannot take images of this size."""
+    import timm
+    network = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=info.channels)
+    batch_norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not batch_norms:
+        raise ValueError(f'{TIMM}{name} has no batch norm layer, so the paper\'s method has nothing to act on; '
+                         f'choose a model with BN (e.g. {TIMM}efficientnet_b0, {TIMM}resnet18)')
+    zeroed = sum(1 for m in batch_norms if m.affine and not m.weight.detach().any())
+    with warnings.catch_warnings():  # a model's other norms (a head's LayerNorm) keep theirs: nothing to say here
+        warnings.simplefilter('ignore')
+        network = convert_to_scale_batch_norm(network, bn_weight)
+    _check_image_size(network, f'{TIMM}{name}', info)
+    network.notes = [f'NOTE: {TIMM}{name}: timm starts the scale of {zeroed} of its {len(batch_norms)} BN layers (the '
+                     f'last of each residual block) at 0; the method starts every BN scale at {bn_weight:g}, so they '
+                     f'do too'] if zeroed else []
+    return network.train()
+
+
+def _check_image_size(network, label, info):
     try:
         with torch.no_grad():
             network.eval()(torch.zeros(2, info.channels, info.image_size, info.image_size))
     except RuntimeError as error:
-        raise ValueError(f'{TORCHVISION}{name} cannot take {info.image_size}x{info.image_size} images ('
+        raise ValueError(f'{label} cannot take {info.image_size}x{info.image_size} images ('
                          f'{str(error).splitlines()[0][:120]}): use a larger --image_size') from None
-    return network.train()
 
 
 def initialize_weights(network):
@@ -273,12 +315,13 @@ def construct_network(network_name='resnet18', num_classes=10, dataset='cifar10'
     info = dataset if isinstance(dataset, DatasetInfo) else DATASETS[dataset]
     kind, options = NORMS[norm], dict(norm_options or {})
 
-    problem = torchvision_norm_problem(network_name, norm, options.get('affine', True),
-                                       options.get('track_running_stats', True))
+    problem = zoo_norm_problem(network_name, norm, options.get('affine', True), options.get('track_running_stats', True))
     if problem:
         raise ValueError(problem)
     if network_name.startswith(TORCHVISION):
         network = torchvision_network(network_name[len(TORCHVISION):], num_classes, info, bn_weight)
+    elif network_name.startswith(TIMM):
+        network = timm_network(network_name[len(TIMM):], num_classes, info, bn_weight)
     else:
         network = NETWORKS[network_name](num_classes, info, kind.configured(bn_weight=bn_weight, **options))
         if kind.conv is not None:
@@ -289,6 +332,7 @@ def construct_network(network_name='resnet18', num_classes=10, dataset='cifar10'
         zero_biases(network)
     if input_norm == 'dataset':
         return network
+    notes = getattr(network, 'notes', [])
 
     # As in the original: the factor applies to the flag's value, and a product <= 0 means 1.0,
     # so --bn_weight 0 or -1 starts the input BN at 1.0 (not 0.58).
@@ -297,4 +341,6 @@ def construct_network(network_name='resnet18', num_classes=10, dataset='cifar10'
                                 bn_weight=raw_bn_weight * INPUT_BN_FACTOR, **bn_options)
     if input_bn.affine:
         input_bn.bias.requires_grad_(False)  # the input BN only rescales; its shift stays 0
-    return Wrapped(input_bn, network)
+    wrapped = Wrapped(input_bn, network)
+    wrapped.notes = notes  # what building the network had to say (a timm model's zero-initialised scales)
+    return wrapped

@@ -16,7 +16,9 @@ data, so epoch 0 is measured with the batch's own statistics, as the first train
 them: the normalisation layers in training mode, every other layer (dropout) in evaluation mode,
 and every buffer the normalisation layers update put back afterwards. Either way nothing changes:
 no buffer, no parameter, no random stream. x_hat is the layer itself with gamma = 1 and beta = 0
-(torch.func.functional_call), so it is exactly what each kind computes, MABN included.
+(torch.func.functional_call), so it is exactly what each kind computes, MABN included; for a layer that
+applies more after its batch norm (timm's BatchNormAct2d: an activation, dropout), its batch norm alone
+(batch_norm.plain_view), so x_hat is measured before the activation.
 
 A layer whose input varies less than its eps normalises mostly eps: x_hat's RMS,
 sqrt(var / (var + eps)) with batch statistics, falls below 1, and what the layer passes on is no
@@ -31,7 +33,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .batch_norm import NORM_LAYER_TYPES
+from .batch_norm import NORM_LAYER_TYPES, plain_view
 from .networks import layer_name
 from .protocol import XHAT_THRESHOLD
 
@@ -67,6 +69,7 @@ class NormStatistics:
     def __init__(self, network, images):
         self.network, self.images = network, images
         self.layers = norm_layers(network)
+        self.views = {name: plain_view(layer) for name, layer in self.layers}  # x_hat before any activation
         self.initial = {name: {key: getattr(layer, key).detach().clone() for key in ('weight', 'bias')
                                if isinstance(getattr(layer, key, None), torch.Tensor)}
                         for name, layer in self.layers}
@@ -76,10 +79,10 @@ class NormStatistics:
             if name in found:  # the call below, with gamma = 1 and beta = 0, passes through this hook too
                 return
             found[name] = None
-            x = inputs[0]
+            x, view = inputs[0], self.views[name].train(layer.training)
             params = {key: torch.ones_like(value) if key == 'weight' else torch.zeros_like(value)
                       for key, value in layer.named_parameters(recurse=False) if key in ('weight', 'bias')}
-            x_hat = torch.func.functional_call(layer, params, (x,)) if params else output
+            x_hat = torch.func.functional_call(view, params, (x,)) if params else output
             x_hat, output = x_hat.detach().float(), output.detach().float()
             found[name] = {'xhat_max_abs': x_hat.abs().max().item(), 'xhat_rms': x_hat.pow(2).mean().sqrt().item(),
                            'xhat_share_above': (x_hat.abs() > THRESHOLD).double().mean().item(),

@@ -189,7 +189,9 @@ API = [
     (lambda: adjust_weight_decay_and_learning_rate(torch.nn.Linear(2, 2), c=-1), 'c must be a finite number'),
     (lambda: evaluate([91, 92, 93], [90, 91, 92]), 'every paired difference is +1 (zero variance)'),
     (lambda: evaluate([91.7, 93.4, 92.4], [91.0, 92.7, 91.7]), 'every paired difference is +0.7 (zero variance)'),
-    (lambda: convert_to_scale_batch_norm(torch.nn.SyncBatchNorm(4)), 'cannot keep a SyncBatchNorm layer'),
+    (lambda: convert_to_scale_batch_norm(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GroupNorm(2, 4))),
+     'Sequential has no batch-norm layer, so the method has nothing to act on (its normalisation layers are not batch '
+     'norm: 1 (GroupNorm))'),
     (lambda: convert_to_scale_batch_norm(torch.nn.Sequential(torch.nn.LazyBatchNorm2d())),
      'LazyBatchNorm2d has no size yet'),
 ]

@@ -334,14 +334,82 @@ def test_to_plain_batch_norm_keeps_the_state_for_conv_bn_fusion():
     assert type(to_plain_batch_norm(ScaleBatchNorm1d(3, bn_weight=0.1))) is nn.BatchNorm1d
 
 
-def test_sync_and_lazy_batch_norm_are_refused_with_a_clear_line():
-    """Converting would drop SyncBatchNorm's synchronisation or guess a lazy layer's size: each is refused in one
-    line saying what to do, and the advised order (convert, then convert_sync_batchnorm) keeps the scales."""
-    for model, words in ((nn.Sequential(nn.Conv2d(3, 4, 3), nn.SyncBatchNorm(4)), 'convert_sync_batchnorm'),
-                         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d()), 'has no size yet')):
-        with pytest.raises(ValueError, match=words) as error:
-            convert_to_scale_batch_norm(model, 0.1)
-        assert '\n' not in str(error.value)
+def test_sync_batch_norm_keeps_its_synchronisation_and_a_lazy_one_is_refused():
+    """A SyncBatchNorm is a batch norm of its own kind: it keeps its class (its synchronisation) and gets the method's
+    start in its own Parameters, whichever is converted first; a lazy layer's size cannot be guessed: refused in one
+    line saying what to do."""
+    with pytest.raises(ValueError, match='has no size yet') as error:
+        convert_to_scale_batch_norm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d()), 0.1)
+    assert '\n' not in str(error.value)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SyncBatchNorm(4))
+    weight = model[1].weight
+    converted = convert_to_scale_batch_norm(model, 0.1)
+    assert type(converted[1]) is nn.SyncBatchNorm and converted[1].weight is weight and torch.all(weight == 0.1)
     synced = nn.SyncBatchNorm.convert_sync_batchnorm(
         convert_to_scale_batch_norm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), 0.1))
     assert isinstance(synced[1], nn.SyncBatchNorm) and torch.all(synced[1].weight == 0.1)
+
+
+TIMM_MODELS = ['efficientnet_b0', 'mobilenetv3_small_100', 'regnety_002', 'resnet18']
+
+
+def by_hand(model, bn_weight):
+    """The same model with every batch-norm scale and shift set by hand, its classes and activations untouched."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            with torch.no_grad():
+                module.weight.fill_(bn_weight)
+                module.bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize('name', TIMM_MODELS)
+def test_timm_models_get_every_scale_and_keep_their_activations(name):
+    """timm's BatchNormAct2d (a BatchNorm2d that applies its activation too) keeps its class, activation and dropout;
+    every batch-norm layer's scale is at bn_weight and its shift at 0, and the converted model computes what the same
+    model with those values set by hand computes."""
+    timm = pytest.importorskip('timm')
+    import copy
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=10).eval()
+    expected = by_hand(copy.deepcopy(model), 0.1)
+    before = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    kinds, acts = [type(m) for m in before], [(getattr(m, 'act', None), getattr(m, 'drop', None)) for m in before]
+    converted = convert_to_scale_batch_norm(model, 0.1)
+    layers = [m for m in converted.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert layers and all(torch.all(m.weight == 0.1) and torch.all(m.bias == 0) for m in layers)
+    for kind, kept, layer in zip(kinds, acts, layers):
+        assert type(layer) is ({nn.BatchNorm2d: ScaleBatchNorm2d}.get(kind, kind))  # a subclass keeps its class
+        assert (getattr(layer, 'act', None), getattr(layer, 'drop', None)) == kept  # and its activation and dropout
+    assert name == 'resnet18' or any(not isinstance(act, (nn.Identity, type(None))) for act, _ in acts)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(converted(images), expected(images))
+    plain = to_plain_batch_norm(converted)  # undoes only what convert changed: the plain layers' class
+    assert [type(m) for m in plain.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] == kinds
+
+
+def test_an_optimizer_made_before_a_subclass_is_converted_still_trains_it():
+    timm = pytest.importorskip('timm')
+    from timm.layers import BatchNormAct2d
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    convert_to_scale_batch_norm(model, 0.1)
+    assert isinstance(model[1], BatchNormAct2d) and torch.all(model[1].weight == 0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(torch.randn(8, 3, 8, 8)), torch.arange(8) % 2).backward()
+        optimizer.step()
+    assert not torch.all(model[1].weight == 0.1)
+
+
+def test_normalisation_that_is_not_batch_norm_is_named_and_none_at_all_refused():
+    from torchvision.ops.misc import FrozenBatchNorm2d
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.GroupNorm(2, 4), FrozenBatchNorm2d(4),
+                          nn.LayerNorm(4))
+    with pytest.warns(UserWarning, match=r'3 normalisation layers not batch norm keep its own start: 2 \(GroupNorm\), '
+                                         r'3 \(FrozenBatchNorm2d\), 4 \(LayerNorm\)'):
+        convert_to_scale_batch_norm(model, 0.1)
+    assert torch.all(model[1].weight == 0.1) and torch.all(model[2].weight == 1)
+    with pytest.raises(ValueError, match='has no batch-norm layer, so the method has nothing to act on'):
+        convert_to_scale_batch_norm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4)), 0.1)

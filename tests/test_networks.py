@@ -199,3 +199,60 @@ def test_the_resnet_stem_follows_the_image_size(size, small):
     network = construct_network('resnet18', 10, DatasetInfo(3, size, 10), input_norm='dataset')
     assert network.conv1.kernel_size == ((3, 3) if small else (7, 7))
     assert isinstance(network.maxpool, nn.Identity) == small
+
+
+def test_a_timm_model_trains_through_train_py_with_its_scales_at_bn_weight(tmp_path, capsys):
+    """One epoch of timm:regnety_002 on fake data: every BN scale starts at bn_weight (timm's zero-initialised ones
+    too, said in one line), BatchNormAct2d's scales train with lr / c, and the per-layer statistics cover its BN
+    layers with x_hat measured before their activation."""
+    pytest.importorskip('timm')
+    import train
+    record = train.main(['--dataset', 'fake', '--fake_size', '200', '--batch_size', '64', '--device', 'cpu',
+                         '--network', 'timm:regnety_002', '--num_epochs', '1', '--path', str(tmp_path)])
+    out = capsys.readouterr().out
+    assert record['status'] == 'finished'
+    assert ('NOTE: timm:regnety_002: timm starts the scale of 13 of its 44 BN layers (the last of each residual block) '
+            'at 0; the method starts every BN scale at 0.1, so they do too') in out
+    stats = record['norm_statistics']
+    assert len(stats['layers']) == 45 and stats['layers'][0] == 'input_bn'
+    start = stats['epochs'][0]['layers']
+    assert all(start[name]['gamma_mean'] == pytest.approx(0.1) for name in stats['layers'][1:])
+
+
+def test_the_groups_and_statistics_cover_batch_norm_with_an_activation():
+    pytest.importorskip('timm')
+    from timm.layers import BatchNormAct2d
+    from revisiting_bn.norm_statistics import NormStatistics
+    from revisiting_bn.weight_decay_and_learning_rate import adjust_weight_decay_and_learning_rate
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), BatchNormAct2d(8, act_layer=nn.ReLU), nn.Flatten(), nn.Linear(8 * 36, 2))
+    groups = adjust_weight_decay_and_learning_rate(model, 1e-4, 0.1, c=100)
+    assert [p is model[1].weight for p in groups[1]['params']] == [True] and groups[1]['lr'] == 0.001
+    images = torch.randn(16, 3, 8, 8)
+    measured = NormStatistics(model, images).measure(batch_statistics=True)['1']
+    x = model[0](images).detach()
+    x_hat = (x - x.mean((0, 2, 3), keepdim=True)) / (x.var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5).sqrt()
+    assert measured['xhat_max_abs'] == pytest.approx(x_hat.abs().max().item(), rel=1e-5)  # before the ReLU: its
+    assert measured['xhat_rms'] == pytest.approx(x_hat.pow(2).mean().sqrt().item(), rel=1e-5)  # negatives count
+    after = model[1].train()(x).detach()
+    assert measured['output_rms'] == pytest.approx(after.pow(2).mean().sqrt().item(), rel=1e-5)  # after the ReLU
+
+
+def test_timm_asked_for_without_it_or_without_batch_norm_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import train
+    flags = ['--dataset', 'fake', '--fake_size', '200', '--device', 'cpu', '--num_epochs', '1', '--path', str(tmp_path)]
+    plain = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'timm' else plain(name, *a))
+    with pytest.raises(SystemExit) as refused:
+        train.run(flags + ['--network', 'timm:resnet18'])
+    assert refused.value.code == 2 and capsys.readouterr().err.strip() == (
+        "train.py: error: --network timm:resnet18 needs timm: pip install 'revisiting-bn[timm]' (or: pip install -r "
+        "requirements-timm.txt)")
+    monkeypatch.undo()
+    pytest.importorskip('timm')
+    with pytest.raises(SystemExit) as refused:
+        train.run(flags + ['--network', 'timm:vit_tiny_patch16_224'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert refused.value.code == 2 and len(err) == 1 and 'timm:vit_tiny_patch16_224 has no batch norm layer' in err[0]
+    assert not (tmp_path / 'fake').exists()
