@@ -243,7 +243,7 @@ def parse(argv):
     problem = device_problem(args.device, args.precision)
     if problem:
         p.error(problem)
-    device = resolve_device(args.device)
+    device = torch.device(str(resolve_device(args.device)))
     on_gpu = device.type == 'cuda'
     defaults = {'network': (['resnet18'], ['mlp', 'resnet20']), 'shape': ('cifar', 'mnist'),
                 'train_size': (PAPER_TRAIN_SIZE, 2560), 'min_time': (10.0, 3.0), 'warmup': (30, 3)}

@@ -24,7 +24,8 @@ from revisiting_bn.protocol import TRIAL_SEEDS
 from revisiting_bn.results import ResultsError, load_runs
 from revisiting_bn.runs import DEFAULT_PATH
 from revisiting_bn.slurm import SLURM_DEFAULTS, StoppedWaiting, run_on_slurm, slurm_available, slurm_options
-from revisiting_bn.sweep_local import LocalSweep, slots, summarize_ended, train_command
+from revisiting_bn.sweep_local import (LocalSweep, Workers, launch_process, slots, summarize_ended, train_command,
+                                       visible_gpus)
 from revisiting_bn.sweep_plan import (data_lines, describe_plan, fetch_data, make_plan, prepare_tracking,
                                       write_manifest)
 
@@ -128,8 +129,7 @@ def machine(args):
             raise RunError(f'--slurm: {problem}', USAGE)
         return [('cuda' if args.gpus_per_task else 'cpu', None)], args.cpus_per_task
     if args.gpus is None:
-        import torch
-        args.gpus = torch.cuda.device_count()
+        args.gpus = visible_gpus()
     return slots(args.gpus, args.runs_per_gpu, args.cpu_jobs, args.threads)
 
 
@@ -148,7 +148,7 @@ def run_here(args, plan, slot_list, threads):
     print(f'sweep {plan.name} in {plan.home}: {plural(len(plan.runs), "run")}: {len(plan.runs) - len(todo)} already '
           f'finished, {len(todo)} to do, {len(slot_list)} at a time on {slot_list[0][0]}, '
           f'{plural(threads, "thread")} each', flush=True)
-    sweep = LocalSweep(todo, slot_list)
+    sweep = LocalSweep(todo, slot_list, Workers().launch if slot_list[0][0] == 'cpu' else launch_process)
     ended = sweep.go()
     if sweep.stopping is not None:
         print(f'sweep stopped by {Stopped(sweep.stopping).name}; run the same command again to resume', file=sys.stderr)

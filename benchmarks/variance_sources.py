@@ -8,7 +8,8 @@ best validation epoch of runs whose trial seed varies with the split fixed (expe
 seeds 1-10, split seed 0), against runs whose split varies with the trial seed fixed
 (experiments/variance_split_*: split seeds 1-10, seed 1). Writes variance_sources.csv (per
 configuration and source: runs, mean, standard deviation with its 95% chi-square interval, and the
-source's share of the two variances) and variance_sources.png, and prints the table.
+source's share of the two variances, and a two-sided F-test of their equality) and variance_sources.png, and prints
+the table.
 """
 import argparse
 import csv
@@ -52,12 +53,15 @@ def table(experiments):
     for config in ('baseline', 'proposed'):
         found = accuracies(experiments, config)
         variances = {source: np.var(values, ddof=1) for source, values in found.items()}
+        (init, split), sizes = variances.values(), [len(values) for values in found.values()]
+        ratio = split / init  # two-sided F-test of equal variances
+        p = 2 * min(stats.f.cdf(ratio, sizes[1] - 1, sizes[0] - 1), stats.f.sf(ratio, sizes[1] - 1, sizes[0] - 1))
         for source, values in found.items():
             mean, sd, low, high = spread(values)
             rows.append({'configuration': config, 'source': source, 'runs': len(values), 'mean': mean, 'std': sd,
                          'std_ci95_low': low, 'std_ci95_high': high,
                          'share_of_variance': variances[source] / sum(variances.values()),
-                         'values': values})
+                         'split_to_init_variance_ratio': ratio, 'equal_variance_p': min(1.0, p), 'values': values})
     return rows
 
 
@@ -68,7 +72,7 @@ def figure(rows, path):
     for ax, config in zip(axes, configs):
         mine = [r for r in rows if r['configuration'] == config]
         for x, r in enumerate(mine):
-            jitter = np.linspace(-0.12, 0.12, len(r['values']))
+            jitter = np.random.default_rng(x).uniform(-0.12, 0.12, len(r['values']))  # fixed, so the figure repeats
             ax.scatter(x + jitter, r['values'], color=palette[r['source']], s=18, zorder=3)
             ax.errorbar(x + 0.3, r['mean'], yerr=r['std'], fmt='D', color='black', capsize=4)
         ax.set_xticks(range(len(mine)), [f"{r['source']}\n(sd {r['std']:.2f}, {r['share_of_variance']:.0%} of the "
@@ -92,18 +96,20 @@ def main():
     args = parser.parse_args()
     rows = table(args.experiments)
     os.makedirs(args.out, exist_ok=True)
-    columns = ['configuration', 'source', 'runs', 'mean', 'std', 'std_ci95_low', 'std_ci95_high', 'share_of_variance']
+    columns = ['configuration', 'source', 'runs', 'mean', 'std', 'std_ci95_low', 'std_ci95_high', 'share_of_variance',
+               'split_to_init_variance_ratio', 'equal_variance_p']
     with open(os.path.join(args.out, 'variance_sources.csv'), 'w', newline='') as f:
         writer = csv.DictWriter(f, columns, extrasaction='ignore')
         writer.writeheader()
         writer.writerows(rows)
     figure(rows, os.path.join(args.out, 'variance_sources.png'))
     print('| configuration | source of variance | runs | mean (%) | standard deviation [95% interval] | share of the '
-          'variance |')
-    print('|---|---|---|---|---|---|')
+          'variance | F-test of equal variances |')
+    print('|---|---|---|---|---|---|---|')
     for r in rows:
         print(f"| {r['configuration']} | {r['source']} | {r['runs']} | {r['mean']:.2f} | {r['std']:.2f} "
-              f"[{r['std_ci95_low']:.2f}, {r['std_ci95_high']:.2f}] | {r['share_of_variance']:.0%} |")
+              f"[{r['std_ci95_low']:.2f}, {r['std_ci95_high']:.2f}] | {r['share_of_variance']:.0%} | "
+              f"ratio {r['split_to_init_variance_ratio']:.2f}, p = {r['equal_variance_p']:.2f} |")
 
 
 if __name__ == '__main__':

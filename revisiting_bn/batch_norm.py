@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
+from .names import NORM_NAMES
 from .protocol import BN_EPS, BN_MOMENTUM, resolve_bn_weight
 
 __all__ = ['ScaleBatchNorm1d', 'ScaleBatchNorm2d', 'ScaleBatchNorm3d', 'resolve_bn_weight',
@@ -358,6 +359,7 @@ NORMS = {
     'mabn': Norm(MABN2d, None, ('bn_weight', 'B', 'real_B'), (MABN2d,), conv=CenConv2d),
     'none': Norm(_identity, _identity, (), ()),
 }
+assert tuple(NORMS) == NORM_NAMES  # names.py names every kind registered here
 # Every normalisation layer with a learnable scale: all of torch's BatchNorm and InstanceNorm variants
 # (through _NormBase), SyncBatchNorm, GroupNorm, LayerNorm, RMSNorm, and every kind registered above.
 NORM_LAYER_TYPES = tuple(dict.fromkeys(

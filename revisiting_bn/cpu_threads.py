@@ -16,15 +16,14 @@ import os
 import tempfile
 import time
 
-import torch
-
 from .cli import plural
 from .runs import process_alive, process_start
 
 __all__ = ['usable_cores', 'default_threads', 'set_threads', 'CpuRun', 'busy_cores', 'oversubscription']
 
-# torch's own default (all cores, or OMP_NUM_THREADS), read before anything in this process changes it.
-_TORCH_DEFAULT = torch.get_num_threads()
+# torch's own default (all cores, or OMP_NUM_THREADS), read once, before anything in this process changes it: at the
+# first default_threads(), which train.py asks before it sets its threads (torch is imported only then).
+_TORCH_DEFAULT = None
 REGISTRY_ENV = 'REVISITING_BN_RUNS_DIR'  # where CPU runs announce themselves (default: a folder in the temp dir)
 
 
@@ -42,14 +41,19 @@ def usable_cores():
 def default_threads():
     """--threads when not given: OMP_NUM_THREADS if set, else torch's default capped at the usable cores.
     It depends on the machine and the environment only, never on what else is running."""
+    global _TORCH_DEFAULT
     value = os.environ.get('OMP_NUM_THREADS', '').strip()
     if value.isdigit() and int(value) > 0:
         return int(value)
+    if _TORCH_DEFAULT is None:
+        import torch
+        _TORCH_DEFAULT = torch.get_num_threads()
     return max(1, min(_TORCH_DEFAULT, usable_cores()))
 
 
 def set_threads(threads):
     """Use ``threads`` threads for torch's CPU work (its OpenMP and MKL pools)."""
+    import torch
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 

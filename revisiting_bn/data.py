@@ -5,24 +5,23 @@ keeps it on the training device and builds each batch with a few tensor ops
 (gather, flip, scale), so no DataLoader workers or per-image PIL transforms are
 involved, on CPU or GPU.
 
-On-disk layout under the images folder (what torchvision's download produces):
-  cifar10       cifar-10-batches-py/data_batch_1..5, test_batch
-  cifar100      cifar-100-python/train, test
-  fashionmnist  FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
-  folder        train/<class>/..., test/<class>/... (your own images: see image_folder.py)
+The files on disk, where they are and how they are fetched: data_files.py; your own images
+(train/<class>/..., test/<class>/...): image_folder.py.
 """
 import gzip
+import hashlib
 import os
 import pickle
-import shutil
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .cli import RunError
+from .data_files import (CIFAR_FILES, DEBIAN_FASHION_MNIST, FASHION_MNIST_STEMS, DatasetError,  # noqa: F401
+                         data_folder, data_problem, download_dataset, fashionmnist_files, fetch_dataset)
+from .names import TRAINABLE_DATASETS
 from .protocol import FAKE_MIN_SIZE, FAKE_SIZE, VALIDATION_FRACTION, VALIDATION_SPLIT_SEED
+from .runs import atomic_write
 from .seeds import make_complex
 
 __all__ = ['SMALL_IMAGE_MAX', 'DatasetInfo', 'DATASETS', 'TRAINABLE_DATASETS', 'PAPER_CIFAR10_MEAN',
@@ -54,15 +53,10 @@ DATASETS = {
     'fake': DatasetInfo(3, 32, 10),
     'imagenet': DatasetInfo(3, 224, 1000),  # network construction only
 }
-TRAINABLE_DATASETS = ('cifar10', 'cifar100', 'fashionmnist', 'fake', 'folder')
 # The per-channel statistics the paper uses for --input_norm dataset on CIFAR-10.
 PAPER_CIFAR10_MEAN = (0.4916, 0.4823, 0.4467)
 PAPER_CIFAR10_STD = (0.2472, 0.2437, 0.2618)
 FAKE_DATA_SEED = 'fake data'
-
-
-class DatasetError(RunError):
-    """A dataset is missing, cannot be downloaded, or its files are corrupt."""
 
 
 @dataclass
@@ -97,12 +91,6 @@ def _checked(name, images, labels, num_classes, where):
 # ----------------------------------------------------------------------------- CIFAR
 
 
-_CIFAR_FILES = {
-    'cifar10': ('cifar-10-batches-py', [f'data_batch_{i}' for i in range(1, 6)], ['test_batch'], 'labels'),
-    'cifar100': ('cifar-100-python', ['train'], ['test'], 'fine_labels'),
-}
-
-
 def _read_cifar_batches(paths, label_key):
     images, labels = [], []
     for path in paths:
@@ -118,11 +106,11 @@ def _read_cifar_batches(paths, label_key):
 
 
 def _load_cifar(name, root, download):
-    folder, train_files, test_files, label_key = _CIFAR_FILES[name]
+    folder, train_files, test_files, label_key = CIFAR_FILES[name]
     base = os.path.join(root, folder)
     paths = [os.path.join(base, f) for f in train_files + test_files]
     if not all(os.path.isfile(p) for p in paths):
-        _download(name, root, download, f'{folder}/{{{",".join(train_files + test_files)}}}')
+        download_dataset(name, root, download, f'{folder}/{{{",".join(train_files + test_files)}}}')
     train = _read_cifar_batches(paths[:len(train_files)], label_key)
     test = _read_cifar_batches(paths[len(train_files):], label_key)
     num_classes = DATASETS[name].num_classes
@@ -152,146 +140,20 @@ def _read_idx(path, expected_ndim):
         raise DatasetError(f'corrupt dataset file {path} ({type(error).__name__}: {error})') from None
 
 
-_FASHION_MNIST_STEMS = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
-                        't10k-labels-idx1-ubyte')
-
-
-def _fashionmnist_files(root):
-    """The four files under ``root`` (torchvision's layout, or straight in the folder as Debian's package has them),
-    plain or gzipped, or None where one is missing."""
-    def find(stem):
-        for folder in (os.path.join(root, 'FashionMNIST', 'raw'), root):
-            for candidate in (os.path.join(folder, stem), os.path.join(folder, stem + '.gz')):
-                if os.path.isfile(candidate):
-                    return candidate
-        return None
-
-    files = [find(stem) for stem in _FASHION_MNIST_STEMS]
-    return files if all(files) else None
-
-
 def _load_fashionmnist(root, download):
-    files = _fashionmnist_files(root)
+    files = fashionmnist_files(root)
     if files is None:
         raw = os.path.join(root, 'FashionMNIST', 'raw')
-        _download('fashionmnist', root, download, f'{{{",".join(_FASHION_MNIST_STEMS)}}}[.gz]', f'{root} or {raw}')
-        files = _fashionmnist_files(root)
+        download_dataset('fashionmnist', root, download, f'{{{",".join(FASHION_MNIST_STEMS)}}}[.gz]', f'{root} or {raw}')
+        files = fashionmnist_files(root)
     train_images, train_labels, test_images, test_labels = (
-        _read_idx(file, 3 if 'images' in stem else 1) for file, stem in zip(files, _FASHION_MNIST_STEMS))
+        _read_idx(file, 3 if 'images' in stem else 1) for file, stem in zip(files, FASHION_MNIST_STEMS))
     train = _checked('fashionmnist', train_images[:, None], train_labels, 10, f'{files[0]} and {files[1]}')
     test = _checked('fashionmnist', test_images[:, None], test_labels, 10, f'{files[2]} and {files[3]}')
     return ImageData(*train, *test, 10)
 
 
 # ----------------------------------------------------------------------------- download and fake
-
-
-DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'  # Debian's dataset-fashion-mnist package
-
-
-def _how_to_get(name):
-    """Where a dataset's files come from when they cannot be downloaded here, as the end of a message."""
-    if name == 'fashionmnist':
-        return (f"; Debian's dataset-fashion-mnist package installs them in {DEBIAN_FASHION_MNIST}"
-                + (' (present here): pass --data_dir there' if os.path.isdir(DEBIAN_FASHION_MNIST) else ''))
-    archive = name.replace('cifar', 'cifar-')
-    return f'; put the extracted {archive}-python.tar.gz (its {_CIFAR_FILES[name][0]} folder) there'
-
-
-def data_folder(name, folder, given):
-    """Where to read dataset ``name``: ``folder``, except for Fashion-MNIST when no --data_dir was ``given``, ``folder``
-    lacks its files and Debian's dataset-fashion-mnist package has them (the same files torchvision downloads): then
-    Debian's folder, offline. Returns (folder, the line that says so, or None)."""
-    if given or name != 'fashionmnist' or _fashionmnist_files(folder) or not _fashionmnist_files(DEBIAN_FASHION_MNIST):
-        return folder, None
-    return DEBIAN_FASHION_MNIST, (f"Fashion-MNIST from Debian's dataset-fashion-mnist package in {DEBIAN_FASHION_MNIST} "
-                                  f"(--data_dir reads another folder)")
-
-
-def _fetch(name, folder):
-    """torchvision's own download and md5-checked extraction of ``name`` into ``folder``."""
-    import torchvision.datasets as tv
-    {'cifar10': tv.CIFAR10, 'cifar100': tv.CIFAR100, 'fashionmnist': tv.FashionMNIST}[name](
-        root=folder, train=True, download=True)
-
-
-def _download(name, root, download, missing, where=None):
-    """Download ``name`` into ``root``, or raise DatasetError with one line naming what was looked for where.
-
-    The download goes to a temporary folder first: nothing is created in ``root`` unless it
-    succeeds (a data folder may be a system folder, or shared).
-    """
-    hint = _how_to_get(name)
-    lacking = f'{name}: no {missing} in {where or root}'
-    if not download:
-        raise DatasetError(lacking + hint)
-    temporary = tempfile.mkdtemp(prefix=f'{name}-download-')
-    try:
-        _fetch(name, temporary)
-        os.makedirs(root, exist_ok=True)
-        for entry in os.listdir(temporary):
-            shutil.move(os.path.join(temporary, entry), os.path.join(root, entry))
-    except Exception as error:
-        reason = ' '.join(str(error).split()) or type(error).__name__  # one line, whatever torchvision said
-        raise DatasetError(f'{lacking}, and downloading it failed ({reason}){hint}') from None
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-
-
-def _unreadable(path, check):
-    """Why the file at ``path`` cannot be the dataset file ``check`` expects (its first bytes), or None."""
-    try:
-        opener = gzip.open if path.endswith('.gz') else open
-        with opener(path, 'rb') as f:
-            head = f.read(4)
-    except (OSError, EOFError) as error:
-        return f'cannot read {path} ({type(error).__name__}: {error})'
-    return None if check(head) else f'{path} is not a dataset file of this kind (its first bytes are {head!r})'
-
-
-def _dataset_files(name, root):
-    """(the dataset's files under ``root``, a check of a file's first bytes, what the files are called), or None for
-    the files of a dataset that has no fixed files."""
-    if name in _CIFAR_FILES:
-        folder, train_files, test_files, _ = _CIFAR_FILES[name]
-        return ([os.path.join(root, folder, f) for f in train_files + test_files], lambda head: head[:1] == b'\x80',
-                f'{folder}/{{{",".join(train_files + test_files)}}}')
-    if name == 'fashionmnist':
-        files = _fashionmnist_files(root) or [os.path.join(root, stem) for stem in _FASHION_MNIST_STEMS]
-        return files, lambda head: len(head) == 4 and head[2] == 0x08, f'{{{",".join(_FASHION_MNIST_STEMS)}}}[.gz]'
-    return None
-
-
-def data_problem(name, root):
-    """Why dataset ``name`` cannot be read from ``root`` as it is (one line: its files missing, or unreadable by their
-    first bytes), or None; nothing is downloaded or loaded. A folder of images is checked by its layout."""
-    if name == 'folder':
-        from .image_folder import scan
-        try:
-            scan(root)
-        except RunError as error:
-            return str(error)
-        return None
-    files = _dataset_files(name, root)
-    if files is None:
-        return None
-    paths, check, called = files
-    if not all(os.path.isfile(path) for path in paths):
-        return f'{name}: no {called} in {root}{_how_to_get(name)}'
-    return next(filter(None, (_unreadable(path, check) for path in paths)), None)
-
-
-def fetch_dataset(name, root):
-    """Make dataset ``name`` readable from ``root`` before any run needs it: nothing to do where it is there; missing
-    files are downloaded once (torchvision's download, into a temporary folder first); DatasetError with one line
-    where they cannot be had or read."""
-    problem = data_problem(name, root)
-    files = _dataset_files(name, root)
-    if problem and files and not all(os.path.isfile(path) for path in files[0]):
-        _download(name, root, True, files[2])
-        problem = data_problem(name, root)
-    if problem:
-        raise DatasetError(problem)
 
 
 def _make_fake(size):
@@ -329,7 +191,7 @@ def load_dataset(name, root, download=True, fake_size=FAKE_SIZE, image_size=None
     if os.path.exists(root) and not os.path.isdir(root):
         raise DatasetError(f'{root} is a file, not a folder of {name} files: give --data_dir the folder that holds '
                            f'them')
-    if name in _CIFAR_FILES:
+    if name in CIFAR_FILES:
         return _load_cifar(name, root, download)
     if name == 'fashionmnist':
         return _load_fashionmnist(root, download)
@@ -339,21 +201,48 @@ def load_dataset(name, root, download=True, fake_size=FAKE_SIZE, image_size=None
 # ----------------------------------------------------------------------------- protocol helpers
 
 
+SPLIT_CACHE_ENV = 'REVISITING_BN_CACHE'  # where splits are kept (default: $XDG_CACHE_HOME or ~/.cache, /revisiting-bn)
+SPLIT_FORMAT = 'revisiting-bn-split-v1'
+
+
 def split_train_validation(labels, seed=VALIDATION_SPLIT_SEED):
     """The paper's split: a stratified 10% of the training set, drawn with ``seed`` (the paper's 0 by default: the
     same split for every trial seed; train.py --split_seed draws another).
 
     As in the original, the indices keep train_test_split's (shuffled) order: the training
-    subset is indexed in that order, which the epoch's permutation then reorders.
+    subset is indexed in that order, which the epoch's permutation then reorders. A split once
+    drawn is kept (split_cache_file), so the runs of a sweep draw it once, not each importing
+    scikit-learn for it.
     """
-    from sklearn.model_selection import train_test_split
     labels = np.asarray(labels)
+    path = split_cache_file(labels, seed)
+    try:
+        with np.load(path) as kept:
+            return torch.from_numpy(kept['train']), torch.from_numpy(kept['validation'])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from sklearn.model_selection import train_test_split
     # random_state=make_complex(0) draws exactly what the original draws from NumPy's global
     # generator after np.random.seed(make_complex(0)), without touching that generator.
     train_index, validation_index = train_test_split(
         np.arange(len(labels)), test_size=VALIDATION_FRACTION, stratify=labels,
         random_state=make_complex(seed))
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, lambda f: np.savez(f, train=train_index, validation=validation_index))
+    except OSError:  # a cache that cannot be written: the split is drawn again next time
+        pass
     return torch.from_numpy(train_index), torch.from_numpy(validation_index)
+
+
+def split_cache_file(labels, seed):
+    """Where the split of ``labels`` drawn with ``seed`` is kept: named by a hash of the labels, the seed, the
+    fraction and the format, so another dataset, seed or version never reads it."""
+    digest = hashlib.sha256(f'{SPLIT_FORMAT} {seed} {VALIDATION_FRACTION} {labels.dtype}'.encode())
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    folder = os.environ.get(SPLIT_CACHE_ENV) or os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache'), 'revisiting-bn')
+    return os.path.join(folder, 'splits', f'split-{digest.hexdigest()[:24]}.npz')
 
 
 def channel_mean_std(images):

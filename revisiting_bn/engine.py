@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .distributed import Distributed
+from .names import PRECISION_NAMES
 
 __all__ = ['PRECISIONS', 'autocast', 'Step', 'Epoch', 'train_one_epoch', 'evaluate_network', 'progress']
 
-PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+PRECISIONS = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16)))  # fp32 is no autocast
 LOG_INTERVAL_S = 30     # progress lines in a log file (stdout not a terminal) come at most this often
 
 

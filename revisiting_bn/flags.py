@@ -3,33 +3,28 @@
 A usage error is one line, 'train.py: error: ...', with exit status 2, before anything is written.
 Each flag's role (does it define the experiment?) comes from experiment.ROLES. ``validate_args``
 only checks; ``complete_args`` adds what follows from the flags (the default name and path, the
-resolved device).
+resolved device). Nothing here imports torch until a device other than the CPU is asked about (or
+the default device is chosen): a sweep checks its runs' flags without it.
 """
 import argparse
 import math
 import os
 import re
 
-import torch
-
-from .batch_norm import NORMS
 from .cli import OneLineParser, UsageError, plural
 from .cpu_threads import default_threads
-from .data import TRAINABLE_DATASETS
-from .engine import PRECISIONS
 from .experiment import ROLES
-from .networks import INPUT_NORMS, NETWORKS, TIMM, TORCHVISION, network_problem, zoo_norm_problem
+from .names import (INPUT_NORMS, NETWORK_NAMES, NORM_NAMES, PRECISION_NAMES, SCHEDULER_NAMES, TIMM, TORCHVISION,
+                    TRAINABLE_DATASETS, network_problem, zoo_norm_problem)
 from .protocol import DEFAULTS, FAKE_MIN_SIZE, FAKE_SIZE, VALIDATION_SPLIT_SEED, resolve_bn_weight
 from .runs import DEFAULT_PATH
 from .tracking import missing_package
-from .weight_decay_and_learning_rate import SCHEDULERS
 
 __all__ = ['build_parser', 'parse_args', 'canonical_seed', 'given_settings', 'validate_args', 'complete_args',
            'name_problems', 'device_problem', 'resolve_device']
 
 
 def build_parser(raise_errors=False):
-    default_device = 'cuda' if torch.cuda.is_available() else 'cpu'
     p = OneLineParser(prog='train.py', raise_errors=raise_errors,
                       description='Train a network with the paper\'s BN initialisation and BN-scale learning-rate '
                                   'reduction.')
@@ -46,7 +41,7 @@ def build_parser(raise_errors=False):
          help="dataset to train on; 'fake' is random CIFAR-shaped data for smoke runs and benchmarks only: "
               "its accuracies mean nothing")
     flag('--network', default=DEFAULTS['network'],
-         help=f'network to train: {", ".join(NETWORKS)}; {TORCHVISION}NAME, any torchvision classification network '
+         help=f'network to train: {", ".join(NETWORK_NAMES)}; {TORCHVISION}NAME, any torchvision classification network '
               f'with batch norm (e.g. {TORCHVISION}mobilenet_v2, {TORCHVISION}efficientnet_b0, {TORCHVISION}densenet121, '
               f'{TORCHVISION}regnet_y_400mf, {TORCHVISION}vgg11_bn, {TORCHVISION}resnext50_32x4d); or {TIMM}NAME, any timm '
               f'classification model with batch norm (e.g. {TIMM}efficientnet_b0, {TIMM}mobilenetv3_small_100, '
@@ -54,11 +49,12 @@ def build_parser(raise_errors=False):
     flag('--batch_size', default=DEFAULTS['batch_size'], type=int, help='training batch size')
     flag('--num_epochs', default=DEFAULTS['num_epochs'], type=int, help='number of training epochs')
     flag('--learning_rate', default=DEFAULTS['learning_rate'], type=float, help='initial SGD learning rate')
-    flag('--scheduler', default=DEFAULTS['scheduler'], choices=tuple(SCHEDULERS),
+    flag('--scheduler', default=DEFAULTS['scheduler'], choices=SCHEDULER_NAMES,
          help="'cos': cosine annealing to 1e-8, stepped once per epoch; 'none': constant rate")
     flag('--momentum', default=DEFAULTS['momentum'], type=float, help='SGD momentum')
     flag('--weight_decay', default=DEFAULTS['weight_decay'], type=float, help='weight decay on conv and linear weights')
-    flag('--device', default=default_device, help='torch device: cpu, cuda, cuda:0, ...')
+    flag('--device', default=None, help='torch device: cpu, cuda, cuda:0, ... (default: cuda where PyTorch finds a GPU, '
+                                        'else cpu)')
     flag('--bn_weight', default=DEFAULTS['bn_weight'], type=float,
          help='initial value of every BN scale (<= 0 means the standard 1.0)')
     flag('--c', default=DEFAULTS['c'], type=float,
@@ -66,7 +62,7 @@ def build_parser(raise_errors=False):
     flag('--input_norm', default=DEFAULTS['input_norm'], choices=INPUT_NORMS,
          help="'bn': a BN layer before the network (scale bn_weight x 0.58, shift frozen at 0); "
               "'dataset': fixed per-channel mean/std of the training set")
-    flag('--norm', default=DEFAULTS['norm'], choices=tuple(NORMS),
+    flag('--norm', default=DEFAULTS['norm'], choices=NORM_NAMES,
          help="every normalisation layer of the network: 'bn' (ScaleBatchNorm), 'mabn' (moving-average BN for "
               "small batches, with weight-centralised convolutions), 'none' (no normalisation)")
     flag('--mabn_real_batch', default=32, type=int,
@@ -99,14 +95,13 @@ def build_parser(raise_errors=False):
          help='--dataset folder: where the decoded images are cached (default: {path}/folder/cache)')
     flag('--fake_size', default=FAKE_SIZE, type=int,
          help="number of training images of --dataset fake (the test set is a fifth of it)")
-    flag('--precision', default='fp32', choices=tuple(PRECISIONS),
+    flag('--precision', default='fp32', choices=PRECISION_NAMES,
          help='arithmetic of forward and backward: fp32, or bf16/fp16 autocast (BN weights stay fp32; '
               'fp16 only on CUDA, with dynamic loss scaling on the device)')
     flag('--channels_last', action='store_true',
          help='channels-last memory layout for the network and its inputs (faster with bf16/fp16 on GPUs)')
     flag('--threads', default=None, type=int,
-         help=f'CPU threads (default: OMP_NUM_THREADS if set, else one per core this process may use: {default_threads()} '
-              'here). '
+         help='CPU threads (default: OMP_NUM_THREADS if set, else one per core this process may use). '
               'Fixed for a run: the count changes the CPU\'s rounding; runs sharing a CPU go fastest with one '
               'single-thread run per core (sweep.py does that)')
     flag('--no_cuda_graph', action='store_true',
@@ -253,7 +248,7 @@ def complete_args(args):
     hash to the same run), the device as torch names it, the thread count, and the original's default --name and --path."""
     args = argparse.Namespace(**vars(args))
     args.seed = canonical_seed(args.seed)
-    args.device = str(resolve_device(args.device))
+    args.device = str(resolve_device(args.device or default_device()))
     args.threads = args.threads or default_threads()
     if not args.name:  # the original's default name, values as Python prints them: weight0.1_c100, weight1.0_c1.0
         args.name = f'{args.dataset}_train_weight{args.bn_weight}_c{args.c}'
@@ -297,7 +292,24 @@ def device_problem(name, precision='fp32'):
     return None
 
 
+def default_device():
+    import torch
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+class _Cpu:
+    """The CPU as resolve_device gives it without importing torch: its type, and its name as torch writes it."""
+    type, index = 'cpu', None
+
+    def __str__(self):
+        return 'cpu'
+
+
 def resolve_device(name):
+    """--device ``name`` checked on this machine: a torch.device (the CPU without importing torch), or ValueError."""
+    if name == 'cpu':
+        return _Cpu()
+    import torch
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):

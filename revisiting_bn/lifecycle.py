@@ -5,7 +5,8 @@ trains, ``RunOutputs`` is the one place that writes what an epoch leaves: the be
 checkpoint, the results files (results.write_results) and whatever else is told of each epoch (a
 listener: a tracker such as TensorBoard), in that order, on a background thread; and the one place
 that marks the record when a run fails or is stopped. checkpoint.py only says what a checkpoint
-holds and how it is restored.
+holds and how it is restored. Where a run stands is read without importing torch (a sweep plans with it);
+starting and writing a run import checkpoint.py, and torch with it.
 """
 import os
 import signal
@@ -13,7 +14,6 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from .checkpoint import CheckpointError, checkpoint_state, load_checkpoint, save_torch
 from .cli import USAGE, RunError, Stopped, describe, plural
 from .experiment import setting_differences
 from .results import is_finished, read_record, record_failure, write_results
@@ -62,6 +62,7 @@ def find_start(args, paths):
     experiment (experiment.differing_settings) and, unless --change_num_epochs, the same
     number of epochs; a finished run is reported, not retrained.
     """
+    from .checkpoint import CheckpointError, load_checkpoint
     now = standing(paths)
     if not args.resume:
         if now.kind == 'new':
@@ -90,6 +91,7 @@ def find_start(args, paths):
 def _check_same_experiment(args, paths, record):
     """Refuse to start, or --overwrite, a run whose existing files come from another experiment (another network,
     seed, ...): they are another result, and only a new --name keeps both."""
+    from .checkpoint import CheckpointError, load_checkpoint
     saved = record.get('config') if record else None
     if saved is None and os.path.exists(paths['checkpoint']):
         saved = load_checkpoint(paths['checkpoint'])['config']
@@ -107,6 +109,7 @@ def _check_same_experiment(args, paths, record):
 
 def _check_resumable(args, checkpoint):
     """Refuse a checkpoint of another experiment; num_epochs only moves the schedule's end, so it is apart."""
+    from .checkpoint import CheckpointError
     differences = setting_differences(checkpoint['config'], vars(args), ignore=('num_epochs',))
     if differences:
         raise CheckpointError(f'cannot resume {args.name}: its checkpoint was made with other settings '
@@ -185,11 +188,13 @@ class RunOutputs:
 
     def save(self, record, completed_epochs, best_weights=False, announce=None):
         if self.enabled:
+            from .checkpoint import checkpoint_state
             state = checkpoint_state(record, self.model, completed_epochs)
             state['tracking'] = {key: value for listener in self.listeners for key, value in listener.ids().items()}
             self.writer.submit(self._write, state, best_weights, announce)
 
     def _write(self, state, best_weights, announce):
+        from .checkpoint import save_torch
         if best_weights:
             save_torch(state['network'], self.paths['weights'])
         save_torch(state, self.paths['checkpoint'])

@@ -14,7 +14,6 @@ model with batch norm (timm is optional: pip install '.[timm]'), built by
 timm.create_model, then every batch-norm layer given the same start, whatever its class
 (timm's BatchNormAct2d keeps its activation: batch_norm.convert_to_scale_batch_norm).
 """
-import importlib.util
 import math
 import warnings
 from collections import OrderedDict
@@ -26,13 +25,14 @@ import torch.nn.functional as F
 
 from .batch_norm import NORM_LAYER_TYPES, NORMS, ScaleBatchNorm2d, convert_to_scale_batch_norm
 from .data import DATASETS, DatasetInfo
+from .names import (CIFAR_RESNET_DEPTHS, INPUT_NORMS, NETWORK_NAMES, RESNETS, TIMM, TORCHVISION, ZOOS,  # noqa: F401
+                    network_problem, torchvision_classifiers, zoo_norm_problem)
 from .protocol import BN_EPS, BN_MOMENTUM, INPUT_BN, INPUT_BN_FACTOR, INPUT_BN_LAYER, resolve_bn_weight
 
 __all__ = ['NETWORKS', 'TORCHVISION', 'TIMM', 'ZOOS', 'network_problem', 'zoo_norm_problem', 'INPUT_NORMS', 'INPUT_BN_FACTOR',
            'Wrapped', 'layer_name',
            'construct_network', 'CifarResNet', 'initialize_weights', 'zero_biases', 'train_only_norms']
 
-INPUT_NORMS = ('bn', 'dataset')
 
 
 def torchvision_resnet(name, num_classes, info, norm):
@@ -118,17 +118,13 @@ def mlp(num_classes, info, norm):
 
 # name -> builder(num_classes, dataset info, norm) -> network; adding a network is one entry here plus its code.
 NETWORKS = {
-    **{name: partial(torchvision_resnet, name) for name in ('resnet18', 'resnet34', 'resnet50', 'resnet101',
-                                                             'resnet152')},
-    **{f'resnet{depth}': partial(cifar_resnet, depth) for depth in (20, 32, 44, 56, 110)},
+    **{name: partial(torchvision_resnet, name) for name in RESNETS},
+    **{f'resnet{depth}': partial(cifar_resnet, depth) for depth in CIFAR_RESNET_DEPTHS},
     'mlp': mlp,
 }
+assert tuple(NETWORKS) == NETWORK_NAMES  # names.py names every network built here
 
 
-TORCHVISION = 'tv:'  # the family of every torchvision classification network with batch norm: tv:NAME
-TIMM = 'timm:'  # the family of every timm classification model with batch norm: timm:NAME
-ZOOS = (TORCHVISION, TIMM)  # networks of a model zoo: built by their library, their BN layers given the method's start
-TIMM_INSTALL = "pip install 'revisiting-bn[timm]' (or: pip install -r requirements-timm.txt)"
 
 
 class Wrapped(nn.Sequential):
@@ -162,40 +158,6 @@ class RepeatChannels(nn.Module):
 
     def forward(self, x):
         return x.expand(-1, self.channels, -1, -1) if x.shape[1] == 1 else x
-
-
-def torchvision_classifiers():
-    import torchvision
-    return torchvision.models.list_models(module=torchvision.models)
-
-
-def network_problem(name):
-    """Why --network ``name`` names no network here, or None."""
-    if name in NETWORKS:
-        return None
-    if name.startswith(TORCHVISION):
-        if name[len(TORCHVISION):] in torchvision_classifiers():
-            return None
-        return (f'unknown network {name!r}: torchvision has no classification network {name[len(TORCHVISION):]!r} '
-                f'(torchvision.models.list_models() lists them)')
-    if name.startswith(TIMM):
-        if importlib.util.find_spec('timm') is None:
-            return f'--network {name} needs timm: {TIMM_INSTALL}'
-        import timm
-        if timm.is_model(name[len(TIMM):]):
-            return None
-        return f'unknown network {name!r}: timm has no model {name[len(TIMM):]!r} (timm.list_models() lists them)'
-    return (f'unknown network {name!r}; choose one of {", ".join(NETWORKS)}, or {TORCHVISION}NAME for a torchvision '
-            f'network, {TIMM}NAME for a timm model')
-
-
-def zoo_norm_problem(network_name, norm='bn', affine=True, track_running_stats=True):
-    """Why a ``tv:`` or ``timm:`` network cannot take these normalisation settings, or None (also None for this
-    repository's networks)."""
-    if network_name.startswith(ZOOS) and (norm != 'bn' or not (affine and track_running_stats)):
-        return (f'{network_name} keeps its own BN layers\' settings: --norm mabn/none, --no_bn_affine and '
-                f'--no_bn_running_stats apply to this repository\'s networks')
-    return None
 
 
 def torchvision_network(name, num_classes, info, bn_weight):

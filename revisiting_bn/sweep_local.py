@@ -6,6 +6,12 @@ a CPU. Each run is a process of its own, in a session of its own, so that a term
 reaches the sweep only: the sweep passes the signal on to every run once, and each run
 checkpoints at its next step and stops. A failed run is reported and the others go on; each
 run's output goes to its log (runs.run_files: {home}/{dataset}/logs/{name}.log).
+
+On the CPU a run is a child of a worker that imported PyTorch and this package once (``Workers``:
+Python's multiprocessing forkserver, preloaded), so a short run does not pay seconds of imports
+before its first step; it is otherwise the train.py process it replaces: its own log, signals,
+thread count and exit status, and the same results, bit for bit. A crash of one run ends that
+child only. On GPUs (CUDA and fork do not mix) each run is a train.py process.
 """
 import os
 import shlex
@@ -21,7 +27,7 @@ from .cpu_threads import usable_cores
 from .results import is_finished, outcome, read_record
 from .runs import RunLock
 
-__all__ = ['slots', 'train_command', 'last_error_line', 'ended_by', 'LocalSweep', 'summarize_ended']
+__all__ = ['visible_gpus', 'slots', 'train_command', 'launch_process', 'Workers', 'last_error_line', 'ended_by', 'LocalSweep', 'summarize_ended']
 
 TRAIN_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'train.py')
 
@@ -41,6 +47,14 @@ def slots(gpus, runs_per_gpu=1, cpu_jobs=None, threads=None):
         raise RunError(f'--gpus {gpus}: only {plural(len(ids), "GPU")} visible ({", ".join(ids)})', 2)
     slot_list = [('cuda', ids[gpu]) for gpu in range(gpus) for _ in range(runs_per_gpu)]
     return slot_list, threads or max(1, cores // len(slot_list))
+
+
+def visible_gpus():
+    """How many GPUs PyTorch sees: asked of torch only where an NVIDIA driver is there (no GPU: no torch to import)."""
+    if not (os.path.exists('/proc/driver/nvidia') or os.path.exists('/dev/nvidia0')) and 'torch' not in sys.modules:
+        return 0
+    import torch
+    return torch.cuda.device_count()
 
 
 def train_command(run, device):
@@ -80,15 +94,72 @@ def _holder(lock):
     return owner and f"process {owner.get('pid')} on {owner.get('host')} (since {owner.get('since')})"
 
 
+def _header(log, command):
+    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
+    log.flush()
+
+
 def launch_process(run, device, visible, log):
     """A run as a train.py process of its own session, its output into the open ``log``."""
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     if visible is not None:
         env['CUDA_VISIBLE_DEVICES'] = visible
     command = train_command(run, device)
-    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
-    log.flush()
+    _header(log, command)
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _run_child(argv, log_path, cwd, environment):
+    """A run inside a child of the workers' forkserver: a session of its own, the sweep's folder and environment of
+    now, its output into its log, then train.py's own entry (its exit status is the child's)."""
+    os.setsid()
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(environment)
+    descriptor = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    for stream in (1, 2):
+        os.dup2(descriptor, stream)
+    os.close(descriptor)
+    sys.stdout = open(1, 'w', buffering=1, closefd=False)  # line by line, as PYTHONUNBUFFERED gives train.py
+    sys.stderr = open(2, 'w', buffering=1, closefd=False)
+    sys.argv = [TRAIN_PY, *argv]
+    import runpy
+    runpy.run_path(TRAIN_PY, run_name='__main__')  # `python train.py argv`, its imports already done
+
+
+class _Child:
+    """A worker's child as LocalSweep sees a process: wait() for its exit status, send_signal(signum)."""
+
+    def __init__(self, process):
+        self.process, self.pid = process, process.pid
+
+    def wait(self):
+        self.process.join()
+        return self.process.exitcode
+
+    def send_signal(self, signum):
+        if self.process.exitcode is None:
+            os.kill(self.pid, signum)
+
+
+class Workers:
+    """CPU runs as children of one forkserver that imported PyTorch (torch._dynamo, which the optimizer's first step
+    would import, included), torchvision and the package's training modules once: each run a fresh fork of it."""
+    PRELOAD = ['torch', 'torch._dynamo', 'torchvision', *(f'revisiting_bn.{module}' for module in (
+        'lifecycle', 'checkpoint', 'networks', 'engine', 'fast_path', 'norm_statistics', 'data', 'flags',
+        'distributed', 'weight_decay_and_learning_rate', 'tracking', 'sweep_local'))]
+
+    def __init__(self):
+        import multiprocessing
+        self.context = multiprocessing.get_context('forkserver')
+        self.context.set_forkserver_preload(self.PRELOAD)
+
+    def launch(self, run, device, visible, log):
+        _header(log, train_command(run, device))
+        child = self.context.Process(target=_run_child, args=([*run['argv'], '--device', device], log.name,
+                                                              os.getcwd(), dict(os.environ)), daemon=False)
+        child.start()
+        return _Child(child)
 
 
 class LocalSweep:

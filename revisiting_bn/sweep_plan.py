@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from . import flags as train_flags
 from .cli import USAGE, RunError, UsageError, plural
-from .data import data_folder, data_problem, fetch_dataset
+from .data_files import data_folder, data_problem, fetch_dataset
 from .experiment import comparable, differing_settings, protocol_settings, run_config
 from .lifecycle import sweep_state
 from .runs import output_paths, sweep_files, write_text
@@ -203,8 +203,8 @@ def make_plan(args, common, device='cpu', threads=1):
             raise SweepError(f'{flag} is set by the sweep for every run; leave it out{own}')
     parser = train_flags.build_parser(raise_errors=True)
     seeds = parse_seeds(args.seeds)
-    settings = {config: run_config(_checked_flags([*common, *flags, '--device', device], parser))
-                for config, flags in configs.items()}
+    settings = {config: run_config(_checked_flags([*common, *flags, '--device', device, '--threads', str(threads)],
+                                                  parser)) for config, flags in configs.items()}
     _refuse_twins(settings)
     name = args.sweep or sweep_name(list(settings.values()), vars(train_flags.build_parser().parse_args([])),
                                     args.vary_split)

@@ -15,8 +15,6 @@ import os
 import sys
 import time
 
-import numpy as np
-
 __all__ = ['INSTALL', 'missing_package', 'epoch_scalars', 'experiment_id_of', 'prepare_mlflow', 'make_trackers',
            'TensorBoard', 'MLflow']
 
@@ -115,6 +113,7 @@ class TensorBoard(_Tracker):
             self.writer.add_scalar(tag, value, epoch)
         for layer, gamma in (record.get('norm_statistics') or {}).get('gamma', {}).items():
             if gamma:  # the layers' gammas now, at the record's latest epoch: this one
+                import numpy as np
                 self.writer.add_histogram(f'gamma/{layer}', np.asarray(gamma), epoch)
 
     def _epoch(self, record):

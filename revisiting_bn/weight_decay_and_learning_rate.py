@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from .batch_norm import NORM_LAYER_TYPES
+from .names import SCHEDULER_NAMES
 
 __all__ = ['SCHEDULERS', 'adjust_weight_decay_and_learning_rate', 'build_optimizer']
 
@@ -21,6 +22,7 @@ SCHEDULERS = {
                                                                                      eta_min=1e-8),
     'none': lambda optimizer, num_epochs: None,
 }
+assert tuple(SCHEDULERS) == SCHEDULER_NAMES  # names.py names every schedule here
 
 
 def _non_negative(name, value):

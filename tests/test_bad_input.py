@@ -163,7 +163,7 @@ def test_command_line_and_data(tmp_path, capsys, monkeypatch, flags, damage, sta
         raise RuntimeError('Error downloading:\nTried http://example, got:\n<urlopen error [Errno -2] Name or '
                            'service not known>\n')
 
-    monkeypatch.setattr('revisiting_bn.data._fetch', offline)
+    monkeypatch.setattr('revisiting_bn.data_files._fetch', offline)
     before = sorted(os.listdir(tmp_path / 'data'))
     argv = FAST + ['--path', f'{tmp_path}/out/', '--data_dir', str(tmp_path / 'data')]
     argv += [flag.format(tmp=tmp_path) for flag in flags]

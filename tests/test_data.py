@@ -8,7 +8,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from conftest import FASHION_MNIST_DIR, original_loader, write_cifar, write_fashionmnist, write_idx
-from revisiting_bn import data
+from revisiting_bn import data, data_files
 from revisiting_bn.data import (DatasetError, ImageBatches, channel_mean_std, data_folder, load_dataset,
                                 split_train_validation)
 from revisiting_bn.seeds import make_complex
@@ -178,7 +178,7 @@ def test_a_download_lands_in_the_data_folder_only_when_it_succeeds(tmp_path, mon
     def fetch(name, folder):
         write_cifar(folder)
 
-    monkeypatch.setattr('revisiting_bn.data._fetch', fetch)
+    monkeypatch.setattr('revisiting_bn.data_files._fetch', fetch)
     data = load_dataset('cifar10', str(tmp_path / 'new'))
     assert data.train_images.shape[0] == 200 and os.listdir(tmp_path / 'new') == ['cifar-10-batches-py']
 
@@ -186,7 +186,7 @@ def test_a_download_lands_in_the_data_folder_only_when_it_succeeds(tmp_path, mon
         write_cifar(folder)
         raise OSError('connection reset\nby peer')
 
-    monkeypatch.setattr('revisiting_bn.data._fetch', broken)
+    monkeypatch.setattr('revisiting_bn.data_files._fetch', broken)
     with pytest.raises(DatasetError, match='downloading it failed \\(connection reset by peer\\)'):
         load_dataset('cifar100', str(tmp_path / 'other'))
     assert not (tmp_path / 'other').exists()
@@ -208,7 +208,7 @@ def test_without_data_dir_fashionmnist_comes_from_debians_package_when_the_defau
     for prefix, n in (('train', 20), ('t10k', 10)):
         write_idx(debian / f'{prefix}-images-idx3-ubyte.gz', np.zeros((n, 28, 28)))
         write_idx(debian / f'{prefix}-labels-idx1-ubyte.gz', np.arange(n) % 10)
-    monkeypatch.setattr(data, 'DEBIAN_FASHION_MNIST', str(debian))
+    monkeypatch.setattr(data_files, 'DEBIAN_FASHION_MNIST', str(debian))
     folder, note = data_folder('fashionmnist', str(default), given=False)
     assert folder == str(debian) and note.startswith("Fashion-MNIST from Debian's dataset-fashion-mnist package in")
     assert load_dataset('fashionmnist', folder, download=False).train_images.shape == (20, 1, 28, 28)
@@ -216,5 +216,28 @@ def test_without_data_dir_fashionmnist_comes_from_debians_package_when_the_defau
     assert data_folder('cifar10', str(default), given=False) == (str(default), None)
     write_fashionmnist(str(default))
     assert data_folder('fashionmnist', str(default), given=False) == (str(default), None)
-    monkeypatch.setattr(data, 'DEBIAN_FASHION_MNIST', str(tmp_path / 'not-installed'))
+    monkeypatch.setattr(data_files, 'DEBIAN_FASHION_MNIST', str(tmp_path / 'not-installed'))
     assert data_folder('fashionmnist', str(tmp_path / 'empty'), given=False) == (str(tmp_path / 'empty'), None)
+
+
+def test_a_split_once_drawn_is_kept_and_read_back_without_scikit_learn(tmp_path, monkeypatch):
+    """The runs of a sweep draw the split once: the indices are kept in the cache (keyed by the labels, the seed and
+    the fraction) and read back as they were drawn, in another process without importing scikit-learn."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    from revisiting_bn.data import split_cache_file, split_train_validation
+    monkeypatch.setenv('REVISITING_BN_CACHE', str(tmp_path))
+    labels = np.arange(300) % 10
+    drawn = split_train_validation(labels, 4)
+    assert os.path.exists(split_cache_file(labels, 4)) and not os.path.exists(split_cache_file(labels, 5))
+    assert split_cache_file(labels, 4) != split_cache_file(labels[::-1].copy(), 4)
+    code = ('import sys, numpy as np; from revisiting_bn.data import split_train_validation; '
+            'train, val = split_train_validation(np.arange(300) % 10, 4); '
+            'print("sklearn" in sys.modules, train.tolist()[:5], val.tolist()[:5])')
+    done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, 'REVISITING_BN_CACHE': str(tmp_path)})
+    assert done.stdout.split()[0] == 'False', done.stderr
+    assert done.stdout.strip() == f'False {drawn[0].tolist()[:5]} {drawn[1].tolist()[:5]}'
+    expected = train_test_split(np.arange(300), test_size=0.1, stratify=labels, random_state=make_complex(4))
+    assert [d.tolist() for d in split_train_validation(labels, 4)] == [e.tolist() for e in expected]

@@ -131,7 +131,7 @@ def test_a_failing_task_is_named_with_the_last_error_line_of_its_log(tmp_path, c
 def test_absent_data_is_refused_before_anything_is_submitted(tmp_path, capsys, monkeypatch):
     """Data that is not there and cannot be had (here: no network) ends the sweep in one line naming it and how to get
     it, before a task is submitted or a folder made."""
-    from revisiting_bn import data
+    from revisiting_bn import data_files as data
 
     def offline(name, folder):
         raise OSError('<urlopen error [Errno -2] Name or service not known>')

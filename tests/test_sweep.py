@@ -327,7 +327,7 @@ def test_grid_values_that_train_the_same_network_are_refused(tmp_path, capsys):
 
 def test_data_that_is_not_there_is_said_by_the_dry_run_and_stops_the_sweep_before_any_run(tmp_path, capsys,
                                                                                           monkeypatch):
-    from revisiting_bn import data
+    from revisiting_bn import data_files as data
 
     def offline(name, folder):
         raise OSError('<urlopen error [Errno -2] Name or service not known>')
@@ -352,3 +352,49 @@ def test_vary_split_draws_each_runs_split_with_its_seed_in_a_home_of_its_own(tmp
     with pytest.raises(SystemExit) as exit_info:
         sweep.main(['--dry_run', '--vary_split', '--seeds', '1', '--path', str(tmp_path)] + TINY + ['--split_seed', '4'])
     assert exit_info.value.code == 2 and "--vary_split sets it to each run's seed" in capsys.readouterr().err
+
+
+def test_a_swept_run_equals_the_same_run_made_by_train_py(tmp_path, capsys):
+    """On the CPU a sweep's run is a child of its warm workers (sweep_local.Workers), not a train.py process: the same
+    results file byte for byte, the same best weights bit for bit, its own log."""
+    import torch
+    flags = ['--fake_size', '400', '--num_epochs', '2']
+    assert sweep.main(['--seeds', '3', '--configs', 'proposed', '--path', str(tmp_path), '--sweep', 's', '--gpus', '0',
+                       '--no_report'] + TINY + flags) == 0
+    argv = TINY[1:] + flags + ['--bn_weight', '0.1', '--c', '100', '--input_norm', 'bn', '--name', 'proposed_seed3',
+                               '--seed', '3', '--threads', '1', '--device', 'cpu', '--path', str(tmp_path / 'plain')]
+    done = subprocess.run([sys.executable, 'train.py', *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    swept, plain = tmp_path / 's' / 'fake', tmp_path / 'plain' / 'fake'
+    assert (swept / 'results' / 'proposed_seed3.txt').read_bytes() == (plain / 'results' / 'proposed_seed3.txt').read_bytes()
+    a, b = (torch.load(folder / 'networks' / 'proposed_seed3-best.pt', weights_only=True) for folder in (swept, plain))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = (swept / 'logs' / 'proposed_seed3.log').read_text()
+    assert 'epoch   2/2' in log and 'done in' in log
+
+
+def test_a_run_killed_in_the_workers_takes_neither_them_nor_the_sweep_down(tmp_path):
+    """SIGKILL to the first run's child (one run at a time): it is reported as stopped, and the next runs still start
+    from the same workers and finish."""
+    command = [sys.executable, 'sweep.py', '--seeds', '1-2', '--configs', 'proposed', '--path', str(tmp_path), '--sweep',
+               's', '--gpus', '0', '--cpu_jobs', '1', '--no_report'] + TINY + ['--num_epochs', '30', '--fake_size',
+                                                                                  '4000']
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / 's' / 'fake' / 'logs' / 'proposed_seed1.log'
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and 'epoch   1/30' in log.read_text()):
+        time.sleep(0.2)
+    lock = json.loads((tmp_path / 's' / 'fake' / 'results' / '.proposed_seed1.lock').read_text())
+    os.kill(lock['pid'], signal.SIGKILL)  # the run's own process, a child of the workers
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 1, err
+    assert 'proposed_seed1 on cpu: FAILED (stopped by SIGKILL)' in out
+    assert 'proposed_seed2 on cpu: finished' in out
+
+
+def test_a_dry_run_imports_no_torch(tmp_path):
+    code = ('import sys; sys.argv = ["sweep.py"]; import sweep; '
+            f'sweep.main(["--dry_run", "--seeds", "1-3", "--path", {str(tmp_path)!r}, "--", "--dataset", "fake"]); '
+            'assert "torch" not in sys.modules, "torch imported"; print("no torch")')
+    done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip().endswith('no torch'), done.stderr

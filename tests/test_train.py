@@ -94,9 +94,9 @@ def test_cifar10_trains_offline_from_files_in_the_images_folder(tmp_path):
 
 
 def test_fashionmnist_offline_without_data_dir_reads_debians_package_and_says_so(tmp_path, monkeypatch, capsys):
-    from revisiting_bn import data
+    from revisiting_bn import data_files
     write_fashionmnist(str(tmp_path / 'debian'))
-    monkeypatch.setattr(data, 'DEBIAN_FASHION_MNIST', str(tmp_path / 'debian'))
+    monkeypatch.setattr(data_files, 'DEBIAN_FASHION_MNIST', str(tmp_path / 'debian'))
     record = train.main(['--dataset', 'fashionmnist', '--network', 'mlp', '--path', str(tmp_path / 'out'),
                          '--num_epochs', '1', '--device', 'cpu'])
     out = capsys.readouterr().out
