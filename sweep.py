@@ -14,9 +14,11 @@ flags and, once per data folder, the data are checked before anything runs or is
 submitted. Runs train here (revisiting_bn/sweep_local.py) or on SLURM (--slurm,
 revisiting_bn/slurm.py); the report goes to {path}/{sweep}/report/.
 """
+import importlib
 import os
 import shlex
 import sys
+import threading
 
 from revisiting_bn.cli import USAGE, OneLineParser, RunError, Stopped, exit_on_error, plural, stops_raise
 from revisiting_bn.cpu_threads import usable_cores
@@ -148,15 +150,29 @@ def run_here(args, plan, slot_list, threads):
     print(f'sweep {plan.name} in {plan.home}: {plural(len(plan.runs), "run")}: {len(plan.runs) - len(todo)} already '
           f'finished, {len(todo)} to do, {len(slot_list)} at a time on {slot_list[0][0]}, '
           f'{plural(threads, "thread")} each', flush=True)
-    sweep = LocalSweep(todo, slot_list, Workers().launch if slot_list[0][0] == 'cpu' else launch_process)
+    workers = Workers({run['settings']['network'] for run in todo}) if slot_list[0][0] == 'cpu' else None
+    sweep = LocalSweep(todo, slot_list, workers.launch if workers else launch_process)
+    report = not args.no_report and args.task_index is None
+    preparing = threading.Thread(target=_prepare_the_report, daemon=True)
+    if report:  # its imports and matplotlib's first figure, on a core the workers' start leaves free
+        preparing.start()
     ended = sweep.go()
     if sweep.stopping is not None:
         print(f'sweep stopped by {Stopped(sweep.stopping).name}; run the same command again to resume', file=sys.stderr)
         return 128 + sweep.stopping
     failed = summarize_ended(ended)
-    if not args.no_report and args.task_index is None:
+    if report:
+        preparing.join()  # matplotlib draws in one thread at a time
         write_sweep_report(plan, args.baseline, args.may_differ)
     return 1 if failed else 0
+
+
+def _prepare_the_report():
+    """The report's modules (SciPy, matplotlib) imported and matplotlib's fonts and PNG writer loaded while the runs
+    train, so the report waits for none of them."""
+    for module in ('report_tables', 'report_figures', 'report_html'):
+        importlib.import_module(f'revisiting_bn.{module}')
+    importlib.import_module('revisiting_bn.figure_style').warm_up()
 
 
 def run_slurm(args, plan, slot_list):

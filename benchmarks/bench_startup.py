@@ -1,6 +1,7 @@
 """What a short run pays before it trains, as train.py and as a sweep's run, and a sweep against one run after another.
 
     python benchmarks/bench_startup.py --trials 3
+    python benchmarks/bench_startup.py --trials 3 --code ../older-checkout    # the same, timing another checkout
 
 1. Start-up: a run of one epoch on 180 fake images (a few steps: what is left is start-up and the
    run's files), as a `train.py` process and as a sweep's run (a child of the sweep's warm workers,
@@ -30,9 +31,12 @@ PAIR = {'baseline': ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset'],
         'proposed': ['--bn_weight', '0.1', '--c', '100', '--input_norm', 'bn']}
 
 
+CODE = ROOT  # the checkout whose train.py and sweep.py are timed (--code)
+
+
 def timed(command, **kwargs):
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, **kwargs)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=CODE, **kwargs)
     if done.returncode:
         raise SystemExit(f'failed: {" ".join(command)}\n{done.stderr[-2000:]}')
     return time.perf_counter() - started
@@ -40,13 +44,15 @@ def timed(command, **kwargs):
 
 def startup(trials):
     """[(seconds from launch to end, the record's wall_time_s)] of the tiny run, as train.py and as a worker's child."""
-    from revisiting_bn.sweep_local import Workers
-    workers, rows = Workers(), {'train.py process': [], "sweep's run (warm workers)": []}
+    rows = {'train.py process': [], "sweep's run (warm workers)": []}
+    workers = _workers()
     with tempfile.TemporaryDirectory() as folder:
         for trial in range(trials):
             path = os.path.join(folder, f'p{trial}')
             seconds = timed([sys.executable, 'train.py', *TINY, '--path', path])
             rows['train.py process'].append((seconds, _wall(path)))
+            if workers is None:
+                continue
             path = os.path.join(folder, f'w{trial}')
             os.makedirs(path)
             with open(os.path.join(path, 'log'), 'a') as log:
@@ -58,6 +64,16 @@ def startup(trials):
                     continue
                 rows["sweep's run (warm workers)"].append((time.perf_counter() - started, _wall(path)))
     return rows
+
+
+def _workers():
+    """The timed checkout's warm workers, or None where its sweep has none."""
+    sys.path.insert(0, CODE)
+    try:
+        from revisiting_bn.sweep_local import Workers
+    except ImportError:
+        return None
+    return Workers()
 
 
 def _wall(path):
@@ -86,7 +102,12 @@ def sweeps(trials, epochs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--trials', type=int, default=3)
+    parser.add_argument('--code', default=ROOT, help='the checkout to time (default: this one)')
     args = parser.parse_args()
+    global CODE
+    CODE = os.path.abspath(args.code)
+    if not os.path.isfile(os.path.join(CODE, 'sweep.py')):
+        raise SystemExit(f'--code {args.code}: no sweep.py there')
     print('| launched as | launch to end, per trial (s) | of which training work, wall_time_s (s) |')
     print('|---|---|---|')
     for label, values in startup(args.trials + 1).items():

@@ -76,19 +76,23 @@ def _train_mode_logits(network, batch):
 
 def timm_models(max_params):
     """timm's classification models with batch norm and at most ``max_params`` parameters, counted on the meta device
-    (no memory, no initialisation)."""
+    (no memory, no initialisation), and {name: why} for those timm cannot build with num_classes alone."""
     import warnings
 
     import timm
-    found = []
+    found, unbuilt = [], {}
     for name in timm.list_models():
         with warnings.catch_warnings(), torch.device('meta'):
             warnings.simplefilter('ignore')
-            model = timm.create_model(name, pretrained=False, num_classes=10)
+            try:
+                model = timm.create_model(name, pretrained=False, num_classes=10)
+            except Exception as error:  # a model that needs arguments beyond num_classes: named, not measured
+                unbuilt[name] = f'{type(error).__name__}: {str(error).splitlines()[0][:100] if str(error) else ""}'
+                continue
         if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) and \
                 sum(p.numel() for p in model.parameters()) <= max_params:
             found.append(name)
-    return found
+    return found, unbuilt
 
 
 def figure(name, batch, bn_weight, path):
@@ -134,7 +138,11 @@ def main(argv=None):
         return 0
     results = {}
     prefix = TORCHVISION if args.zoo == 'tv' else TIMM
-    names = args.networks or (torchvision_classifiers() if args.zoo == 'tv' else timm_models(args.max_params))
+    names, unbuilt = args.networks, {}
+    if not names:
+        names, unbuilt = (torchvision_classifiers(), {}) if args.zoo == 'tv' else timm_models(args.max_params)
+    for name, why in unbuilt.items():
+        print(f'{TIMM + name:<22} not built with num_classes=10 alone: {why}', flush=True)
     for name in (prefix + name for name in names):
         started = time.time()
         row = None
@@ -144,8 +152,8 @@ def main(argv=None):
                 row = {'image_size': size, 'at_bn_weight': measure(name, batch, args.bn_weight),
                        'at_1': measure(name, batch, 1.0), 'small_eps': measure(name, batch, args.bn_weight, 1e-5)}
                 break
-            except ValueError as error:  # no batch norm, or too small an image
-                row = {'skipped': str(error).splitlines()[0][:120]}
+            except Exception as error:  # no batch norm, too small an image, or a model that fails at this size
+                row = {'skipped': f'{type(error).__name__}: {(str(error).splitlines() or [""])[0][:120]}'}
                 if 'no batch norm' in str(error):
                     break
         row['seconds'] = round(time.time() - started, 1)
@@ -163,7 +171,7 @@ def main(argv=None):
         with open(args.json, 'w') as f:
             json.dump({'bn_weight': args.bn_weight, 'threshold_xhat_rms': VANISHING_XHAT_RMS, 'zoo': args.zoo,
                        'max_params': args.max_params if args.zoo == 'timm' else None, 'torch': torch.__version__,
-                       'networks': results}, f, indent=1)
+                       'networks': results, 'not_built': unbuilt}, f, indent=1)
     return 0
 
 

@@ -6,6 +6,7 @@ most MAX_COLUMNS, sharing their axes where the values are comparable; the legend
 never over it; epochs are whole numbers (one epoch is one tick, not 0.95 ... 1.05); and the title
 says what is shown and for which protocol (dataset, network, epochs, batch, seeds).
 """
+import io
 import math
 import textwrap
 
@@ -16,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-__all__ = ['DPI', 'MAX_COLUMNS', 'MAX_WIDTH', 'PANEL', 'colours', 'panels', 'legend_below', 'epoch_axis', 'titled', 'save', 'spans_orders']
+__all__ = ['DPI', 'MAX_COLUMNS', 'MAX_WIDTH', 'PANEL', 'colours', 'panels', 'legend_below', 'epoch_axis', 'titled', 'save', 'spans_orders', 'warm_up']
 
 DPI = 120
 MAX_COLUMNS = 4
@@ -75,6 +76,18 @@ def titled(figure, what, protocol):
 
 def save(figure, path):
     figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+
+
+def warm_up():
+    """Draw and encode one small throwaway figure, so that matplotlib loads its fonts, text layout and PNG writer
+    now and the first real figure does not wait for them (sweep.py does this while its runs' workers start)."""
+    figure, (ax,) = panels(1)
+    ax.plot([1, 2], [1, 2], label='a')
+    epoch_axis(ax, [1, 2])
+    titled(figure, 'warm-up', 'protocol')
+    legend_below(figure, *ax.get_legend_handles_labels())
+    figure.savefig(io.BytesIO(), format='png', dpi=DPI)
     plt.close(figure)
 
 

@@ -282,9 +282,9 @@ def given_settings(argv):
 
 
 def device_problem(name, precision='fp32'):
-    """Why ``--device name`` with ``--precision precision`` cannot run on this machine, or None."""
+    """Why ``--device name`` (None: this machine's default) with ``--precision precision`` cannot run here, or None."""
     try:
-        device = resolve_device(name)
+        device = resolve_device(name or default_device())
     except ValueError as error:
         return str(error)
     if precision == 'fp16' and device.type != 'cuda':

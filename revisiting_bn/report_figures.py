@@ -7,12 +7,15 @@ rest of them), or, for runs recorded without them, from the best weights. Every 
 is drawn through figure_style.py: titled with its protocol, small multiples on shared
 axes, a colour per configuration, the legend below the data.
 """
+import multiprocessing
 import os
+import sys
 
 import numpy as np
 from matplotlib.lines import Line2D
 
 from .cli import as_number, plural
+from .cpu_threads import usable_cores
 from .experiment import METHOD
 from .figure_style import (MAX_COLUMNS, MAX_WIDTH, PANEL, colours, epoch_axis, legend_below, panels, save,
                            spans_orders, titled)
@@ -356,25 +359,44 @@ def write_plots(groups, rows, comparisons, baseline, out, suffix='', protocol=''
     """Write the figures that the data allows, each named {stem}{suffix}.png and titled with ``protocol``; returns
     {figure: why it was not made} for the others (a grid figure only where the configurations form a grid)."""
     not_made, name = {}, lambda stem: os.path.join(out, f'{stem}{suffix}.png')  # noqa: E731
-    paired = [c for c in comparisons if c['paired_seeds']]
+    jobs, paired = [], [c for c in comparisons if c['paired_seeds']]
     if paired:
-        paired_accuracies(groups, paired, baseline, name('paired_accuracies'), protocol)
-        differences(paired, baseline, name('differences'), protocol)
+        jobs += [(paired_accuracies, (groups, paired, baseline, name('paired_accuracies'), protocol)),
+                 (differences, (paired, baseline, name('differences'), protocol))]
     else:
         for stem in ('paired_accuracies', 'differences'):
             not_made[f'{stem}{suffix}.png'] = f'no seed has finished runs of both {baseline} and another configuration'
     axes = grid_axes(groups, baseline)
     if axes:
-        grid(groups, rows, comparisons, baseline, axes, name('grid'), protocol)
-    curves(groups, name('curves'), protocol)
-    problem = scales_after_training(groups, name('bn_scales'), protocol)
-    if problem:
-        not_made[f'bn_scales{suffix}.png'] = problem
+        jobs.append((grid, (groups, rows, comparisons, baseline, axes, name('grid'), protocol)))
+    jobs += [(curves, (groups, name('curves'), protocol)), (scales_after_training, (groups, name('bn_scales'), protocol))]
     runs = norm_runs(groups)
     for stem, draw in (('gamma_distance', gamma_distance), ('xhat', xhat_by_layer)):
         if runs:
-            save(draw(runs, protocol), name(stem))
+            jobs.append((_drawn, (draw, runs, protocol, name(stem))))
         else:
             not_made[f'{stem}{suffix}.png'] = 'no finished run recorded per-layer statistics (runs made with ' \
                                                '--no_norm_statistics or by an older train.py)'
+    problem = draw_all(jobs)[[function for function, _ in jobs].index(scales_after_training)]
+    if problem:
+        not_made[f'bn_scales{suffix}.png'] = problem
     return not_made
+
+
+def _drawn(draw, runs, protocol, path):
+    save(draw(runs, protocol), path)
+
+
+def _job(job):
+    function, arguments = job
+    return function(*arguments)
+
+
+def draw_all(jobs):
+    """Run the figure jobs [(function, arguments)] and return their results in order: on two cores where this
+    process may use two and has not imported PyTorch (a fork of a process whose OpenMP threads have run can hang),
+    as each figure is its own work; else one after another."""
+    if len(jobs) < 2 or 'torch' in sys.modules or usable_cores() < 2 or sys.platform != 'linux':
+        return [_job(job) for job in jobs]
+    with multiprocessing.get_context('fork').Pool(2) as pool:
+        return pool.map(_job, jobs, chunksize=1)

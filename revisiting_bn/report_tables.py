@@ -167,11 +167,11 @@ def verdict_words(c):
     return verdict
 
 
-def _beats(c, n):
-    """'beats the baseline on 11 of 15 seeds: P(A>B) 0.73 [0.50, 0.93]' (ties count one half in P(A>B))."""
+def _beats(c, n, baseline):
+    """'beats baseline on 11 of 15 seeds: P(A>B) 0.73 [0.50, 0.93]' (ties count one half in P(A>B))."""
     ties = round((c['prob_improvement'] - c['wins'] / n) * 2 * n)
     tied = f" ({plural(ties, 'tie')})" if ties else ''
-    return f"beats the baseline on {c['wins']} of {n} seeds{tied}: P(A>B) {_probability(c)}"
+    return f"beats {baseline} on {c['wins']} of {n} seeds{tied}: P(A>B) {_probability(c)}"
 
 
 def _probability(test):
@@ -189,7 +189,7 @@ def in_words(c, baseline):
         return f"**{c['configuration']} vs {baseline}** ({seeds}): no test ({c['note']})."
     verdict = verdict_words(c)
     words = (f"**{c['configuration']} vs {baseline}** ({seeds}): mean difference {difference:+.2f} points, "
-             f"{CONFIDENCE:.0%} interval {_interval(c)}, d_z {c['effect_size_dz']:+.2f}; {_beats(c, n)}; {verdict}. With {n} seeds, a "
+             f"{CONFIDENCE:.0%} interval {_interval(c)}, d_z {c['effect_size_dz']:+.2f}; {_beats(c, n, baseline)}; {verdict}. With {n} seeds, a "
              f"gain below {c['min_detectable_difference']:.2f} points would likely go unseen (power under {POWER:.0%} "
              f"at p <= {SIGNIFICANCE:g})")
     if c['seeds_needed'] is not None and not c['significant']:

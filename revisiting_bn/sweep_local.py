@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .cli import STOP_SIGNALS, RunError, plural
 from .cpu_threads import usable_cores
+from .names import RESNETS, TORCHVISION
 from .results import is_finished, outcome, read_record
 from .runs import RunLock
 
@@ -144,15 +145,17 @@ class _Child:
 
 class Workers:
     """CPU runs as children of one forkserver that imported PyTorch (torch._dynamo, which the optimizer's first step
-    would import, included), torchvision and the package's training modules once: each run a fresh fork of it."""
-    PRELOAD = ['torch', 'torch._dynamo', 'torchvision', *(f'revisiting_bn.{module}' for module in (
+    would import, included), the package's training modules and, where one of ``networks`` is built by it,
+    torchvision, once: each run a fresh fork of it."""
+    PRELOAD = ['torch', 'torch._dynamo', *(f'revisiting_bn.{module}' for module in (
         'lifecycle', 'checkpoint', 'networks', 'engine', 'fast_path', 'norm_statistics', 'data', 'flags',
         'distributed', 'weight_decay_and_learning_rate', 'tracking', 'sweep_local'))]
 
-    def __init__(self):
+    def __init__(self, networks=RESNETS):
         import multiprocessing
         self.context = multiprocessing.get_context('forkserver')
-        self.context.set_forkserver_preload(self.PRELOAD)
+        torchvision = any(network in RESNETS or str(network).startswith(TORCHVISION) for network in networks)
+        self.context.set_forkserver_preload(self.PRELOAD[:1] + ['torchvision'] * torchvision + self.PRELOAD[1:])
 
     def launch(self, run, device, visible, log):
         _header(log, train_command(run, device))

@@ -55,7 +55,8 @@ def test_the_readme_python_examples_run_beside_a_users_own_modules(tmp_path):
 
 def user_docs():
     return {path: open(path).read() for path in [os.path.join(ROOT, 'README.md'),
-                                                 *sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md')))]}
+                                                 *sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md'))),
+                                                 os.path.join(ROOT, 'experiments', 'README.md')]}
 
 
 def test_the_readme_is_short_and_leads_with_the_workflow_and_the_api():
@@ -80,6 +81,15 @@ def test_user_docs_links_resolve_and_name_the_related_systems():
         assert not re.search(r'\bseed 00\d', text, flags=re.I), path
 
 
+def test_every_figure_the_docs_name_is_there_under_that_name():
+    """A figure experiments/README.md names in its text (`curves.png`) is one the committed experiments hold, and
+    every image it shows is there (the links test above)."""
+    figures = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, 'experiments', '**', '*.png'), recursive=True)}
+    with open(os.path.join(ROOT, 'experiments', 'README.md')) as f:
+        named = re.findall(r'`([\w.-]+\.png)`', f.read())
+    assert named and set(named) <= figures, set(named) - figures
+
+
 def test_user_docs_name_only_modules_and_scripts_that_exist():
     """Every `name.py` or `name.sh` a doc names is a file of the repository, by its path from the root or, for the
     package's modules, by its own name; the original code's MABN.py and a user's own utils.py aside. So no page
@@ -91,3 +101,32 @@ def test_user_docs_name_only_modules_and_scripts_that_exist():
     for path, text in user_docs().items():
         for name in re.findall(r'`(?:python |bash )?([\w/.-]+\.(?:py|sh))\b', text):
             assert name in allowed, (path, name)
+
+
+def test_the_numbers_the_docs_take_from_committed_results_are_those_files_numbers():
+    done = subprocess.run([sys.executable, os.path.join(ROOT, 'experiments', 'doc_numbers.py')],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _suite_facts():
+    """(tests, time) as README.md and docs/threads.md give the suite's count and time."""
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        readme = re.search(r'about (\d+ min \d+ s) for (\d+) tests', ' '.join(f.read().split()))
+    with open(os.path.join(ROOT, 'docs', 'threads.md')) as f:
+        threads = ' '.join(f.read().split())  # the words as read, wherever a line breaks
+    counted = re.search(r'tests`: (\d+) passed, (\d+) CUDA tests skipped', threads)
+    timed = re.search(r'took (\d+ min \d+ s) with nothing else running', threads)
+    return readme, counted, timed
+
+
+def test_the_readme_and_threads_md_give_the_suite_one_count_and_one_time(request):
+    readme, counted, timed = _suite_facts()
+    assert readme and counted and timed, 'README.md or docs/threads.md no longer states the suite in the checked words'
+    tests = int(counted.group(1)) + int(counted.group(2))
+    assert (readme.group(1), int(readme.group(2))) == (timed.group(1), tests)
+    options = request.config.option
+    whole_suite = [os.path.abspath(a) for a in request.config.args] == [os.path.join(ROOT, 'tests')] and \
+        not options.keyword and not options.markexpr and not getattr(options, 'lf', False)
+    if whole_suite:  # the count is the suite's own
+        assert request.session.testscollected == tests

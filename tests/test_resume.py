@@ -336,7 +336,7 @@ START_UP = [  # (what the run is doing, where the signal comes, the data it read
     ('building the network', ('train', 'construct_network'), None),
     ('making the optimizer', ('train', 'build_optimizer'), None),
     ('taking the layers\' first statistics', ('train', 'NormStatistics'), None),
-    ('writing its first checkpoint', ('revisiting_bn.lifecycle', 'save_torch'), None),
+    ('writing its first checkpoint', ('revisiting_bn.checkpoint', 'save_torch'), None),
     ('writing its results', ('revisiting_bn.results', 'write_text'), None),
     ('saying it is done', ('train', 'outcome'), None),
 ]

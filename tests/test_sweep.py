@@ -11,7 +11,7 @@ import time
 import pytest
 
 import sweep
-from conftest import ROOT
+from conftest import ROOT, write_fashionmnist
 from revisiting_bn import sweep_local
 
 TINY = ['--', '--dataset', 'fake', '--fake_size', '100', '--batch_size', '32', '--network', 'mlp']
@@ -125,6 +125,32 @@ def test_sweep_runs_skips_finished_and_reports(tmp_path, capsys):
     assert sweep.main(argv) == 0
     assert '4 runs: 4 already finished, 0 to do' in capsys.readouterr().out
     assert before == {p: p.stat().st_mtime_ns for p in results.glob('*.json')}
+
+
+def test_the_report_is_prepared_while_the_runs_train_and_written_after_both(tmp_path, capsys, monkeypatch):
+    """The report's imports and matplotlib's warm-up run beside the runs; the report waits for them (matplotlib draws
+    in one thread at a time) and for the runs."""
+    import time
+    events = []
+
+    def prepare():
+        events.append('prepare started')
+        while 'runs ended' not in events:  # slower than the runs: a report that did not wait would come first
+            time.sleep(0.05)
+        time.sleep(0.5)
+        events.append('prepare ended')
+    monkeypatch.setattr(sweep, '_prepare_the_report', prepare)
+    monkeypatch.setattr(sweep, 'write_sweep_report', lambda *args: events.append('report'))
+    monkeypatch.setattr(sweep, 'summarize_ended', lambda ended: events.append('runs ended') or 0)
+    assert sweep.main(['--seeds', '1', '--configs', 'proposed', '--path', str(tmp_path), '--gpus', '0'] + TINY +
+                      ['--num_epochs', '1']) == 0
+    assert events.index('prepare started') < events.index('runs ended') and events[-1] == 'report'
+    assert events.index('prepare ended') < events.index('report')
+    assert sweep.main(['--no_report', '--seeds', '1', '--configs', 'baseline', '--path', str(tmp_path), '--gpus', '0']
+                      + TINY + ['--num_epochs', '1']) == 0
+    assert events.count('prepare started') == 1  # --no_report: nothing prepared, nothing written
+    from revisiting_bn import figure_style
+    figure_style.warm_up()  # the real warm-up draws without error
 
 
 def test_one_run_is_counted_in_the_singular(tmp_path, capsys):
@@ -293,9 +319,11 @@ def readme_project():
 
 
 def test_the_readmes_sweeps_run_one_after_another_in_one_fresh_folder_and_report_together(tmp_path):
-    """The README's project, as written but for fewer seeds and grid values, in an empty folder without --path:
-    every sweep gets a home of its own, none collides with another, the same command again finds its runs
-    finished, and report.py over the whole tree tests each protocol against its own baseline."""
+    """The README's project, as written but for fewer seeds and grid values and on a small Fashion-MNIST where the
+    sweeps look for their data first, in a folder without --path: every sweep gets a home of its own, none collides
+    with another, the same command again finds its runs finished, and report.py over the whole tree tests each
+    protocol against its own baseline."""
+    write_fashionmnist(tmp_path / 'training' / 'fashionmnist' / 'images', train_size=300, test_size=50)
     commands = readme_project()
     assert [command[:2] for command in commands] == [['python', 'sweep.py']] * 3 + [['python', 'report.py']]
 
@@ -308,10 +336,13 @@ def test_the_readmes_sweeps_run_one_after_another_in_one_fresh_folder_and_report
         return done.stdout
     for command in commands[:3]:
         assert ' already finished, ' in run(command).splitlines()[0]
-    homes = sorted(p.name for p in (tmp_path / 'training').iterdir())
+    homes = sorted(p.name for p in (tmp_path / 'training').iterdir() if p.name != 'fashionmnist')
     assert homes == ['fashionmnist-mlp-batch_size64-num_epochs2', 'fashionmnist-mlp-num_epochs1',
                      'fashionmnist-mlp-num_epochs2']
     assert '2 runs: 2 already finished, 0 to do' in run(commands[0])
+    record = json.loads((tmp_path / 'training' / 'fashionmnist-mlp-num_epochs2' / 'fashionmnist' / 'results' /
+                         'baseline_seed1.json').read_text())
+    assert record['train_size'] == 270  # the small Fashion-MNIST: 300 less its 10% validation split
     report = run(commands[3])
     assert report.count('| proposed vs baseline | best val. epoch | 1 |') == 2
     assert '| bn_weight1_c100 vs baseline | best val. epoch | 1 |' in report
@@ -377,8 +408,8 @@ def test_a_run_killed_in_the_workers_takes_neither_them_nor_the_sweep_down(tmp_p
     """SIGKILL to the first run's child (one run at a time): it is reported as stopped, and the next runs still start
     from the same workers and finish."""
     command = [sys.executable, 'sweep.py', '--seeds', '1-2', '--configs', 'proposed', '--path', str(tmp_path), '--sweep',
-               's', '--gpus', '0', '--cpu_jobs', '1', '--no_report'] + TINY + ['--num_epochs', '30', '--fake_size',
-                                                                                  '4000']
+               's', '--gpus', '0', '--cpu_jobs', '1', '--threads', '1', '--no_report'] + TINY + [
+                   '--num_epochs', '30', '--fake_size', '1000']
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / 's' / 'fake' / 'logs' / 'proposed_seed1.log'
     deadline = time.time() + 120
