@@ -12,6 +12,7 @@ is below a third of its eps: what it passes on is mostly eps's doing, not the si
 Each network is measured at the given bn_weight, at 1, and at the given bn_weight with every BN's eps set to 1e-5
 (torchvision's default; some families use 1e-3): where the count falls to 0 with the smaller eps, eps is the cause.
 """
+import functools
 import json
 import os
 import sys
@@ -30,7 +31,13 @@ from revisiting_bn.norm_statistics import VANISHING_XHAT_RMS, NormStatistics, si
 
 
 def images(data_dir, count, size):
-    data = load_dataset('fashionmnist', data_dir, download=False)
+    """The batch every network is measured on, a copy of its own (a network may write into its input)."""
+    return _images(data_dir, count, size).clone()
+
+
+@functools.lru_cache(maxsize=None)
+def _images(data_dir, count, size):
+    data = load_dataset('fashionmnist', data_dir, download=False)  # once per size, not once per network
     batch = data.test_images[:count].float().div(255)
     batch = F.interpolate(batch, size=(size, size), mode='bilinear', align_corners=False).repeat(1, 3, 1, 1)
     return (batch - batch.mean()) / batch.std()

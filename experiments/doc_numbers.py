@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from revisiting_bn.cli import number_ranges, plural  # noqa: E402
+from revisiting_bn.report_html import devices  # noqa: E402
 from revisiting_bn.report_tables import protocol_tables, render_markdown, section_blocks  # noqa: E402
 from revisiting_bn.results import load_runs  # noqa: E402
 from revisiting_bn.t_test import format_p, paired_summary  # noqa: E402
@@ -47,19 +48,11 @@ def _sweep(name, baseline='baseline'):
                     for run in runs})
     line = (f"{plural(len(runs), 'run')} of {' and '.join(map(str, sorted(epochs)))} epochs, seeds "
             f"{number_ranges(run['seed'] for run in runs)}, {len(finished)} finished; training time summed over the "
-            f"runs {hours:.2f} h; {_machine(runs)}; code {', '.join(codes)}.")
+            f"runs {hours:.2f} h; {devices(r['record'] for r in runs)}; code {', '.join(codes)}.")
     blocks = [block for block in section_blocks(table['rows'], table['comparisons'], baseline, groups=table['groups'])
               if block[0] != 'figures' and block[1:] != ('Figures:',)
               and not (block[0] == 'p' and block[1].startswith('Each configuration against'))]  # said once, above
     return line + '\n\n' + render_markdown(blocks).rstrip('\n')
-
-
-def _machine(runs):
-    """Where the runs trained, as their records say it (records made before the CPU fields name no CPU)."""
-    cpus = sorted({(r['record'].get('cpu_model'), r['record'].get('cpu_capability')) for r in runs}, key=str)
-    threads = sorted({r['record'].get('cpu_threads') for r in runs}, key=str)
-    where = ', '.join(f'{model} ({capability})' for model, capability in cpus if model) or 'a CPU the records do not name'
-    return f"{where}, {' or '.join(map(str, threads))} thread{'s' if threads != [1] else ''} a run"
 
 
 def _ablation():
@@ -147,16 +140,13 @@ def _sentence(text):
     return text[:1].upper() + text[1:]
 
 
-def _records(sweep, seeds):
-    return {(run['label'], run['seed']): run['record'] for run in load_runs([os.path.join(EXPERIMENTS, sweep)])
-            if run['seed'] in seeds}
-
-
 def _machines(seeds, first, *others):
     """The same runs made on several machines: each run's test accuracy at its best epoch on each, how far a run
     moved from ``first``, and each machine's verdict on proposed against baseline."""
     seeds = list(range(1, int(seeds) + 1))
-    found = {sweep: _records(sweep, seeds) for sweep in (first, *others)}
+    loaded = {sweep: load_runs([os.path.join(EXPERIMENTS, sweep)]) for sweep in (first, *others)}
+    found = {sweep: {(run['label'], run['seed']): run['record'] for run in runs if run['seed'] in seeds}
+             for sweep, runs in loaded.items()}
     rows = []
     for key in sorted(found[first]):
         cells = [f"{found[sweep][key]['test_accuracy_at_best']:.2f} (epoch {found[sweep][key]['best_epoch']})"
@@ -171,13 +161,13 @@ def _machines(seeds, first, *others):
         epochs = sum(found[sweep][k]['best_epoch'] != found[first][k]['best_epoch'] for k in found[first])
         lines.append(f"from {first} to {sweep} a run's test accuracy moved by {np.mean(moved):.2f} points on average, "
                      f"by up to {max(moved):.2f}, and {epochs} of {len(moved)} runs chose another best epoch")
-    spread = {label: np.std([run['record']['test_accuracy_at_best'] for run in load_runs(
-        [os.path.join(EXPERIMENTS, first)]) if run['label'] == label], ddof=1) for label in ('baseline', 'proposed')}
+    spread = {label: np.std([run['record']['test_accuracy_at_best'] for run in loaded[first] if run['label'] == label],
+                            ddof=1) for label in ('baseline', 'proposed')}
     verdicts = []
     for sweep, records in found.items():
         test = paired_summary([records[('proposed', s)]['test_accuracy_at_best'] for s in seeds],
                               [records[('baseline', s)]['test_accuracy_at_best'] for s in seeds])
-        verdicts.append(f"- {sweep} ({_machine([{'record': r} for r in records.values()])}): proposed − baseline "
+        verdicts.append(f"- {sweep} ({devices(records.values())}): proposed − baseline "
                         f"{test['mean_difference']:+.2f} points, 95% interval [{test['ci95_low']:+.2f}, "
                         f"{test['ci95_high']:+.2f}], one-sided p = {format_p(test['p_value'])}")
     return (_table(['configuration', 'seed', *found, *(f'{sweep} − {first}' for sweep in others)], rows)

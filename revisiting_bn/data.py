@@ -8,7 +8,6 @@ involved, on CPU or GPU.
 The files on disk, where they are and how they are fetched: data_files.py; your own images
 (train/<class>/..., test/<class>/...): image_folder.py.
 """
-import gzip
 import hashlib
 import os
 import pickle
@@ -18,7 +17,8 @@ import numpy as np
 import torch
 
 from .data_files import (CIFAR_FILES, DEBIAN_FASHION_MNIST, FASHION_MNIST_STEMS, DatasetError,  # noqa: F401
-                         data_folder, data_problem, download_dataset, fashionmnist_files, fetch_dataset)
+                         data_folder, data_problem, download_dataset, fashionmnist_files, fetch_dataset,
+                         open_data_file)
 from .names import TRAINABLE_DATASETS
 from .protocol import FAKE_MIN_SIZE, FAKE_SIZE, VALIDATION_FRACTION, VALIDATION_SPLIT_SEED
 from .runs import atomic_write
@@ -124,8 +124,7 @@ def _load_cifar(name, root, download):
 def _read_idx(path, expected_ndim):
     """Read an IDX file (the MNIST format: big-endian header, then uint8 data), plain or gzipped."""
     try:
-        opener = gzip.open if path.endswith('.gz') else open
-        with opener(path, 'rb') as f:
+        with open_data_file(path) as f:
             raw = f.read()
         magic = int.from_bytes(raw[:4], 'big')
         ndim = magic & 0xFF

@@ -15,7 +15,7 @@ import tempfile
 from .cli import RunError
 
 __all__ = ['DEBIAN_FASHION_MNIST', 'DatasetError', 'CIFAR_FILES', 'FASHION_MNIST_STEMS', 'fashionmnist_files',
-           'data_folder', 'download_dataset', 'data_problem', 'fetch_dataset']
+           'data_folder', 'download_dataset', 'data_problem', 'fetch_dataset', 'open_data_file']
 
 
 class DatasetError(RunError):
@@ -98,11 +98,15 @@ def download_dataset(name, root, download, missing, where=None):
         shutil.rmtree(temporary, ignore_errors=True)
 
 
+def open_data_file(path):
+    """A dataset file opened for reading its bytes, gzipped ones (name ending .gz) as they were before gzip."""
+    return gzip.open(path, 'rb') if path.endswith('.gz') else open(path, 'rb')
+
+
 def _unreadable(path, check):
     """Why the file at ``path`` cannot be the dataset file ``check`` expects (its first bytes), or None."""
     try:
-        opener = gzip.open if path.endswith('.gz') else open
-        with opener(path, 'rb') as f:
+        with open_data_file(path) as f:
             head = f.read(4)
     except (OSError, EOFError) as error:
         return f'cannot read {path} ({type(error).__name__}: {error})'

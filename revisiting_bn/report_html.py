@@ -18,7 +18,7 @@ from .experiment import shown
 from .runs import SWEEP_MANIFEST, run_files
 from .t_test import CONFIDENCE
 
-__all__ = ['write_html', 'provenance', 'log_sessions']
+__all__ = ['write_html', 'provenance', 'log_sessions', 'devices']
 
 STYLE = '''
 body { font-family: sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
@@ -95,6 +95,12 @@ def _distinct(values):
     return ', '.join(values) or 'not recorded'
 
 
+def devices(records):
+    """Where the runs of ``records`` trained, each device kind once: 'cpu (its model, its instruction set), 1 thread' as
+    the records name them (records made before the CPU fields: 'model not recorded'), or a CUDA device's name."""
+    return _distinct(_device(r) for r in records)
+
+
 def _device(record):
     if record.get('device', 'cpu').startswith('cuda'):
         return f"{record['device']} ({record.get('device_name')})"
@@ -129,7 +135,7 @@ def provenance(table):
              ('torch', html.escape(_distinct(r.get('torch_version') for r in records))),
              ('torchvision', html.escape(_distinct(r.get('torchvision_version') for r in records))),
              ('Python', html.escape(_distinct(r.get('python_version') for r in records))),
-             ('Devices', html.escape(_distinct(_device(r) for r in records))), ('When', html.escape(when))]
+             ('Devices', html.escape(devices(records))), ('When', html.escape(when))]
     facts += _sweep_facts(runs)
     facts.append(('Commands', f'<details><summary>the train.py command of each of the {len(runs)} runs</summary>'
                               f'<ul>{commands or "<li>not recorded</li>"}</ul></details>'))
