@@ -240,7 +240,7 @@ def check_cpu_share(args, cpu_run, start, warn):
         warn(f'WARNING: resuming with --threads {args.threads}, but the epochs so far ran with {earlier}: the CPU '
              f'rounds differently with another thread count, so this run will not be bit-identical to an '
              f'uninterrupted one (--threads {earlier} keeps it so)')
-    warning = oversubscription(args.threads, cpu_run.others())
+    warning = oversubscription(args.threads, cpu_run.others)
     if warning:
         warn(warning)
 

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_startup.py --trials 3
     python benchmarks/bench_startup.py --trials 3 --code ../older-checkout    # the same, timing another checkout
+    python benchmarks/bench_startup.py --trials 5 --epochs 1 --no_startup     # only the sweeps of 1-epoch runs
 
 1. Start-up: a run of one epoch on 180 fake images (a few steps: what is left is start-up and the
    run's files), as a `train.py` process and as a sweep's run (a child of the sweep's warm workers,
@@ -102,17 +103,20 @@ def sweeps(trials, epochs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--trials', type=int, default=3)
+    parser.add_argument('--epochs', type=int, nargs='+', default=[1, 5], help='epochs of the sweeps\' runs (default: 1 5)')
+    parser.add_argument('--no_startup', action='store_true', help='time the sweeps only')
     parser.add_argument('--code', default=ROOT, help='the checkout to time (default: this one)')
     args = parser.parse_args()
     global CODE
     CODE = os.path.abspath(args.code)
     if not os.path.isfile(os.path.join(CODE, 'sweep.py')):
         raise SystemExit(f'--code {args.code}: no sweep.py there')
-    print('| launched as | launch to end, per trial (s) | of which training work, wall_time_s (s) |')
-    print('|---|---|---|')
-    for label, values in startup(args.trials + 1).items():
-        print(f"| {label} | {', '.join(f'{s:.2f}' for s, _ in values)} | {', '.join(f'{w:.2f}' for _, w in values)} |")
-    for epochs in (1, 5):
+    if not args.no_startup:
+        print('| launched as | launch to end, per trial (s) | of which training work, wall_time_s (s) |')
+        print('|---|---|---|')
+        for label, values in startup(args.trials + 1).items():
+            print(f"| {label} | {', '.join(f'{s:.2f}' for s, _ in values)} | {', '.join(f'{w:.2f}' for _, w in values)} |")
+    for epochs in args.epochs:
         rows = sweeps(args.trials, epochs)
         base = rows['one after another']
         print(f'\nfour MLP runs on Fashion-MNIST, {epochs} epoch{"s" if epochs > 1 else ""} each:\n')

@@ -163,10 +163,14 @@ class CpuRun:
 
 
 def oversubscription(threads, busy, cores=None):
-    """The warning for a run of ``threads`` threads on ``cores`` cores of which ``busy`` are taken, or None.
-    One thread never collapses (it never waits for a descheduled sibling), so only several threads warn."""
+    """The warning for a run of ``threads`` threads on ``cores`` cores of which ``busy`` are taken (a number, or a
+    function that measures it), or None. One thread never collapses (it never waits for a descheduled sibling), so
+    only several threads warn, and only for them is the load measured (CpuRun.others waits 0.3 s to measure it)."""
     cores = cores or usable_cores()
-    if threads <= 1 or busy + threads <= cores:
+    if threads <= 1:
+        return None
+    busy = busy() if callable(busy) else busy
+    if busy + threads <= cores:
         return None
     advice = max(1, cores - busy)
     return (f'WARNING: {busy} of the {plural(cores, "core")} this run may use are already busy (other training '

@@ -8,9 +8,7 @@ involved, on CPU or GPU.
 The files on disk, where they are and how they are fetched: data_files.py; your own images
 (train/<class>/..., test/<class>/...): image_folder.py.
 """
-import hashlib
 import os
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,11 +16,11 @@ import torch
 
 from .data_files import (CIFAR_FILES, DEBIAN_FASHION_MNIST, FASHION_MNIST_STEMS, DatasetError,  # noqa: F401
                          data_folder, data_problem, download_dataset, fashionmnist_files, fetch_dataset,
-                         open_data_file)
+                         read_cifar_batches, read_idx)
 from .names import TRAINABLE_DATASETS
-from .protocol import FAKE_MIN_SIZE, FAKE_SIZE, VALIDATION_FRACTION, VALIDATION_SPLIT_SEED
-from .runs import atomic_write
+from .protocol import FAKE_MIN_SIZE, FAKE_SIZE, VALIDATION_SPLIT_SEED
 from .seeds import make_complex
+from .split import SPLIT_CACHE_ENV, draw_split, split_cache_file  # noqa: F401
 
 __all__ = ['SMALL_IMAGE_MAX', 'DatasetInfo', 'DATASETS', 'TRAINABLE_DATASETS', 'PAPER_CIFAR10_MEAN',
            'PAPER_CIFAR10_STD', 'DatasetError', 'ImageData', 'data_folder', 'data_problem', 'fetch_dataset', 'load_dataset',
@@ -91,52 +89,20 @@ def _checked(name, images, labels, num_classes, where):
 # ----------------------------------------------------------------------------- CIFAR
 
 
-def _read_cifar_batches(paths, label_key):
-    images, labels = [], []
-    for path in paths:
-        try:
-            with open(path, 'rb') as f:
-                batch = pickle.load(f, encoding='latin1')
-            data = np.asarray(batch['data'], dtype=np.uint8)
-            images.append(data.reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(batch[label_key], dtype=np.int64))
-        except Exception as error:  # truncated pickle, wrong keys, wrong sizes: all mean corrupt
-            raise DatasetError(f'corrupt dataset file {path} ({type(error).__name__}: {error})') from None
-    return np.concatenate(images), np.concatenate(labels)
-
-
 def _load_cifar(name, root, download):
     folder, train_files, test_files, label_key = CIFAR_FILES[name]
     base = os.path.join(root, folder)
     paths = [os.path.join(base, f) for f in train_files + test_files]
     if not all(os.path.isfile(p) for p in paths):
         download_dataset(name, root, download, f'{folder}/{{{",".join(train_files + test_files)}}}')
-    train = _read_cifar_batches(paths[:len(train_files)], label_key)
-    test = _read_cifar_batches(paths[len(train_files):], label_key)
+    train = read_cifar_batches(paths[:len(train_files)], label_key)
+    test = read_cifar_batches(paths[len(train_files):], label_key)
     num_classes = DATASETS[name].num_classes
     return ImageData(*_checked(name, *train, num_classes, base), *_checked(name, *test, num_classes, base),
                      num_classes)
 
 
 # ----------------------------------------------------------------------------- Fashion-MNIST
-
-
-def _read_idx(path, expected_ndim):
-    """Read an IDX file (the MNIST format: big-endian header, then uint8 data), plain or gzipped."""
-    try:
-        with open_data_file(path) as f:
-            raw = f.read()
-        magic = int.from_bytes(raw[:4], 'big')
-        ndim = magic & 0xFF
-        if magic >> 8 != 0x08 or ndim != expected_ndim:
-            raise ValueError(f'bad magic number {magic:#010x}')
-        shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
-        data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-        if data.size != int(np.prod(shape)):
-            raise ValueError(f'header says {shape} but holds {data.size} bytes')
-        return data.reshape(shape).copy()  # frombuffer is read-only; torch wants writable memory
-    except Exception as error:
-        raise DatasetError(f'corrupt dataset file {path} ({type(error).__name__}: {error})') from None
 
 
 def _load_fashionmnist(root, download):
@@ -146,7 +112,7 @@ def _load_fashionmnist(root, download):
         download_dataset('fashionmnist', root, download, f'{{{",".join(FASHION_MNIST_STEMS)}}}[.gz]', f'{root} or {raw}')
         files = fashionmnist_files(root)
     train_images, train_labels, test_images, test_labels = (
-        _read_idx(file, 3 if 'images' in stem else 1) for file, stem in zip(files, FASHION_MNIST_STEMS))
+        read_idx(file, 3 if 'images' in stem else 1) for file, stem in zip(files, FASHION_MNIST_STEMS))
     train = _checked('fashionmnist', train_images[:, None], train_labels, 10, f'{files[0]} and {files[1]}')
     test = _checked('fashionmnist', test_images[:, None], test_labels, 10, f'{files[2]} and {files[3]}')
     return ImageData(*train, *test, 10)
@@ -200,48 +166,12 @@ def load_dataset(name, root, download=True, fake_size=FAKE_SIZE, image_size=None
 # ----------------------------------------------------------------------------- protocol helpers
 
 
-SPLIT_CACHE_ENV = 'REVISITING_BN_CACHE'  # where splits are kept (default: $XDG_CACHE_HOME or ~/.cache, /revisiting-bn)
-SPLIT_FORMAT = 'revisiting-bn-split-v1'
-
-
 def split_train_validation(labels, seed=VALIDATION_SPLIT_SEED):
-    """The paper's split: a stratified 10% of the training set, drawn with ``seed`` (the paper's 0 by default: the
-    same split for every trial seed; train.py --split_seed draws another).
-
-    As in the original, the indices keep train_test_split's (shuffled) order: the training
-    subset is indexed in that order, which the epoch's permutation then reorders. A split once
-    drawn is kept (split_cache_file), so the runs of a sweep draw it once, not each importing
-    scikit-learn for it.
-    """
-    labels = np.asarray(labels)
-    path = split_cache_file(labels, seed)
-    try:
-        with np.load(path) as kept:
-            return torch.from_numpy(kept['train']), torch.from_numpy(kept['validation'])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    from sklearn.model_selection import train_test_split
-    # random_state=make_complex(0) draws exactly what the original draws from NumPy's global
-    # generator after np.random.seed(make_complex(0)), without touching that generator.
-    train_index, validation_index = train_test_split(
-        np.arange(len(labels)), test_size=VALIDATION_FRACTION, stratify=labels,
-        random_state=make_complex(seed))
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write(path, lambda f: np.savez(f, train=train_index, validation=validation_index))
-    except OSError:  # a cache that cannot be written: the split is drawn again next time
-        pass
+    """The paper's split of ``labels`` as torch index tensors: a stratified 10% of the training set, drawn with
+    ``seed`` (the paper's 0 by default: the same split for every trial seed; train.py --split_seed draws another),
+    in train_test_split's order, kept once drawn (split.draw_split)."""
+    train_index, validation_index = draw_split(labels, seed)
     return torch.from_numpy(train_index), torch.from_numpy(validation_index)
-
-
-def split_cache_file(labels, seed):
-    """Where the split of ``labels`` drawn with ``seed`` is kept: named by a hash of the labels, the seed, the
-    fraction and the format, so another dataset, seed or version never reads it."""
-    digest = hashlib.sha256(f'{SPLIT_FORMAT} {seed} {VALIDATION_FRACTION} {labels.dtype}'.encode())
-    digest.update(np.ascontiguousarray(labels).tobytes())
-    folder = os.environ.get(SPLIT_CACHE_ENV) or os.path.join(
-        os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache'), 'revisiting-bn')
-    return os.path.join(folder, 'splits', f'split-{digest.hexdigest()[:24]}.npz')
 
 
 def channel_mean_std(images):

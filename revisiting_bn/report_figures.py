@@ -172,7 +172,7 @@ def scales_after_training(groups, path, protocol=''):
     figure, axes = panels(len(scales), sharex=True, sharey=True)
     for ax, (label, initial, values, n, source) in zip(axes, scales):
         shown = values[(values >= low) & (values <= high)]
-        ax.hist(shown, bins=np.linspace(low, high, 61), color='tab:blue', alpha=0.8)
+        ax.hist(shown, bins=np.linspace(low, high, 61), color='tab:blue', alpha=0.8, histtype='stepfilled')
         ax.axvline(initial, color='black', linestyle='--')
         left_out = f'; {values.size - shown.size} beyond the axis (to {values.min():.3g}, {values.max():.3g})' \
             if shown.size < values.size else ''

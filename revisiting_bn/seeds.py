@@ -8,9 +8,6 @@ import hashlib
 import os
 import random
 
-import numpy as np
-import torch
-
 __all__ = ['make_complex', 'make_deterministic']
 
 
@@ -32,6 +29,8 @@ def make_deterministic(seed):
     Also sets PYTHONHASHSEED (inherited by child processes) and makes cuDNN pick
     deterministic algorithms. Returns the complex seed.
     """
+    import numpy as np  # here, so that make_complex needs neither (a sweep draws its splits without torch)
+    import torch
     complex_seed = make_complex(seed)
     os.environ['PYTHONHASHSEED'] = str(complex_seed)
     random.seed(complex_seed)

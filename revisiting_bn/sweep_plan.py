@@ -20,14 +20,15 @@ from dataclasses import dataclass
 
 from . import flags as train_flags
 from .cli import USAGE, RunError, UsageError, plural
-from .data_files import data_folder, data_problem, fetch_dataset
+from .data_files import data_folder, data_problem, fetch_dataset, train_labels
 from .experiment import comparable, differing_settings, protocol_settings, run_config
 from .lifecycle import sweep_state
+from .protocol import VALIDATION_SPLIT_SEED
 from .runs import output_paths, sweep_files, write_text
 
 __all__ = ['STANDARD', 'BUILT_IN', 'DEFAULT_CONFIGS', 'SWEEP_CONTROLLED', 'SweepError', 'parse_seeds', 'flag_list',
            'grid_configurations', 'configurations', 'Plan', 'make_plan', 'sweep_name', 'data_lines', 'fetch_data',
-           'write_manifest', 'describe_plan', 'prepare_tracking']
+           'run_datasets', 'draw_splits', 'write_manifest', 'describe_plan', 'prepare_tracking']
 
 STANDARD = ['--bn_weight', '1', '--c', '1', '--input_norm', 'dataset']
 BUILT_IN = {  # the paper's pair (run by default), then the related BN systems' comparisons (run when named)
@@ -301,6 +302,27 @@ def fetch_data(plan, log=print):
             log(f'data: {dataset} is not in {folder}: downloading it once for every run', flush=True)
             fetch_dataset(dataset, folder)
             plan.data[(dataset, folder)] = None
+
+
+def run_datasets(runs):
+    """{(dataset, the folder it is read from)} of ``runs``."""
+    return {(run['settings']['dataset'], run['paths']['images']) for run in runs}
+
+
+def draw_splits(runs):
+    """Every validation split that ``runs`` use, drawn once here and kept (split.draw_split): no run then imports
+    scikit-learn for it, nor do runs starting together each draw the same split. Data that cannot be read is left to
+    its runs, which say why."""
+    from .split import draw_split  # NumPy: not for a dry run
+    for dataset, folder in sorted(run_datasets(runs)):
+        seeds = {run['settings'].get('split_seed', VALIDATION_SPLIT_SEED) for run in runs
+                 if (run['settings']['dataset'], run['paths']['images']) == (dataset, folder)}
+        try:
+            labels = train_labels(dataset, folder)
+            for seed in sorted(seeds) if labels is not None else ():
+                draw_split(labels, seed)
+        except (RunError, OSError, ValueError):
+            continue
 
 
 def write_manifest(plan, command):

@@ -62,6 +62,14 @@ def test_oversubscription_warns_with_the_thread_count_that_fits(threads, busy, c
         assert '\n' not in warning
 
 
+def test_the_load_is_measured_only_for_a_run_of_several_threads():
+    """Measuring the cores' load takes 0.3 s; a single-thread run, which never warns, does not wait for it."""
+    asked = []
+    measure = lambda: asked.append(1) or 2  # noqa: E731
+    assert cpu_threads.oversubscription(1, measure, 2) is None and asked == []
+    assert cpu_threads.oversubscription(2, measure, 2).startswith('WARNING: 2 of the 2 cores') and asked == [1]
+
+
 def test_announced_runs_count_while_alive_and_dead_ones_are_removed(registry, neighbour):
     announce(registry, neighbour.pid, 3)
     dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)

@@ -330,7 +330,7 @@ START_UP = [  # (what the run is doing, where the signal comes, the data it read
     ('parsing its flags', ('train', 'parse_args'), None),
     ('taking its lock', ('revisiting_bn.runs', 'RunLock.acquire'), None),
     ('finding where it stands', ('train', 'find_start'), None),
-    ('reading Fashion-MNIST files', ('revisiting_bn.data', '_read_idx'), fashion_flags),
+    ('reading Fashion-MNIST files', ('revisiting_bn.data', 'read_idx'), fashion_flags),
     ('decoding images', ('revisiting_bn.image_folder', '_decode'), image_folder_flags),
     ('splitting off the validation set', ('train', 'split_train_validation'), None),
     ('building the network', ('train', 'construct_network'), None),

@@ -404,6 +404,99 @@ def test_a_swept_run_equals_the_same_run_made_by_train_py(tmp_path, capsys):
     assert 'epoch   2/2' in log and 'done in' in log
 
 
+def test_the_sweep_prepares_the_data_once_and_its_runs_equal_train_py_runs(tmp_path, monkeypatch):
+    """Before its runs start, a local sweep decodes the gzipped files into copies its runs read, and draws their
+    validation splits (an empty split cache here): the swept run still equals the same run made by train.py, and the
+    copies are gone after."""
+    import numpy as np
+    import torch
+    from revisiting_bn.data_files import DECODED_ENV
+    from revisiting_bn.split import split_cache_file
+    monkeypatch.setenv('REVISITING_BN_CACHE', str(tmp_path / 'cache'))
+    labels = np.arange(200) % 10
+    write_fashionmnist(str(tmp_path / 'data'))
+    seen, go = {}, sweep_local.LocalSweep.go
+
+    def go_and_look(self):
+        seen.update(split=os.path.isfile(split_cache_file(labels, 0)), folder=os.environ[DECODED_ENV],
+                    copies=len(os.listdir(os.environ[DECODED_ENV])))
+        return go(self)
+
+    monkeypatch.setattr(sweep_local.LocalSweep, 'go', go_and_look)
+    flags = ['--dataset', 'fashionmnist', '--data_dir', str(tmp_path / 'data'), '--network', 'mlp', '--batch_size',
+             '32', '--num_epochs', '2']
+    assert sweep.main(['--seeds', '2', '--configs', 'baseline', '--path', str(tmp_path), '--sweep', 's', '--gpus', '0',
+                       '--no_report', '--', *flags]) == 0
+    assert seen['split'] and seen['copies'] == 4
+    assert not os.path.exists(seen['folder']) and DECODED_ENV not in os.environ
+    argv = [*flags, '--bn_weight', '1', '--c', '1', '--input_norm', 'dataset', '--name', 'baseline_seed2', '--seed',
+            '2', '--threads', '1', '--device', 'cpu', '--path', str(tmp_path / 'plain')]
+    done = subprocess.run([sys.executable, 'train.py', *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    swept, plain = tmp_path / 's' / 'fashionmnist', tmp_path / 'plain' / 'fashionmnist'
+    txt = 'results/baseline_seed2.txt'
+    assert (swept / txt).read_bytes() == (plain / txt).read_bytes()
+    a, b = (torch.load(folder / 'networks' / 'baseline_seed2-best.pt', weights_only=True) for folder in (swept, plain))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_draw_splits_draws_each_split_a_sweep_uses_once_and_leaves_unreadable_data_to_the_runs(tmp_path,
+                                                                                                  monkeypatch):
+    import numpy as np
+    from revisiting_bn.split import split_cache_file
+    from revisiting_bn.sweep_plan import draw_splits
+    monkeypatch.setenv('REVISITING_BN_CACHE', str(tmp_path / 'cache'))
+    write_fashionmnist(str(tmp_path / 'data'))
+    broken = tmp_path / 'broken' / 'FashionMNIST' / 'raw'
+    write_fashionmnist(str(tmp_path / 'broken'))
+    (broken / 'train-labels-idx1-ubyte.gz').write_bytes(b'not gzip')
+    run = lambda folder, seed: {'settings': {'dataset': 'fashionmnist', 'split_seed': seed},  # noqa: E731
+                                'paths': {'images': str(tmp_path / folder)}}
+    draw_splits([run('data', 1), run('data', 2), run('data', 2), run('broken', 3)])
+    labels = np.arange(200) % 10
+    assert [os.path.isfile(split_cache_file(labels, seed)) for seed in (0, 1, 2, 3)] == [False, True, True, False]
+
+
+def test_a_stop_while_the_sweep_prepares_the_data_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
+    from revisiting_bn.data_files import DECODED_ENV
+    write_fashionmnist(str(tmp_path / 'data'))
+    seen = {}
+
+    def stopped_while_drawing(runs):
+        seen['folder'] = os.environ[DECODED_ENV]
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    monkeypatch.setattr(sweep, 'draw_splits', stopped_while_drawing)
+    status = sweep.main(['--seeds', '1', '--path', str(tmp_path), '--sweep', 's', '--gpus', '0', '--', '--dataset',
+                         'fashionmnist', '--data_dir', str(tmp_path / 'data'), '--network', 'mlp'])
+    assert status == 128 + signal.SIGTERM
+    assert 'stopped by SIGTERM before any run started' in capsys.readouterr().err
+    assert not os.path.exists(seen['folder']) and not (tmp_path / 's' / 'fashionmnist').exists()
+
+
+def test_the_workers_end_with_the_sweep(tmp_path):
+    """When sweep.py exits, its warm workers (the forkserver, PyTorch loaded) have ended too, rather than running their
+    own interpreter's exit after it while holding the sweep's output open."""
+    marker = f'sweep-test-{os.getpid()}-{time.time()}'
+    command = [sys.executable, 'sweep.py', '--seeds', '1', '--configs', 'proposed', '--path', str(tmp_path), '--gpus',
+               '0', '--no_report'] + TINY + ['--num_epochs', '1']
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, 'SWEEP_TEST_MARKER': marker})
+    assert process.wait(timeout=300) == 0, process.stderr.read()
+
+    def workers_left():
+        for pid in filter(str.isdigit, os.listdir('/proc')):
+            try:
+                with open(f'/proc/{pid}/cmdline', 'rb') as f, open(f'/proc/{pid}/environ', 'rb') as e:
+                    if b'forkserver' in f.read() and marker.encode() in e.read():
+                        yield pid
+            except OSError:
+                continue
+
+    assert list(workers_left()) == []
+
+
 def test_a_run_killed_in_the_workers_takes_neither_them_nor_the_sweep_down(tmp_path):
     """SIGKILL to the first run's child (one run at a time): it is reported as stopped, and the next runs still start
     from the same workers and finish."""
