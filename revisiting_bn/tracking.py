@@ -12,10 +12,11 @@ same run (its id kept in the checkpoint) and logs the epochs it lacks, each once
 import importlib.util
 import math
 import os
+import pathlib
 import sys
 import time
 
-__all__ = ['INSTALL', 'missing_package', 'epoch_scalars', 'experiment_id_of', 'prepare_mlflow', 'make_trackers',
+__all__ = ['INSTALL', 'missing_package', 'epoch_scalars', 'artifact_location', 'experiment_id_of', 'prepare_mlflow', 'make_trackers',
            'TensorBoard', 'MLflow']
 
 INSTALL = "pip install 'revisiting-bn[tracking]' (or: pip install -r requirements-tracking.txt)"
@@ -154,7 +155,7 @@ class MLflow(_Tracker):
 
     def _new_run(self, experiment, name, record):
         from mlflow.entities import Param
-        experiment_id = experiment_id_of(self.client, experiment)
+        experiment_id = experiment_id_of(self.client, experiment, self.uri)
         config = record['config']
         tags = {'configuration': name.rsplit('_seed', 1)[0], 'seed': str(config.get('seed')),
                 'code_version': str(record.get('code_version')), 'dataset': str(config.get('dataset'))}
@@ -196,13 +197,24 @@ def _client(uri):
     return MlflowClient(tracking_uri=uri)
 
 
-def experiment_id_of(client, experiment):
-    """The id of MLflow experiment ``experiment``, made if there is none (by this process or, a moment ago, another)."""
+def artifact_location(uri):
+    """Where a new experiment of the store at ``uri`` keeps its runs' artifacts: for a local SQLite store, the folder
+    mlruns beside its database file; else None, MLflow's own choice. (For a SQLite store MLflow's own is ./mlruns in
+    the current folder, which moves with the folder each run is started from.)"""
+    prefix = 'sqlite:///'
+    if not uri or not uri.startswith(prefix) or uri[len(prefix):] in ('', ':memory:'):
+        return None
+    return pathlib.Path(os.path.abspath(uri[len(prefix):])).parent.joinpath('mlruns').as_uri()
+
+
+def experiment_id_of(client, experiment, uri=None):
+    """The id of MLflow experiment ``experiment`` of the store at ``uri``, made if there is none (by this process or,
+    a moment ago, another)."""
     found = client.get_experiment_by_name(experiment)
     if found:
         return found.experiment_id
     try:
-        return client.create_experiment(experiment)
+        return client.create_experiment(experiment, artifact_location=artifact_location(uri))
     except Exception:
         found = client.get_experiment_by_name(experiment)  # a run started beside this one made it first
         if found is None:
@@ -215,7 +227,7 @@ def prepare_mlflow(uri, experiment):
     new SQLite store at once would race); one warning line where MLflow cannot be reached, and the runs go on."""
     uri = uri or os.environ.get('MLFLOW_TRACKING_URI') or None
     try:
-        experiment_id_of(_client(uri), experiment)
+        experiment_id_of(_client(uri), experiment, uri)
     except Exception as error:
         print(f'WARNING: MLflow ({uri or "its default store"}) failed ({type(error).__name__}: '
               f'{(str(error).strip().splitlines() or [""])[0][:200]}); each run will try it once and go on without it',

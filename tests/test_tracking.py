@@ -47,9 +47,12 @@ def without_times(path):
     return record
 
 
-def test_every_epoch_is_logged_and_read_back_and_no_file_changes(tmp_path):
+def test_every_epoch_is_logged_and_read_back_and_no_file_changes(tmp_path, monkeypatch):
     uri = f'sqlite:///{tmp_path}/mlflow.db'
+    (tmp_path / 'elsewhere').mkdir()
+    monkeypatch.chdir(tmp_path / 'elsewhere')  # the artifacts go beside the database, not into the current folder
     record = train.main(flags(tmp_path, 3, '--tensorboard', str(tmp_path / 'tb'), '--mlflow', uri))
+    assert not any((tmp_path / 'elsewhere').iterdir()) and (tmp_path / 'mlruns').is_dir()
     events, accuracy = scalars(tmp_path / 'tb' / NAME, 'val_accuracy')
     assert [step for step, _ in accuracy] == [1, 2, 3] and [v for _, v in accuracy] == pytest.approx(
         [row['val_accuracy'] for row in record['epochs']])
@@ -172,3 +175,12 @@ def test_a_sweep_passes_the_trackers_to_every_run(tmp_path, capsys):
     _, runs = mlflow_runs(uri, 'pair')  # the sweep's own experiment
     assert sorted(run.info.run_name for run in runs) == ['baseline_seed1', 'proposed_seed1']
     assert {run.data.tags['configuration'] for run in runs} == {'baseline', 'proposed'}
+
+
+def test_a_local_sqlite_stores_artifacts_go_beside_its_database(tmp_path, monkeypatch):
+    from revisiting_bn.tracking import artifact_location
+    monkeypatch.chdir(tmp_path)
+    assert artifact_location('sqlite:////data/lab/mlflow.db') == 'file:///data/lab/mlruns'
+    assert artifact_location('sqlite:///runs/mlflow.db') == (tmp_path / 'runs' / 'mlruns').as_uri()
+    for uri in (None, 'sqlite:///:memory:', 'http://127.0.0.1:5000', 'file:///x/mlruns'):
+        assert artifact_location(uri) is None
