@@ -81,13 +81,21 @@ def test_a_lock_held_elsewhere_names_its_host_and_pid_and_creates_nothing(tmp_pa
 
 
 def test_sigterm_before_training_starts_releases_the_lock(tmp_path):
-    """A job cancelled while it loads its data: no traceback, exit 143, no lock and no empty folders left."""
+    """A job cancelled while it loads its data (a train.py process whose data loading sends it SIGTERM as it begins,
+    as a signal arriving at that moment would): no traceback, exit 143, no lock and no empty folders left."""
     lock = output_paths(str(tmp_path), 'fake', 'same')['lock']
-    process = start(tmp_path)
-    wait_for(lock)  # the lock comes first, then the data: stop it right there and send SIGTERM
-    process.send_signal(signal.SIGSTOP)
-    process.send_signal(signal.SIGTERM)
-    process.send_signal(signal.SIGCONT)
+    code = ('import os, runpy, signal, sys\n'
+            'import revisiting_bn.data as data\n'
+            'plain = data.load_dataset\n'
+            'def loading(*args, **kwargs):\n'
+            '    assert os.path.exists(os.environ["LOCK"])  # the lock comes first, then the data\n'
+            '    os.kill(os.getpid(), signal.SIGTERM)\n'
+            '    return plain(*args, **kwargs)\n'
+            'data.load_dataset = loading\n'
+            'sys.argv = ["train.py", *sys.argv[1:]]\n'
+            'runpy.run_path("train.py", run_name="__main__")\n')
+    process = subprocess.Popen([sys.executable, '-c', code, *RUN, '--path', str(tmp_path)], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, 'LOCK': lock})
     out, err = process.communicate(timeout=120)
     assert process.returncode == 143 and 'Traceback' not in err and 'stopped by SIGTERM' in err
     assert not os.path.exists(lock) and files_under(tmp_path) == []
