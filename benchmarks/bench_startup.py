@@ -38,8 +38,8 @@ CODE = ROOT  # the checkout whose train.py and sweep.py are timed (--code)
 def timed(command, **kwargs):
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=CODE, **kwargs)
-    if done.returncode:
-        raise SystemExit(f'failed: {" ".join(command)}\n{done.stderr[-2000:]}')
+    if done.returncode:  # a sweep says how each failed run ended on stdout, the summary on stderr
+        raise SystemExit(f'failed: {" ".join(command)}\n{done.stdout[-2000:]}{done.stderr[-2000:]}')
     return time.perf_counter() - started
 
 
