@@ -130,17 +130,29 @@ def _run_child(argv, log_path, cwd, environment):
 
 
 class _Child:
-    """A worker's child as LocalSweep sees a process: wait() for its exit status, send_signal(signum)."""
+    """A worker's child as LocalSweep sees a process: wait() for its exit status, send_signal(signum).
 
-    def __init__(self, process):
-        self.process, self.pid = process, process.pid
+    multiprocessing reads a forkserver child's exit status from a pipe, once, whenever anything asks (a join, and
+    every start, which looks at all children); two threads asking at once leave one of them with 255, and a run
+    that had finished was reported failed (2 of 600 no-op children in two threads, measured). So every look at a
+    status, and every start, holds the workers' ``lock``; waiting itself is on the pipe, without reading it."""
+
+    def __init__(self, process, lock):
+        self.process, self.pid, self.lock = process, process.pid, lock
 
     def wait(self):
-        self.process.join()
-        return self.process.exitcode
+        from multiprocessing.connection import wait
+        while True:
+            wait([self.process.sentinel])
+            with self.lock:
+                status = self.process.exitcode
+            if status is not None:
+                return status
 
     def send_signal(self, signum):
-        if self.process.exitcode is None:
+        with self.lock:
+            running = self.process.exitcode is None
+        if running:
             os.kill(self.pid, signum)
 
 
@@ -154,7 +166,7 @@ class Workers:
 
     def __init__(self, networks=RESNETS):
         import multiprocessing
-        self.context = multiprocessing.get_context('forkserver')
+        self.context, self.lock = multiprocessing.get_context('forkserver'), threading.Lock()
         torchvision = any(network in RESNETS or str(network).startswith(TORCHVISION) for network in networks)
         self.context.set_forkserver_preload(self.PRELOAD[:1] + ['torchvision'] * torchvision + self.PRELOAD[1:])
         from multiprocessing import forkserver
@@ -164,10 +176,14 @@ class Workers:
 
     def launch(self, run, device, visible, log):
         _header(log, train_command(run, device))
-        child = self.context.Process(target=_run_child, args=([*run['argv'], '--device', device], log.name,
-                                                              os.getcwd(), dict(os.environ)), daemon=False)
-        child.start()
-        return _Child(child)
+        return self.start(_run_child, [*run['argv'], '--device', device], log.name, os.getcwd(), dict(os.environ))
+
+    def start(self, target, *args):
+        """``target(*args)`` in a fresh child of the workers, as a _Child."""
+        child = self.context.Process(target=target, args=args, daemon=False)
+        with self.lock:
+            child.start()
+        return _Child(child, self.lock)
 
 
 def _end_forkserver():
