@@ -175,8 +175,8 @@ def run_here(args, plan, slot_list, threads):
 
 
 def _prepare_the_report():
-    """The report's modules (SciPy, matplotlib) imported and matplotlib's fonts and PNG writer loaded while the runs
-    train, so the report waits for none of them."""
+    """The report's modules (SciPy, matplotlib) imported and matplotlib's fonts and PNG writer loaded while the
+    workers start, so the report waits for none of them."""
     for module in ('report_tables', 'report_figures', 'report_html'):
         importlib.import_module(f'revisiting_bn.{module}')
     importlib.import_module('revisiting_bn.figure_style').warm_up()

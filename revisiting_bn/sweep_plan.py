@@ -314,9 +314,11 @@ def draw_splits(runs):
     scikit-learn for it, nor do runs starting together each draw the same split. Data that cannot be read is left to
     its runs, which say why."""
     from .split import draw_split  # NumPy: not for a dry run
-    for dataset, folder in sorted(run_datasets(runs)):
-        seeds = {run['settings'].get('split_seed', VALIDATION_SPLIT_SEED) for run in runs
-                 if (run['settings']['dataset'], run['paths']['images']) == (dataset, folder)}
+    wanted = {}
+    for run in runs:
+        wanted.setdefault((run['settings']['dataset'], run['paths']['images']), set()).add(
+            run['settings'].get('split_seed', VALIDATION_SPLIT_SEED))
+    for (dataset, folder), seeds in sorted(wanted.items()):
         try:
             labels = train_labels(dataset, folder)
             for seed in sorted(seeds) if labels is not None else ():
